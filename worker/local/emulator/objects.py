@@ -48,7 +48,7 @@ def assistant_message(item_id: str, text: str, status: str = "completed") -> JSO
 def usage(input_tokens: int, output_tokens: int) -> JSON:
     return {
         "input_tokens": input_tokens,
-        "input_tokens_details": {"cached_tokens": 0},
+        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
         "output_tokens": output_tokens,
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": input_tokens + output_tokens,
@@ -92,8 +92,6 @@ def response(
         "tools": [],
         "top_p": 1.0,
         "truncation": "disabled",
-        "usage": None,
-        "user": None,
         "metadata": metadata,
     }
 

@@ -1,0 +1,81 @@
+"""One error envelope for every 4xx/5xx: ``{"error": {"type", "message", "param"?}}``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from worker.log import get_logger
+
+log = get_logger(__name__)
+
+REDIS_RETRY_AFTER_S = 2
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, type_: str, message: str, *, param: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.type = type_
+        self.message = message
+        self.param = param
+        self.headers = headers or {}
+
+
+def envelope(type_: str, message: str, param: str | None = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"type": type_, "message": message}
+    if param is not None:
+        error["param"] = param
+    return {"error": error}
+
+
+def not_found(what: str, ident: str) -> ApiError:
+    return ApiError(404, "not_found", f"No {what} with id {ident!r}.", param="id")
+
+
+async def _api_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return JSONResponse(envelope(exc.type, exc.message, exc.param), status_code=exc.status, headers=exc.headers)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0] if exc.errors() else {}
+    if first.get("type") == "json_invalid":
+        return JSONResponse(envelope("invalid_json", "The request body is not valid JSON."), status_code=400)
+    loc = [str(part) for part in first.get("loc", ()) if part != "body"]
+    param = ".".join(loc) or None
+    message = f"{param}: {first.get('msg', 'invalid value')}" if param else str(first.get("msg", "invalid body"))
+    return JSONResponse(envelope("invalid_request", message, param), status_code=422)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    kinds = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}
+    return JSONResponse(envelope(kinds.get(exc.status_code, "http_error"), str(exc.detail)),
+                        status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+
+async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("redis_unavailable", error=str(exc))
+    return JSONResponse(envelope("unavailable", "The queue is temporarily unavailable; retry shortly."),
+                        status_code=503, headers={"Retry-After": str(REDIS_RETRY_AFTER_S)})
+
+
+async def _crash(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled_error")
+    return JSONResponse(envelope("internal_error", "Internal error."), status_code=500)
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(redis.RedisError, _redis_down)
+    app.add_exception_handler(Exception, _crash)

@@ -1,0 +1,69 @@
+"""The ingress: a thin FastAPI app that validates, runs one Redis script and sends a wake-up."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import openai
+import structlog
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+
+from worker.celery_app import create_celery
+from worker.connections import async_client
+from worker.ingress import Ingress
+from worker.log import configure_logging, get_logger
+from worker.settings import Settings, get_settings
+
+from . import errors
+from .deps import Services
+from .routes import conversations, health, turns
+
+log = get_logger(__name__)
+
+
+def _openai(settings: Settings) -> openai.AsyncOpenAI:
+    key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else "local-emulator"
+    return openai.AsyncOpenAI(api_key=key, base_url=settings.openai_base_url,
+                              timeout=settings.openai_timeout_s, max_retries=2)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        redis = async_client(settings)
+        services = Services(settings=settings, ingress=Ingress(redis, settings), openai=_openai(settings),
+                            celery=create_celery(settings))
+        app.state.services = services
+        try:
+            yield
+        finally:
+            await services.openai.close()
+            await redis.aclose()
+
+    app = FastAPI(title="parley", version="0.1.0", lifespan=lifespan,
+                  description="Ordered chat-bot turns on the OpenAI Responses and Conversations APIs.")
+    errors.install(app)
+
+    @app.middleware("http")
+    async def request_context(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        request_id = request.headers.get("x-request-id") or f"req_{secrets.token_hex(8)}"
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
+            return JSONResponse(errors.envelope("body_too_large", f"The body is over {settings.max_body_bytes} "
+                                                                  "bytes."), status_code=413)
+        response = await call_next(request)
+        response.headers["x-request-id"] = request_id
+        return response
+
+    app.include_router(health.router)
+    app.include_router(conversations.router)
+    app.include_router(turns.router)
+    return app

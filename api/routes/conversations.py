@@ -1,0 +1,93 @@
+"""Conversations: get-or-create (which creates the OpenAI conversation), read with queue state, delete,
+and the upstream items proxy."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import openai
+from fastapi import APIRouter, Query, Response
+
+from ..deps import Authenticated, ServicesDep
+from ..errors import not_found
+from ..schemas import Conversation, ConversationWithQueue, CreateConversation
+from ..upstream_errors import upstream_error
+
+router = APIRouter(prefix="/v1/conversations", tags=["conversations"], dependencies=[Authenticated])
+
+async def _existing(services: ServicesDep, conversation_id: str) -> dict[str, Any]:
+    record = await services.ingress.conversation(conversation_id)
+    if record is None:
+        raise not_found("conversation", conversation_id)
+    return record
+
+
+@router.post("", status_code=201, response_model=Conversation)
+async def create_conversation(body: CreateConversation, services: ServicesDep, response: Response) -> Any:
+    ingress = services.ingress
+    if body.key is not None:
+        bound = await ingress.conversation_for_key(body.key)
+        if bound is not None and (record := await ingress.conversation(bound)) is not None:
+            response.status_code = 200
+            return record
+    try:
+        upstream = await services.openai.conversations.create(metadata=body.metadata or {})
+    except openai.OpenAIError as exc:
+        raise upstream_error(exc) from exc
+    if body.key is not None:
+        winner = await ingress.claim_key(body.key, upstream.id)
+        if winner != upstream.id:
+            # Lost a race with a parallel create for the same key: keep theirs, drop ours.
+            try:
+                await services.openai.conversations.delete(upstream.id)
+            except openai.OpenAIError:
+                pass
+            if (record := await ingress.conversation(winner)) is not None:
+                response.status_code = 200
+                return record
+    await ingress.register_conversation(upstream.id, created_at=upstream.created_at,
+                                        metadata=dict(upstream.metadata or {}), key=body.key)
+    return {"id": upstream.id, "created_at": upstream.created_at, "metadata": dict(upstream.metadata or {}),
+            "key": body.key}
+
+
+@router.get("/{conversation_id}", response_model=ConversationWithQueue)
+async def get_conversation(conversation_id: str, services: ServicesDep) -> Any:
+    record = await _existing(services, conversation_id)
+    state = await services.ingress.queue_state(conversation_id)
+    return {**record, "pending": state.pending, "running_turn": state.running_turn}
+
+
+@router.delete("/{conversation_id}")
+async def delete_conversation(conversation_id: str, services: ServicesDep) -> dict[str, Any]:
+    record = await _existing(services, conversation_id)
+    await services.ingress.delete_conversation(conversation_id, record.get("key"))
+    try:
+        await services.openai.conversations.delete(conversation_id)
+    except openai.NotFoundError:
+        pass
+    except openai.OpenAIError as exc:
+        raise upstream_error(exc) from exc
+    return {"id": conversation_id, "object": "conversation.deleted", "deleted": True}
+
+
+@router.get("/{conversation_id}/items")
+async def list_items(
+    conversation_id: str,
+    services: ServicesDep,
+    after: Annotated[str | None, Query(max_length=256)] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    order: Literal["asc", "desc"] = "desc",
+) -> Any:
+    await _existing(services, conversation_id)
+    params: dict[str, Any] = {"limit": limit, "order": order}
+    if after:
+        params["after"] = after
+    try:
+        page = await services.openai.conversations.items.list(conversation_id, **params)
+    except openai.OpenAIError as exc:
+        raise upstream_error(exc) from exc
+    data = [item.model_dump(mode="json", exclude_unset=True) for item in page.data]
+    return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None, "has_more": bool(page.has_more)}
+

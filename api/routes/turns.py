@@ -1,0 +1,61 @@
+"""Turns: accept (202, idempotent, 429 when the mailbox is full), read, cancel while queued."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Response
+
+from worker.ingress import EnqueueStatus
+
+from ..deps import Authenticated, ServicesDep
+from ..errors import ApiError, not_found
+from ..schemas import CreateTurn, TurnAccepted, TurnOut
+
+router = APIRouter(tags=["turns"], dependencies=[Authenticated])
+
+FULL_RETRY_AFTER_S = 1
+
+
+@router.post("/v1/conversations/{conversation_id}/turns", status_code=202, response_model=TurnAccepted)
+async def create_turn(conversation_id: str, body: CreateTurn, services: ServicesDep, response: Response) -> Any:
+    limit = services.settings.max_input_chars
+    if body.input_chars() > limit:
+        raise ApiError(413, "input_too_large", f"input is longer than {limit} characters.", param="input")
+    result = await services.ingress.enqueue(
+        conversation_id=conversation_id, input=body.input_value(), model=body.model,
+        instructions=body.instructions, metadata=body.metadata or {}, idempotency_key=body.idempotency_key)
+    if result.status is EnqueueStatus.missing:
+        raise not_found("conversation", conversation_id)
+    if result.status is EnqueueStatus.full:
+        raise ApiError(429, "mailbox_full", f"This conversation already has {result.position} queued turns.",
+                       headers={"Retry-After": str(FULL_RETRY_AFTER_S)})
+    if result.need_wakeup:
+        services.wake(conversation_id)
+    turn = await services.ingress.get_turn(result.turn_id)
+    if turn is None:  # pragma: no cover - the script just wrote it
+        raise not_found("turn", result.turn_id)
+    if result.status is EnqueueStatus.duplicate:
+        response.status_code = 200
+    return {"id": turn.id, "conversation_id": conversation_id, "status": turn.status,
+            "position": result.position, "created_at": turn.created_at}
+
+
+@router.get("/v1/turns/{turn_id}", response_model=TurnOut)
+async def get_turn(turn_id: str, services: ServicesDep) -> Any:
+    turn = await services.ingress.get_turn(turn_id)
+    if turn is None:
+        raise not_found("turn", turn_id)
+    return TurnOut.of(turn)
+
+
+@router.post("/v1/turns/{turn_id}/cancel", response_model=TurnOut)
+async def cancel_turn(turn_id: str, services: ServicesDep) -> Any:
+    turn = await services.ingress.get_turn(turn_id)
+    if turn is None:
+        raise not_found("turn", turn_id)
+    if not await services.ingress.cancel(turn):
+        raise ApiError(409, "not_cancellable", f"Turn {turn_id} is {turn.status.value}; only queued turns "
+                                                "can be cancelled.", param="id")
+    cancelled = await services.ingress.get_turn(turn_id)
+    return TurnOut.of(cancelled or turn)

@@ -1,0 +1,115 @@
+"""HTTP request and response bodies (design §4)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from worker.messages import Turn, TurnError, TurnStatus
+
+MAX_METADATA_PAIRS = 16
+MAX_METADATA_KEY = 64
+MAX_METADATA_VALUE = 512
+
+
+def _check_metadata(value: dict[str, str]) -> dict[str, str]:
+    # OpenAI's limits, checked here so a bad turn is refused at the door instead of failing upstream later.
+    if len(value) > MAX_METADATA_PAIRS:
+        raise ValueError(f"at most {MAX_METADATA_PAIRS} keys")
+    for key, val in value.items():
+        if not key or len(key) > MAX_METADATA_KEY:
+            raise ValueError(f"keys must be 1-{MAX_METADATA_KEY} characters")
+        if len(val) > MAX_METADATA_VALUE:
+            raise ValueError(f"values must be at most {MAX_METADATA_VALUE} characters")
+    return value
+
+
+Metadata = Annotated[dict[str, str], AfterValidator(_check_metadata)]
+Ident = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^{}\s]+$")]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CreateConversation(Strict):
+    metadata: Metadata | None = None
+    key: Ident | None = None
+    """Get-or-create: the same key (e.g. ``slack:T1:C2:1712345.678``) always gives the same conversation."""
+
+
+class Conversation(BaseModel):
+    id: str
+    object: Literal["conversation"] = "conversation"
+    created_at: int
+    metadata: dict[str, str]
+    key: str | None = None
+
+
+class ConversationWithQueue(Conversation):
+    pending: int
+    running_turn: str | None
+
+
+class InputMessage(Strict):
+    role: Literal["user", "assistant", "system", "developer"]
+    content: Annotated[str, Field(min_length=1)]
+    type: Literal["message"] | None = None
+
+
+class CreateTurn(Strict):
+    input: Annotated[str, Field(min_length=1)] | Annotated[list[InputMessage], Field(min_length=1, max_length=20)]
+    idempotency_key: Ident | None = None
+    model: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    instructions: Annotated[str, Field(max_length=32_000)] | None = None
+    metadata: Metadata | None = None
+
+    def input_chars(self) -> int:
+        if isinstance(self.input, str):
+            return len(self.input)
+        return sum(len(message.content) for message in self.input)
+
+    def input_value(self) -> str | list[dict[str, Any]]:
+        if isinstance(self.input, str):
+            return self.input
+        return [message.model_dump(exclude_none=True) for message in self.input]
+
+
+class TurnAccepted(BaseModel):
+    id: str
+    object: Literal["turn"] = "turn"
+    conversation_id: str
+    status: TurnStatus
+    position: int
+    created_at: float
+
+
+class TurnOut(BaseModel):
+    id: str
+    object: Literal["turn"] = "turn"
+    conversation_id: str
+    status: TurnStatus
+    output_text: str | None
+    response_id: str | None
+    usage: dict[str, Any] | None
+    error: TurnError | None
+    attempts: int
+    created_at: float
+    started_at: float | None
+    completed_at: float | None
+    metadata: dict[str, str]
+
+    @classmethod
+    def of(cls, turn: Turn) -> TurnOut:
+        return cls.model_validate(turn.model_dump(), from_attributes=False)
+
+
+class ErrorBody(BaseModel):
+    type: str
+    message: str
+    param: str | None = None
+
+
+class ErrorEnvelope(BaseModel):
+    error: ErrorBody

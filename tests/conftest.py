@@ -1,0 +1,102 @@
+"""Shared fixtures: a real Redis (embedded, or ``PARLEY_REDIS_URL``), the upstream emulator on a loopback
+port, the API served by uvicorn, and real Celery worker processes."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+import structlog
+
+from worker.local.emulator import EmulatorConfig, EmulatorServer
+from worker.local.redis_server import EmbeddedRedis
+from worker.settings import Settings
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+DEFAULT_EMULATOR = EmulatorConfig()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    external = os.environ.get("PARLEY_TEST_REDIS_URL")
+    if external:
+        yield external
+        return
+    with EmbeddedRedis() as server:
+        yield server.url
+
+
+@pytest.fixture(name="redis_client")
+def _redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def emulator_server() -> Iterator[EmulatorServer]:
+    with EmulatorServer(replace(DEFAULT_EMULATOR)) as server:
+        yield server
+
+
+@pytest.fixture(name="emulator")
+def _emulator(emulator_server: EmulatorServer) -> Iterator[EmulatorServer]:
+    """The session's emulator, emptied and with default behaviour for each test."""
+    emulator_server.emulator.reset()
+    for name, value in vars(DEFAULT_EMULATOR).items():
+        setattr(emulator_server.config, name, value)
+    emulator_server.emulator.faults.reseed(0)
+    yield emulator_server
+    emulator_server.emulator.reset()
+
+
+@pytest.fixture(name="settings")
+def _settings(redis_client: redis.Redis, redis_url: str, emulator: EmulatorServer) -> Settings:
+    return Settings(_env_file=None, redis_url=redis_url, openai_base_url=emulator.base_url,
+                    lease_ttl_ms=3000, heartbeat_interval_ms=1000, reaper_interval_s=1.0, hint_retry_s=2.0,
+                    backoff_base_s=0.05, backoff_max_s=1.0, worker_concurrency=50, log_level="WARNING")
+
+
+@pytest.fixture(autouse=True)
+def _reset_structlog() -> Iterator[None]:
+    yield
+    structlog.reset_defaults()
+    structlog.contextvars.clear_contextvars()
+
+
+def wait_until(predicate: Callable[[], object], *, timeout_s: float, interval_s: float = 0.05,
+               message: str = "condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {message}")
+        time.sleep(interval_s)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """Environment that makes a child process build the same Settings."""
+    env = {}
+    for name, value in settings.model_dump().items():
+        if value is None or name in ("openai_api_key", "api_keys"):
+            continue
+        env[f"PARLEY_{name.upper()}"] = str(value)
+    if settings.api_keys:
+        env["PARLEY_API_KEYS"] = ",".join(k.get_secret_value() for k in settings.api_keys)
+    return env
+
+
+@pytest.fixture
+def api_http() -> Callable[..., httpx.Client]:
+    def make(base_url: str, key: str | None = None) -> httpx.Client:
+        headers = {"authorization": f"Bearer {key}"} if key else {}
+        return httpx.Client(base_url=base_url, headers=headers, timeout=30)
+
+    return make

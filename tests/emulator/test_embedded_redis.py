@@ -1,0 +1,74 @@
+"""The embedded Redis starts fast, keeps data across a restart with AOF, and never outlives its parent."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import redis
+
+from conftest import wait_until
+from worker.local.redis_server import EmbeddedRedis, pid_alive
+
+
+def test_starts_in_under_a_second() -> None:
+    started = time.monotonic()
+    with EmbeddedRedis() as server:
+        elapsed = time.monotonic() - started
+        assert redis.Redis.from_url(server.url).ping()
+    assert elapsed < 1.0
+
+
+def test_aof_keeps_data_across_restart() -> None:
+    with EmbeddedRedis(appendonly=True) as server:
+        client = redis.Redis.from_url(server.url)
+        client.set("kept", "yes")
+        client.rpush("list", "a", "b")
+        time.sleep(1.1)  # appendfsync everysec
+        server.restart(kill=True)
+        client = redis.Redis.from_url(server.url)
+        assert client.get("kept") == b"yes" and client.lrange("list", 0, -1) == [b"a", b"b"]
+
+
+def test_without_aof_a_restart_forgets() -> None:
+    with EmbeddedRedis() as server:
+        redis.Redis.from_url(server.url).set("gone", "1")
+        server.restart()
+        assert redis.Redis.from_url(server.url).get("gone") is None
+
+
+def test_stop_leaves_no_process() -> None:
+    server = EmbeddedRedis().start()
+    pid = server.pid
+    assert pid is not None and pid_alive(pid)
+    server.close()
+    assert not pid_alive(pid)
+
+
+def test_server_dies_with_a_killed_parent() -> None:
+    """SIGKILL of the process that started it (no cleanup code runs) still takes the server down."""
+    script = ("from worker.local.redis_server import EmbeddedRedis; import time, sys; "
+              "s = EmbeddedRedis().start(); print(s.pid, flush=True); time.sleep(60)")
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert parent.stdout is not None
+    child_pid = int(parent.stdout.readline())
+    assert pid_alive(child_pid)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    wait_until(lambda: not pid_alive(child_pid), timeout_s=5, message="embedded Redis to exit")
+
+
+def test_sigterm_of_parent_stops_the_server() -> None:
+    script = ("from worker.local.redis_server import EmbeddedRedis; import time; "
+              "s = EmbeddedRedis().start(); print(s.pid, flush=True); time.sleep(60)")
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert parent.stdout is not None
+    child_pid = int(parent.stdout.readline())
+    parent.send_signal(signal.SIGTERM)
+    parent.wait()
+    wait_until(lambda: not pid_alive(child_pid), timeout_s=5, message="embedded Redis to exit")

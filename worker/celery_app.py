@@ -1,0 +1,47 @@
+"""The Celery app. Its messages are only wake-ups ("conversation X may have work"), so losing, duplicating or
+reordering them is harmless: order and exactly-once live in Redis (design §2-§3).
+
+Run a worker with ``celery -A worker.celery_app worker``; pool and concurrency come from Settings.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from celery import Celery
+
+from .settings import Settings, get_settings
+
+DRAIN_TASK = "parley.drain"
+REAP_TASK = "parley.reap"
+QUEUE = "parley"
+FALLBACK_BROKER = "redis://127.0.0.1:6379/0"
+
+
+def create_celery(settings: Settings) -> Celery:
+    app = Celery("parley", broker=settings.redis_url or FALLBACK_BROKER, include=["worker.tasks"])
+    app.conf.update(
+        task_default_queue=QUEUE,
+        task_ignore_result=True,
+        # Early ack: a wake-up lost with a dead worker is re-sent by the reaper, while a late ack would make
+        # the broker redeliver it after visibility_timeout and pile duplicate wake-ups on long turns.
+        task_acks_late=False,
+        worker_prefetch_multiplier=4,
+        worker_pool=settings.worker_pool,
+        worker_concurrency=settings.worker_concurrency,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        broker_connection_retry_on_startup=True,
+        # kombu's Redis pool defaults to 10 connections per channel; size it to the pool (research.md §9).
+        broker_transport_options={"max_connections": settings.worker_concurrency + 20,
+                                  "visibility_timeout": 3600},
+        broker_pool_limit=settings.worker_concurrency + 20,
+        worker_soft_shutdown_timeout=10.0,
+        beat_schedule={
+            "parley-reap": {"task": REAP_TASK, "schedule": timedelta(seconds=settings.reaper_interval_s)},
+        },
+    )
+    return app
+
+
+app = create_celery(get_settings())

@@ -1,0 +1,167 @@
+"""The per-conversation loop: claim the lease, run the head turn(s) one at a time, release.
+
+Celery only wakes this up; order and mutual exclusion come from the lease and the inbox in Redis.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+from tenacity import Retrying, retry_if_exception, stop_never
+
+from .errors import LeaseLost, UpstreamError
+from .lease import LeaseKeeper
+from .log import get_logger
+from .mailbox import Fenced, Mailbox, StartedTurn
+from .messages import Turn, TurnError, TurnStatus, event_json
+from .policy import DeltaCoalescer, RetryPolicy
+from .upstream import Reply, Upstream
+
+log = get_logger(__name__)
+
+DELTA_INTERVAL_S = 0.05
+
+
+@dataclass(frozen=True)
+class DrainResult:
+    claimed: bool
+    turns: int
+    rewake: bool
+
+
+class Drainer:
+    def __init__(self, mailbox: Mailbox, upstream: Upstream, keeper: LeaseKeeper, policy: RetryPolicy,
+                 *, fairness_budget: int, wake: Callable[[str], None]) -> None:
+        self.mailbox = mailbox
+        self.upstream = upstream
+        self.keeper = keeper
+        self.policy = policy
+        self.fairness_budget = fairness_budget
+        self.wake = wake
+
+    def drain(self, conv: str) -> DrainResult:
+        token = self.mailbox.claim(conv)
+        if token is None:
+            return DrainResult(claimed=False, turns=0, rewake=False)
+        self.keeper.hold(conv, token)
+        turns = 0
+        try:
+            while turns < self.fairness_budget:
+                started = self.mailbox.next_turn(conv, token)
+                if started is None:
+                    break
+                turns += 1
+                self._run_turn(conv, token, started)
+        except (Fenced, LeaseLost):
+            log.warning("lease_lost_during_drain", conversation_id=conv)
+        finally:
+            self.keeper.drop(conv)
+        # Turns left after the budget go back through the Celery queue, behind other conversations.
+        rewake = self.mailbox.release(conv, token)
+        if rewake:
+            self.wake(conv)
+        return DrainResult(claimed=True, turns=turns, rewake=rewake)
+
+    def _run_turn(self, conv: str, token: str, started: StartedTurn) -> None:
+        turn = self.mailbox.load(conv, started.turn_id)
+        structlog.contextvars.bind_contextvars(conversation_id=conv, turn_id=turn.id)
+        began = time.monotonic()
+        outcome = "interrupted"
+        try:
+            if self.policy.dead_letter_on_start(started.attempts):
+                self._fail(conv, token, turn, TurnError(
+                    type="dead_lettered", message=f"gave up after {started.attempts - 1} attempts"))
+                self.mailbox.dead_letter(conv, turn.id)
+                outcome = "dead_lettered"
+                return
+            self.mailbox.publish(conv, token, "turn.started", turn_id=turn.id, attempt=started.attempts,
+                                 event_id=f"{turn.id}.started.{started.attempts}")
+            try:
+                reply = self._call_with_retries(conv, token, turn, started)
+            except UpstreamError as exc:
+                self._fail(conv, token, turn, TurnError(type=exc.reason, message=exc.message, code=exc.code,
+                                                        status_code=exc.status_code))
+                outcome = "failed"
+                if exc.retryable:
+                    self.mailbox.dead_letter(conv, turn.id)
+                    outcome = "dead_lettered"
+                return
+            self._complete(conv, token, turn, reply)
+            outcome = "recovered" if reply.recovered else "completed"
+        finally:
+            log.info("turn_done", outcome=outcome, first_attempt=started.attempts,
+                     duration_ms=round((time.monotonic() - began) * 1000, 1))
+            structlog.contextvars.unbind_contextvars("conversation_id", "turn_id")
+
+    def _call_with_retries(self, conv: str, token: str, turn: Turn, started: StartedTurn) -> Reply:
+        state = {"attempts": started.attempts, "first": True}
+
+        def retry_wanted(exc: BaseException) -> bool:
+            return self.policy.should_retry(exc, state["attempts"])
+
+        for attempt in Retrying(retry=retry_if_exception(retry_wanted), wait=self.policy.wait_s,
+                                stop=stop_never, reraise=True,
+                                before_sleep=lambda rs: log.info("turn_retry", error=repr(rs.outcome.exception()))):
+            with attempt:
+                if not state["first"]:
+                    state["attempts"] = self.mailbox.record(conv, turn.id, token, count_attempt=True)
+                    turn = self.mailbox.load(conv, turn.id)
+                state["first"] = False
+                return self._attempt(conv, token, turn, needs_check=state["attempts"] > 1)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _attempt(self, conv: str, token: str, turn: Turn, *, needs_check: bool) -> Reply:
+        if needs_check:
+            # An earlier attempt may have reached upstream: take its result rather than appending twice.
+            recovered = self.upstream.recover(turn, last_item_id=self.mailbox.last_item_id(conv))
+            if recovered is not None:
+                log.info("turn_recovered", response_id=recovered.response_id)
+                return recovered
+        coalescer = DeltaCoalescer(DELTA_INTERVAL_S)
+        chunks = {"n": 0}
+
+        def on_created(response_id: str) -> None:
+            self.mailbox.record(conv, turn.id, token, response_id=response_id)
+
+        def publish_delta(text: str) -> None:
+            chunks["n"] += 1
+            self.mailbox.publish(conv, token, "response.delta", turn_id=turn.id, delta=text,
+                                 event_id=f"{turn.id}.delta.{turn.attempts}.{chunks['n']}")
+
+        def on_delta(delta: str) -> None:
+            if self.keeper.lost(conv):
+                raise LeaseLost(conv)
+            ready = coalescer.add(delta, time.monotonic())
+            if ready:
+                publish_delta(ready)
+
+        reply = self.upstream.generate(turn, on_created=on_created, on_delta=on_delta)
+        rest = coalescer.flush(time.monotonic())
+        if rest:
+            publish_delta(rest)
+        return reply
+
+    def _complete(self, conv: str, token: str, turn: Turn, reply: Reply) -> None:
+        turn = self.mailbox.load(conv, turn.id)
+        turn.status = TurnStatus.completed
+        turn.output_text = reply.output_text
+        turn.response_id = reply.response_id or turn.response_id
+        turn.usage = reply.usage
+        turn.completed_at = time.time()
+        event = event_json("turn.completed", conversation_id=conv, turn_id=turn.id, event_id=f"{turn.id}.completed",
+                           output_text=turn.output_text, response_id=turn.response_id, usage=turn.usage,
+                           metadata=turn.metadata)
+        self.mailbox.finish(conv, token, turn, event=event, last_item_id=reply.last_item_id)
+
+    def _fail(self, conv: str, token: str, turn: Turn, error: TurnError) -> None:
+        turn = self.mailbox.load(conv, turn.id)
+        turn.status = TurnStatus.failed
+        turn.error = error
+        turn.completed_at = time.time()
+        event = event_json("turn.failed", conversation_id=conv, turn_id=turn.id, event_id=f"{turn.id}.failed",
+                           error=error.model_dump(exclude_none=True), metadata=turn.metadata)
+        self.mailbox.finish(conv, token, turn, event=event, last_item_id=None)
+        log.warning("turn_failed", error=error.type, message=error.message)

@@ -1,0 +1,128 @@
+"""The ingress side of the mailbox protocol (async, used by ``api/``): accept, cancel and read turns.
+
+Owned by the worker package because it is one protocol with ``mailbox.py``: the same keys and scripts.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import redis.asyncio
+
+from . import scripts
+from .keys import Keys
+from .messages import Turn, TurnInput, TurnStatus, event_json, new_turn_id
+from .settings import Settings
+
+
+class EnqueueStatus(str, Enum):
+    ok = "ok"
+    duplicate = "duplicate"
+    full = "full"
+    missing = "missing"
+
+
+@dataclass(frozen=True)
+class EnqueueResult:
+    status: EnqueueStatus
+    turn_id: str
+    position: int
+    need_wakeup: bool
+
+
+@dataclass(frozen=True)
+class QueueState:
+    pending: int
+    running_turn: str | None
+
+
+class Ingress:
+    def __init__(self, client: redis.asyncio.Redis, settings: Settings) -> None:
+        self.client = client
+        self.settings = settings
+        self.keys = Keys(settings.key_prefix)
+
+    async def register_conversation(self, conv: str, *, created_at: int, metadata: dict[str, str],
+                                    key: str | None) -> None:
+        fields = {"id": conv, "created_at": created_at, "metadata": json.dumps(metadata), "key": key or ""}
+        await self.client.hset(self.keys.conversation(conv), mapping=fields)
+
+    async def conversation(self, conv: str) -> dict[str, Any] | None:
+        fields = await self.client.hgetall(self.keys.conversation(conv))
+        if not fields:
+            return None
+        return {"id": conv, "created_at": int(fields["created_at"]), "metadata": json.loads(fields["metadata"]),
+                "key": fields.get("key") or None}
+
+    async def claim_key(self, key: str, conv: str) -> str:
+        """Bind a get-or-create key to ``conv`` unless it is already bound; returns the bound conversation."""
+        name = self.keys.conversation_key(key)
+        if await self.client.set(name, conv, nx=True):
+            return conv
+        return str(await self.client.get(name))
+
+    async def conversation_for_key(self, key: str) -> str | None:
+        value = await self.client.get(self.keys.conversation_key(key))
+        return str(value) if value else None
+
+    async def delete_conversation(self, conv: str, key: str | None) -> None:
+        names = [self.keys.conversation(conv)]
+        if key:
+            names.append(self.keys.conversation_key(key))
+        await self.client.delete(*names)
+
+    async def enqueue(self, *, conversation_id: str, input: TurnInput, model: str | None,
+                      instructions: str | None, metadata: dict[str, str],
+                      idempotency_key: str | None) -> EnqueueResult:
+        k, conv, now = self.keys, conversation_id, time.time()
+        turn = Turn(id=new_turn_id(), conversation_id=conv, status=TurnStatus.queued, input=input, model=model,
+                    instructions=instructions, metadata=metadata, idempotency_key=idempotency_key,
+                    created_at=now)
+        # Index writes come first and are idempotent: if we crash before the script, nothing was accepted;
+        # after it, the reaper finds the conversation through ``active`` even if the wake-up is never sent.
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.zadd(k.active, {conv: int(now * 1000)})
+            pipe.set(k.turn_owner(turn.id), conv, ex=self.settings.retention_s)
+            await pipe.execute()
+        event = event_json("turn.queued", conversation_id=conv, turn_id=turn.id, event_id=f"{turn.id}.queued",
+                           metadata=metadata or None)
+        status, turn_id, position, need = await scripts.ENQUEUE.run_async(
+            self.client,
+            [k.conversation(conv), k.inbox(conv), k.lease(conv), k.state(conv), k.inflight(conv),
+             k.turn(conv, turn.id), k.idempotency(conv, idempotency_key or ""), k.seq(conv), k.events(conv)],
+            [turn.id, int(idempotency_key is not None), self.settings.mailbox_cap, self.settings.idempotency_ttl_s,
+             int(now * 1000), self.settings.retention_s, self.settings.stream_maxlen, event,
+             *scripts.flatten(dict(turn.to_hash()))])
+        return EnqueueResult(status=EnqueueStatus(status), turn_id=turn_id, position=int(position),
+                             need_wakeup=bool(need))
+
+    async def turn_conversation(self, turn_id: str) -> str | None:
+        value = await self.client.get(self.keys.turn_owner(turn_id))
+        return str(value) if value else None
+
+    async def get_turn(self, turn_id: str) -> Turn | None:
+        conv = await self.turn_conversation(turn_id)
+        if conv is None:
+            return None
+        fields = await self.client.hgetall(self.keys.turn(conv, turn_id))
+        return Turn.from_hash(fields) if fields else None
+
+    async def cancel(self, turn: Turn) -> bool:
+        k, conv = self.keys, turn.conversation_id
+        event = event_json("turn.cancelled", conversation_id=conv, turn_id=turn.id,
+                           event_id=f"{turn.id}.cancelled", metadata=turn.metadata or None)
+        result = await scripts.CANCEL.run_async(
+            self.client, [k.turn(conv, turn.id), k.inbox(conv), k.seq(conv), k.events(conv)],
+            [turn.id, f"{time.time():.6f}", event, self.settings.stream_maxlen, self.settings.retention_s])
+        return bool(result == 1)
+
+    async def queue_state(self, conv: str) -> QueueState:
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.llen(self.keys.inbox(conv))
+            pipe.get(self.keys.inflight(conv))
+            pending, running = await pipe.execute()
+        return QueueState(pending=int(pending), running_turn=running or None)

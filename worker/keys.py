@@ -1,0 +1,84 @@
+"""Every Redis key parley uses; nothing else spells a key.
+
+One conversation's keys share the hash tag ``{conversation_id}`` so that each Lua script, which only touches
+one conversation, runs on Redis Cluster too. The few global keys (indexes) are never touched by a script
+together with a conversation's keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SEQ_STREAM_SUFFIX = "-0"
+"""Stream entry ids are ``<seq>-0`` so an SSE ``Last-Event-ID`` (the seq) maps straight to a stream id."""
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = "parley"
+
+    def _conv(self, conversation_id: str, name: str) -> str:
+        return f"{self.prefix}:{{{conversation_id}}}:{name}"
+
+    def conversation(self, conversation_id: str) -> str:
+        """Hash: the conversation record (created_at, metadata, key)."""
+        return self._conv(conversation_id, "conv")
+
+    def inbox(self, conversation_id: str) -> str:
+        """List of queued turn ids, head first."""
+        return self._conv(conversation_id, "inbox")
+
+    def inflight(self, conversation_id: str) -> str:
+        """String: the turn id being processed; survives its worker so the next owner resumes it."""
+        return self._conv(conversation_id, "inflight")
+
+    def lease(self, conversation_id: str) -> str:
+        """String with a PX expiry: the owner's fencing token."""
+        return self._conv(conversation_id, "lease")
+
+    def fence(self, conversation_id: str) -> str:
+        """Counter that issues fencing tokens; never expires, so tokens only grow."""
+        return self._conv(conversation_id, "fence")
+
+    def state(self, conversation_id: str) -> str:
+        """Hash: ready (a wake-up is pending), hint_at (ms), last_item_id (upstream checkpoint)."""
+        return self._conv(conversation_id, "state")
+
+    def turn_prefix(self, conversation_id: str) -> str:
+        return self._conv(conversation_id, "turn:")
+
+    def turn(self, conversation_id: str, turn_id: str) -> str:
+        """Hash: one turn's record."""
+        return self.turn_prefix(conversation_id) + turn_id
+
+    def idempotency(self, conversation_id: str, idempotency_key: str) -> str:
+        return self._conv(conversation_id, f"idem:{idempotency_key}")
+
+    def seq(self, conversation_id: str) -> str:
+        """Counter for event ``seq`` numbers of the conversation."""
+        return self._conv(conversation_id, "seq")
+
+    def events(self, conversation_id: str) -> str:
+        """Capped stream of the conversation's events (the durable copy) and, by the same name, its pub/sub
+        channel (channels and keys are separate namespaces)."""
+        return self._conv(conversation_id, "events")
+
+    # --- global indexes ------------------------------------------------------------------------------
+
+    @property
+    def active(self) -> str:
+        """Sorted set: conversation id -> last enqueue time (ms); what the reaper scans."""
+        return f"{self.prefix}:active"
+
+    def turn_owner(self, turn_id: str) -> str:
+        """String: the conversation id a turn belongs to (for ``GET /v1/turns/{id}``)."""
+        return f"{self.prefix}:turn-conv:{turn_id}"
+
+    def conversation_key(self, key: str) -> str:
+        """String: conversation id for a client's get-or-create key (e.g. a Slack thread)."""
+        return f"{self.prefix}:conv-key:{key}"
+
+    @property
+    def dead_letters(self) -> str:
+        """Sorted set of ``conversation_id/turn_id`` dead-lettered, by time."""
+        return f"{self.prefix}:dead-letters"

@@ -1,0 +1,58 @@
+"""structlog, configured once for every parley process: console in development, JSON in production."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from typing import Any
+
+import structlog
+
+from .settings import Settings
+
+_SECRET_PATTERNS = (
+    re.compile(r"(sk-[A-Za-z0-9_\-]{8,})"),
+    re.compile(r"(Bearer\s+)[^\s\"']+", re.IGNORECASE),
+    re.compile(r"(rediss?://[^:/@\s]*:)[^@\s]+(@)"),
+)
+
+
+def _redact_text(text: str) -> str:
+    text = _SECRET_PATTERNS[0].sub("[redacted]", text)
+    text = _SECRET_PATTERNS[1].sub(r"\1[redacted]", text)
+    return _SECRET_PATTERNS[2].sub(r"\1[redacted]\2", text)
+
+
+def redact(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """Last line of defence: mask API keys, bearer tokens and Redis passwords in any string value."""
+    for key, value in event_dict.items():
+        if isinstance(value, str):
+            event_dict[key] = _redact_text(value)
+    return event_dict
+
+
+def configure_logging(settings: Settings) -> None:
+    level = logging.getLevelName(settings.log_level.upper())
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    if settings.json_logs:
+        renderer: list[Any] = [structlog.processors.dict_tracebacks, redact, structlog.processors.JSONRenderer()]
+    else:
+        renderer = [redact, structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())]
+    structlog.configure(
+        processors=shared + renderer,
+        wrapper_class=structlog.make_filtering_bound_logger(level if isinstance(level, int) else logging.INFO),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
+    for noisy in ("httpx", "httpx2", "httpcore", "httpcore2", "openai"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def get_logger(name: str) -> Any:
+    return structlog.get_logger(name)

@@ -1,0 +1,40 @@
+-- Accept a turn: dedupe, record, append to the inbox, publish turn.queued, and say whether a wake-up is needed.
+-- KEYS[1] conversation hash   KEYS[2] inbox        KEYS[3] lease    KEYS[4] state
+-- KEYS[5] inflight            KEYS[6] turn hash    KEYS[7] idempotency key (unused when ARGV[2] == '0')
+-- KEYS[8] seq                 KEYS[9] events stream/channel
+-- ARGV[1] turn id  ARGV[2] has idempotency key (1/0)  ARGV[3] mailbox cap  ARGV[4] idempotency ttl s
+-- ARGV[5] now ms   ARGV[6] retention s   ARGV[7] stream maxlen   ARGV[8] turn.queued event json (no seq)
+-- ARGV[9..] turn hash field/value pairs
+-- Returns {status, turn id, position, need_hint}; status is ok | duplicate | full | missing.
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return {'missing', '', 0, 0}
+end
+local busy = redis.call('EXISTS', KEYS[5])
+if ARGV[2] == '1' then
+  local existing = redis.call('GET', KEYS[7])
+  if existing then
+    local index = redis.call('LPOS', KEYS[2], existing)
+    local position = 0
+    if index then position = index + 1 + busy end
+    return {'duplicate', existing, position, 0}
+  end
+end
+local queued = redis.call('LLEN', KEYS[2])
+if queued >= tonumber(ARGV[3]) then
+  return {'full', '', queued, 0}
+end
+redis.call('HSET', KEYS[6], unpack(ARGV, 9))
+redis.call('EXPIRE', KEYS[6], ARGV[6])
+if ARGV[2] == '1' then
+  redis.call('SET', KEYS[7], ARGV[1], 'EX', ARGV[4])
+end
+local position = redis.call('RPUSH', KEYS[2], ARGV[1]) + busy
+emit(KEYS[8], KEYS[9], ARGV[8], ARGV[7], ARGV[6])
+-- A wake-up is needed only if nobody owns the conversation and none is pending: an owner sees the new turn
+-- before it releases (release.lua re-marks the conversation ready), so no wake-up is lost.
+local need_hint = 0
+if redis.call('EXISTS', KEYS[3]) == 0 and redis.call('HGET', KEYS[4], 'ready') ~= '1' then
+  redis.call('HSET', KEYS[4], 'ready', '1', 'hint_at', ARGV[5])
+  need_hint = 1
+end
+return {'ok', ARGV[1], position, need_hint}

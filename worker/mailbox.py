@@ -1,0 +1,99 @@
+"""The worker side of the mailbox protocol: typed wrappers around the Lua scripts, one conversation each."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import redis
+
+from . import scripts
+from .keys import Keys
+from .messages import EventType, Turn, event_json
+from .settings import Settings
+
+
+@dataclass(frozen=True)
+class StartedTurn:
+    turn_id: str
+    attempts: int
+    resumed: bool
+
+
+class Fenced(Exception):
+    """The lease is no longer ours; whatever we were about to write was not written."""
+
+
+class Mailbox:
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self.client = client
+        self.keys = Keys(settings.key_prefix)
+        self.settings = settings
+
+    def claim(self, conv: str) -> str | None:
+        k = self.keys
+        token = scripts.CLAIM(self.client, [k.lease(conv), k.fence(conv), k.state(conv)],
+                              [self.settings.lease_ttl_ms])
+        return str(token) if token else None
+
+    def next_turn(self, conv: str, token: str) -> StartedTurn | None:
+        k = self.keys
+        result = scripts.NEXT_TURN(self.client, [k.lease(conv), k.inflight(conv), k.inbox(conv)],
+                                   [token, k.turn_prefix(conv), f"{time.time():.6f}"])
+        if result[0] == -1:
+            raise Fenced(conv)
+        if result[0] == 0:
+            return None
+        return StartedTurn(turn_id=result[1], attempts=int(result[2]), resumed=bool(result[3]))
+
+    def load(self, conv: str, turn_id: str) -> Turn:
+        return Turn.from_hash(self.client.hgetall(self.keys.turn(conv, turn_id)))
+
+    def last_item_id(self, conv: str) -> str | None:
+        value = self.client.hget(self.keys.state(conv), "last_item_id")
+        return str(value) if value else None
+
+    def record(self, conv: str, turn_id: str, token: str, *, count_attempt: bool = False,
+               **fields: str | None) -> int:
+        """Set fields on the in-flight turn (fenced); returns its attempt count."""
+        attempts = scripts.RECORD(self.client, [self.keys.lease(conv), self.keys.turn(conv, turn_id)],
+                                  [token, int(count_attempt), *scripts.flatten(dict(fields))])
+        if attempts == -1:
+            raise Fenced(conv)
+        return int(attempts)
+
+    def publish(self, conv: str, token: str, type_: EventType, *, turn_id: str, event_id: str,
+                **fields: object) -> int:
+        k = self.keys
+        seq = scripts.PUBLISH(self.client, [k.lease(conv), k.seq(conv), k.events(conv)], [
+            token, event_json(type_, conversation_id=conv, turn_id=turn_id, event_id=event_id, **fields),
+            self.settings.stream_maxlen, self.settings.retention_s])
+        if seq == -1:
+            raise Fenced(conv)
+        return int(seq)
+
+    def finish(self, conv: str, token: str, turn: Turn, *, event: str, last_item_id: str | None) -> int:
+        """Record the final state of ``turn`` (already updated), clear in-flight, publish ``event``."""
+        k = self.keys
+        seq = scripts.FINISH(
+            self.client,
+            [k.lease(conv), k.inflight(conv), k.turn(conv, turn.id), k.state(conv), k.seq(conv), k.events(conv)],
+            [token, turn.id, event, self.settings.stream_maxlen, self.settings.retention_s, last_item_id or "",
+             *scripts.flatten(dict(turn.to_hash()))])
+        if seq < 0:
+            raise Fenced(conv)
+        return int(seq)
+
+    def release(self, conv: str, token: str) -> bool:
+        """Give the lease back; ``True`` when work is left and a wake-up must be sent."""
+        k = self.keys
+        return scripts.RELEASE(self.client, [k.lease(conv), k.inbox(conv), k.inflight(conv), k.state(conv)],
+                               [token, int(time.time() * 1000)]) == 1
+
+    def rekick(self, conv: str) -> int:
+        k = self.keys
+        return int(scripts.REKICK(self.client, [k.lease(conv), k.inbox(conv), k.inflight(conv), k.state(conv)],
+                                  [int(time.time() * 1000), int(self.settings.hint_retry_s * 1000)]))
+
+    def dead_letter(self, conv: str, turn_id: str) -> None:
+        self.client.zadd(self.keys.dead_letters, {f"{conv}/{turn_id}": time.time()})

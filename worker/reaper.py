@@ -1,0 +1,45 @@
+"""The reaper: re-wakes conversations whose wake-up was lost or whose owner died.
+
+A dead owner's lease simply expires; the next owner resumes its in-flight turn (``next_turn.lua``), so the
+reaper's only job is to make sure such a conversation gets a wake-up at all.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import scripts
+from .mailbox import Mailbox
+
+BATCH = 500
+IDLE_FORGET_S = 600.0
+"""An idle conversation leaves the active index this long after its last enqueue."""
+
+
+@dataclass(frozen=True)
+class ReapResult:
+    scanned: int
+    woken: int
+    forgotten: int
+
+
+def reap(mailbox: Mailbox, wake: Callable[[str], None], *, now_ms: int | None = None) -> ReapResult:
+    keys = mailbox.keys
+    now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+    cutoff = now_ms - int(IDLE_FORGET_S * 1000)
+    scanned = woken = forgotten = 0
+    cursor = 0
+    while True:
+        cursor, entries = mailbox.client.zscan(keys.active, cursor, count=BATCH)
+        for conv, score in entries:
+            scanned += 1
+            verdict = mailbox.rekick(conv)
+            if verdict == 1:
+                wake(conv)
+                woken += 1
+            elif verdict == 2 and score <= cutoff:
+                forgotten += scripts.FORGET(mailbox.client, [keys.active], [conv, int(score)])
+        if cursor == 0:
+            return ReapResult(scanned=scanned, woken=woken, forgotten=forgotten)

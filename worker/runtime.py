@@ -1,0 +1,62 @@
+"""What one worker process builds once: Redis client, OpenAI client, lease keeper, drainer."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cache
+
+from celery import Celery
+
+from .celery_app import DRAIN_TASK, QUEUE
+from .connections import sync_client
+from .drain import Drainer
+from .lease import LeaseKeeper
+from .mailbox import Mailbox
+from .policy import RetryPolicy
+from .settings import Settings, get_settings
+from .upstream import Upstream, make_client
+
+
+class Wakeups:
+    """Sends the ``drain`` hint. Only a hint: if it is lost, the reaper sends another."""
+
+    def __init__(self, celery: Celery) -> None:
+        self.celery = celery
+
+    def __call__(self, conversation_id: str) -> None:
+        self.celery.send_task(DRAIN_TASK, args=[conversation_id], queue=QUEUE)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    mailbox: Mailbox
+    drainer: Drainer
+    keeper: LeaseKeeper
+    wake: Wakeups
+
+
+def build_runtime(settings: Settings, celery: Celery) -> Runtime:
+    client = sync_client(settings)
+    mailbox = Mailbox(client, settings)
+    keeper = LeaseKeeper(client, mailbox.keys, ttl_ms=settings.lease_ttl_ms,
+                         interval_ms=settings.heartbeat_interval_ms)
+    upstream = Upstream(make_client(settings, concurrency=settings.worker_concurrency), settings)
+    policy = RetryPolicy(max_attempts=settings.max_attempts, backoff_base_s=settings.backoff_base_s,
+                         backoff_max_s=settings.backoff_max_s)
+    wake = Wakeups(celery)
+    drainer = Drainer(mailbox, upstream, keeper, policy, fairness_budget=settings.fairness_budget, wake=wake)
+    return Runtime(settings=settings, mailbox=mailbox, drainer=drainer, keeper=keeper, wake=wake)
+
+
+@cache
+def _runtime_for(pid: int) -> Runtime:
+    from .celery_app import app
+
+    return build_runtime(get_settings(), app)
+
+
+def get_runtime() -> Runtime:
+    # Keyed by pid: a prefork child must not reuse the parent's sockets.
+    return _runtime_for(os.getpid())

@@ -1,0 +1,61 @@
+"""The Lua scripts in ``worker/lua/``, loaded once, run by SHA with a fallback to EVAL after a server restart."""
+
+from __future__ import annotations
+
+import hashlib
+from importlib import resources
+from typing import Any
+
+import redis
+import redis.asyncio
+
+LUA_DIR = resources.files("worker") / "lua"
+_LIB = (LUA_DIR / "_lib.lua").read_text()
+
+Arg = str | int | float
+
+
+class LuaScript:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.source = _LIB + "\n" + (LUA_DIR / f"{name}.lua").read_text()
+        self.sha = hashlib.sha1(self.source.encode()).hexdigest()
+
+    def __call__(self, client: redis.Redis, keys: list[str], args: list[Arg]) -> Any:
+        try:
+            return client.evalsha(self.sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            return client.eval(self.source, len(keys), *keys, *args)
+
+    async def run_async(self, client: redis.asyncio.Redis, keys: list[str], args: list[Arg]) -> Any:
+        try:
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            return await client.eval(self.source, len(keys), *keys, *args)
+
+    def __repr__(self) -> str:
+        return f"<LuaScript {self.name} {self.sha[:8]}>"
+
+
+ENQUEUE = LuaScript("enqueue")
+CLAIM = LuaScript("claim")
+NEXT_TURN = LuaScript("next_turn")
+HEARTBEAT = LuaScript("heartbeat")
+RECORD = LuaScript("record")
+PUBLISH = LuaScript("publish")
+FINISH = LuaScript("finish")
+RELEASE = LuaScript("release")
+REKICK = LuaScript("rekick")
+CANCEL = LuaScript("cancel")
+FORGET = LuaScript("forget")
+
+ALL = (ENQUEUE, CLAIM, NEXT_TURN, HEARTBEAT, RECORD, PUBLISH, FINISH, RELEASE, REKICK, CANCEL, FORGET)
+
+
+def flatten(fields: dict[str, Arg | None]) -> list[Arg]:
+    """Field/value pairs for HSET, leaving out ``None``."""
+    pairs: list[Arg] = []
+    for name, value in fields.items():
+        if value is not None:
+            pairs += [name, value]
+    return pairs

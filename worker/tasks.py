@@ -1,0 +1,41 @@
+"""Thin Celery tasks: bind log context, call the drainer or the reaper."""
+
+from __future__ import annotations
+
+import structlog
+from celery import shared_task
+from celery.signals import worker_process_init
+
+from .celery_app import DRAIN_TASK, REAP_TASK
+from .log import configure_logging, get_logger
+from .reaper import reap
+from .runtime import get_runtime
+from .settings import get_settings
+
+log = get_logger(__name__)
+
+
+@worker_process_init.connect
+def _configure(**_: object) -> None:
+    configure_logging(get_settings())
+
+
+configure_logging(get_settings())
+
+
+@shared_task(name=DRAIN_TASK, bind=True)
+def drain(self: object, conversation_id: str) -> int:
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(conversation_id=conversation_id,
+                                           task_id=getattr(getattr(self, "request", None), "id", None))
+    result = get_runtime().drainer.drain(conversation_id)
+    return result.turns
+
+
+@shared_task(name=REAP_TASK)
+def reap_task() -> int:
+    runtime = get_runtime()
+    result = reap(runtime.mailbox, runtime.wake)
+    if result.woken:
+        log.info("reaper_woke", woken=result.woken, scanned=result.scanned)
+    return result.woken

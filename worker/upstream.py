@@ -1,0 +1,141 @@
+"""Calls to OpenAI: one generation per attempt, and the checks that make a retried turn append only once.
+
+Exactly-once strategy (README "Exactly-once upstream append"):
+1. The generation is streamed, so the response id is known at ``response.created``; it is recorded on the
+   turn (fenced) before any output is awaited.
+2. A retried or resumed turn with a recorded response id retrieves that response instead of sending again;
+   a response still running is polled to its end.
+3. Without a recorded id, the conversation's items after the last checkpoint (the final item of the previous
+   completed turn) are read: since parley is the only writer and turns run one at a time, anything there is
+   this turn's, and its reply is taken from it.
+4. The SDK's own retries would resend without an idempotency key, so the client uses ``max_retries=0``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx2
+import openai
+
+from .errors import PermanentUpstreamError, RetryableUpstreamError, translate
+from .messages import Turn
+from .settings import Settings
+
+POLL_INTERVAL_S = 0.25
+POLL_LIMIT_S = 600.0
+
+
+@dataclass(frozen=True)
+class Reply:
+    output_text: str
+    response_id: str | None
+    usage: dict[str, Any] | None
+    last_item_id: str | None
+    recovered: bool = False
+
+
+def make_client(settings: Settings, *, concurrency: int) -> openai.OpenAI:
+    api_key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else "local-emulator"
+    # Keep-alive below the server's (uvicorn's is 5 s) so a pooled connection is not closed under us.
+    limits = httpx2.Limits(max_connections=concurrency + 8, max_keepalive_connections=concurrency,
+                           keepalive_expiry=4.0)
+    http_client = httpx2.Client(limits=limits, timeout=httpx2.Timeout(
+        settings.openai_timeout_s, connect=settings.openai_connect_timeout_s))
+    return openai.OpenAI(api_key=api_key, base_url=settings.openai_base_url, max_retries=0,
+                         http_client=http_client)
+
+
+def _reply_from(response: Any, *, recovered: bool = False) -> Reply:
+    if response.status != "completed":
+        if response.status == "failed":
+            error = response.error
+            raise RetryableUpstreamError(getattr(error, "message", "response failed"), reason="response_failed",
+                                         code=getattr(error, "code", None))
+        reason = getattr(response.incomplete_details, "reason", None) or response.status
+        raise PermanentUpstreamError(f"response {response.status}: {reason}", reason=f"response_{reason}")
+    usage = response.usage.model_dump(mode="json") if response.usage is not None else None
+    last_item = response.output[-1].id if response.output else None
+    return Reply(output_text=response.output_text, response_id=response.id, usage=usage,
+                 last_item_id=last_item, recovered=recovered)
+
+
+class Upstream:
+    def __init__(self, client: openai.OpenAI, settings: Settings) -> None:
+        self.client = client
+        self.settings = settings
+
+    def _params(self, turn: Turn) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "conversation": turn.conversation_id,
+            "input": turn.input,
+            "model": turn.model or self.settings.model,
+            "metadata": {**turn.metadata, "parley_turn_id": turn.id} if len(turn.metadata) < 16
+            else turn.metadata,
+        }
+        instructions = turn.instructions or self.settings.instructions
+        if instructions:
+            params["instructions"] = instructions
+        return params
+
+    def generate(self, turn: Turn, *, on_created: Callable[[str], None],
+                 on_delta: Callable[[str], None]) -> Reply:
+        """One streamed attempt. Raises an ``UpstreamError`` subclass on failure."""
+        try:
+            stream = self.client.responses.create(stream=True, **self._params(turn))
+            with stream:
+                for event in stream:
+                    kind = event.type
+                    if kind == "response.created":
+                        on_created(event.response.id)
+                    elif kind == "response.output_text.delta":
+                        on_delta(event.delta)
+                    elif kind in ("response.completed", "response.failed", "response.incomplete"):
+                        return _reply_from(event.response)
+                    elif kind == "error":
+                        raise RetryableUpstreamError(event.message, reason="stream_error", code=event.code)
+        except (openai.OpenAIError, httpx2.TransportError) as exc:
+            raise translate(exc) from exc
+        raise RetryableUpstreamError("stream ended before response.completed", reason="stream_ended")
+
+    def recover(self, turn: Turn, *, last_item_id: str | None) -> Reply | None:
+        """What an earlier attempt of ``turn`` already got upstream, or ``None`` if it is safe to send."""
+        try:
+            if turn.response_id:
+                return self._recover_response(turn.response_id)
+            return self._recover_from_items(turn.conversation_id, last_item_id)
+        except (openai.OpenAIError, httpx2.TransportError) as exc:
+            raise translate(exc) from exc
+
+    def _recover_response(self, response_id: str) -> Reply | None:
+        deadline = time.monotonic() + POLL_LIMIT_S
+        while True:
+            try:
+                response = self.client.responses.retrieve(response_id)
+            except openai.NotFoundError:
+                return None
+            if response.status not in ("queued", "in_progress"):
+                break
+            if time.monotonic() > deadline:
+                raise RetryableUpstreamError("earlier response still running", reason="still_running")
+            time.sleep(POLL_INTERVAL_S)
+        if response.status in ("failed", "cancelled"):
+            # A failed or cancelled response appends nothing to the conversation: sending again is safe.
+            return None
+        return _reply_from(response, recovered=True)
+
+    def _recover_from_items(self, conversation_id: str, last_item_id: str | None) -> Reply | None:
+        page = self.client.conversations.items.list(
+            conversation_id, order="asc", limit=100,
+            **({"after": last_item_id} if last_item_id else {}))
+        items = list(page)
+        assistant = [i for i in items if i.type == "message" and getattr(i, "role", None) == "assistant"]
+        if not any(i.type == "message" and getattr(i, "role", None) == "user" for i in items):
+            return None
+        if not assistant:
+            raise RetryableUpstreamError("input is stored but the reply is not yet", reason="still_running")
+        text = "".join(part.text for part in assistant[-1].content if getattr(part, "type", "") == "output_text")
+        return Reply(output_text=text, response_id=None, usage=None, last_item_id=items[-1].id, recovered=True)
