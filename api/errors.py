@@ -49,8 +49,9 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     first = exc.errors()[0] if exc.errors() else {}
     if first.get("type") == "json_invalid":
         return JSONResponse(envelope("invalid_json", "The request body is not valid JSON."), status_code=400)
-    loc = [str(part) for part in first.get("loc", ()) if part != "body"]
-    param = ".".join(loc) or None
+    loc = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path", "header")]
+    # The top-level field is what a client can act on; deeper parts name pydantic's union branches.
+    param = loc[0] if loc else None
     message = f"{param}: {first.get('msg', 'invalid value')}" if param else str(first.get("msg", "invalid body"))
     return JSONResponse(envelope("invalid_request", message, param), status_code=422)
 

@@ -100,3 +100,13 @@ def api_http() -> Callable[..., httpx.Client]:
         return httpx.Client(base_url=base_url, headers=headers, timeout=30)
 
     return make
+
+
+@pytest.fixture
+def api_server(settings: Settings) -> Iterator[str]:
+    """The API app served by uvicorn on a loopback port, with the test settings; yields its base URL."""
+    from api.main import create_app
+    from worker.local.background import BackgroundServer
+
+    with BackgroundServer(create_app(settings)) as server:
+        yield server.url

@@ -1,0 +1,189 @@
+"""The HTTP contract (design §4): conversations, turns, errors in one envelope, auth."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+import redis
+
+from worker.keys import Keys
+from worker.local.background import BackgroundServer
+from worker.settings import Settings
+
+
+@pytest.fixture(name="http")
+def _http(api_server: str, api_http: Callable[..., httpx.Client]) -> Iterator[httpx.Client]:
+    with api_http(api_server) as client:
+        yield client
+
+
+@pytest.fixture(name="conv")
+def _conv(http: httpx.Client) -> str:
+    response = http.post("/v1/conversations", json={"metadata": {"team": "T1"}})
+    assert response.status_code == 201
+    return str(response.json()["id"])
+
+
+def assert_envelope(response: httpx.Response, status: int, param: str | None = None) -> None:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) <= {"type", "message", "param"} and error["type"] and error["message"]
+    if param is not None:
+        assert error.get("param") == param
+
+
+def queued(redis_client: redis.Redis, conv: str) -> int:
+    return int(redis_client.llen(Keys().inbox(conv)))
+
+
+class TestConversations:
+    def test_get_or_create_by_key(self, http: httpx.Client) -> None:
+        first = http.post("/v1/conversations", json={"key": "slack:T1:C2:1712345.678"})
+        again = http.post("/v1/conversations", json={"key": "slack:T1:C2:1712345.678"})
+        assert first.status_code == 201 and again.status_code == 200
+        assert first.json()["id"] == again.json()["id"]
+
+    def test_parallel_get_or_create_gives_one_conversation(self, http: httpx.Client) -> None:
+        with ThreadPoolExecutor(8) as pool:
+            ids = set(pool.map(lambda _: http.post("/v1/conversations", json={"key": "k-par"}).json()["id"],
+                               range(8)))
+        assert len(ids) == 1
+
+    def test_read_with_queue_state_and_delete(self, http: httpx.Client, conv: str) -> None:
+        http.post(f"/v1/conversations/{conv}/turns", json={"input": "hi"})
+        body = http.get(f"/v1/conversations/{conv}").json()
+        assert body["pending"] == 1 and body["running_turn"] is None and body["metadata"] == {"team": "T1"}
+        assert http.delete(f"/v1/conversations/{conv}").json()["deleted"] is True
+        assert_envelope(http.get(f"/v1/conversations/{conv}"), 404)
+        assert_envelope(http.post(f"/v1/conversations/{conv}/turns", json={"input": "x"}), 404)
+
+    def test_items_proxy_paginates(self, http: httpx.Client, conv: str, emulator: object) -> None:
+        from openai import OpenAI
+
+        upstream = OpenAI(base_url=emulator.base_url, api_key="x")  # type: ignore[attr-defined]
+        upstream.conversations.items.create(conv, items=[{"role": "user", "content": f"m{i}"} for i in range(3)])
+        page = http.get(f"/v1/conversations/{conv}/items", params={"order": "asc", "limit": 2}).json()
+        assert [i["content"][0]["text"] for i in page["data"]] == ["m0", "m1"] and page["has_more"] is True
+        rest = http.get(f"/v1/conversations/{conv}/items",
+                        params={"order": "asc", "after": page["last_id"]}).json()
+        assert [i["content"][0]["text"] for i in rest["data"]] == ["m2"] and rest["has_more"] is False
+        assert_envelope(http.get(f"/v1/conversations/{conv}/items", params={"limit": 0}), 422, "limit")
+        assert_envelope(http.get(f"/v1/conversations/{conv}/items", params={"after": "msg_nope"}), 404)
+
+
+class TestTurns:
+    def test_accept_returns_202_with_position(self, http: httpx.Client, conv: str) -> None:
+        first = http.post(f"/v1/conversations/{conv}/turns", json={"input": "one", "metadata": {"ch": "C1"}})
+        second = http.post(f"/v1/conversations/{conv}/turns", json={"input": [{"role": "user", "content": "two"}]})
+        assert first.status_code == 202 and first.json()["status"] == "queued" and first.json()["position"] == 1
+        assert second.json()["position"] == 2
+        turn = http.get(f"/v1/turns/{first.json()['id']}").json()
+        assert turn["status"] == "queued" and turn["metadata"] == {"ch": "C1"} and turn["attempts"] == 0
+
+    def test_idempotency_key_20_in_parallel(self, http: httpx.Client, conv: str,
+                                            redis_client: redis.Redis) -> None:
+        def post(_: int) -> tuple[int, str]:
+            r = http.post(f"/v1/conversations/{conv}/turns", json={"input": "hi", "idempotency_key": "Ev123"})
+            return r.status_code, r.json()["id"]
+
+        with ThreadPoolExecutor(20) as pool:
+            results = list(pool.map(post, range(20)))
+        assert len({turn_id for _, turn_id in results}) == 1
+        assert sorted(status for status, _ in results) == [200] * 19 + [202]
+        assert queued(redis_client, conv) == 1
+
+    def test_full_mailbox_is_429_with_retry_after(self, settings: Settings, conv: str,
+                                                 api_http: Callable[..., httpx.Client]) -> None:
+        from api.main import create_app
+
+        small = settings.model_copy(update={"mailbox_cap": 2})
+        with BackgroundServer(create_app(small)) as server, api_http(server.url) as http:
+            for text in ("a", "b"):
+                assert http.post(f"/v1/conversations/{conv}/turns", json={"input": text}).status_code == 202
+            full = http.post(f"/v1/conversations/{conv}/turns", json={"input": "c"})
+            assert_envelope(full, 429)
+            assert int(full.headers["retry-after"]) >= 1
+
+    def test_cancel_a_queued_turn(self, http: httpx.Client, conv: str, redis_client: redis.Redis) -> None:
+        turn_id = http.post(f"/v1/conversations/{conv}/turns", json={"input": "x"}).json()["id"]
+        cancelled = http.post(f"/v1/turns/{turn_id}/cancel")
+        assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+        assert_envelope(http.post(f"/v1/turns/{turn_id}/cancel"), 409)
+        assert queued(redis_client, conv) == 0
+        assert_envelope(http.post("/v1/turns/turn_nope/cancel"), 404)
+
+
+BAD_TURNS = [
+    (b"{not json", 400, None),
+    (b"[]", 422, None),
+    (b"{}", 422, "input"),
+    (b'{"input": ""}', 422, "input"),
+    (b'{"input": 5}', 422, None),
+    (b'{"input": []}', 422, None),
+    (b'{"input": [{"role": "robot", "content": "x"}]}', 422, None),
+    (b'{"input": "x", "metadata": {' + b",".join(b'"k%d": "v"' % i for i in range(17)) + b"}}", 422, "metadata"),
+    (b'{"input": "x", "metadata": {"k": "' + b"v" * 513 + b'"}}', 422, "metadata"),
+    (b'{"input": "x", "surprise": 1}', 422, "surprise"),
+    (b'{"input": "x", "idempotency_key": ""}', 422, "idempotency_key"),
+    (b'{"input": "' + b"x" * 40_000 + b'"}', 413, "input"),
+]
+
+
+@pytest.mark.parametrize(("body", "status", "param"), BAD_TURNS)
+def test_bad_turns_get_4xx_and_enqueue_nothing(http: httpx.Client, conv: str, redis_client: redis.Redis,
+                                               body: bytes, status: int, param: str | None) -> None:
+    response = http.post(f"/v1/conversations/{conv}/turns", content=body,
+                         headers={"content-type": "application/json"})
+    assert_envelope(response, status, param)
+    assert queued(redis_client, conv) == 0
+
+
+def test_oversized_body_is_413(http: httpx.Client, conv: str) -> None:
+    assert_envelope(http.post(f"/v1/conversations/{conv}/turns", content=b"x" * 300_000,
+                              headers={"content-type": "application/json"}), 413)
+
+
+def test_unknown_ids_are_404(http: httpx.Client) -> None:
+    assert_envelope(http.get("/v1/turns/turn_nope"), 404)
+    assert_envelope(http.get("/v1/conversations/conv_nope"), 404)
+    assert_envelope(http.post("/v1/conversations/conv_nope/turns", json={"input": "x"}), 404)
+    assert_envelope(http.get("/v1/nothing-here"), 404)
+
+
+class TestAuth:
+    @pytest.fixture(name="secured")
+    def _secured(self, settings: Settings) -> Iterator[str]:
+        from api.main import create_app
+
+        with BackgroundServer(create_app(settings.model_copy(update={"api_keys": _keys("k-one,k-two")}))) as s:
+            yield s.url
+
+    @pytest.mark.parametrize("header", [None, "Bearer wrong", "Basic k-one", "Bearer"])
+    def test_missing_or_bad_key_is_401(self, secured: str, header: str | None,
+                                       redis_client: redis.Redis) -> None:
+        headers = {"authorization": header} if header else {}
+        response = httpx.post(f"{secured}/v1/conversations", json={}, headers=headers)
+        assert_envelope(response, 401)
+        assert redis_client.dbsize() == 0
+
+    def test_any_configured_key_works(self, secured: str) -> None:
+        for key in ("k-one", "k-two"):
+            response = httpx.post(f"{secured}/v1/conversations", json={},
+                                  headers={"authorization": f"Bearer {key}"})
+            assert response.status_code == 201
+
+    def test_health_needs_no_key(self, secured: str) -> None:
+        assert httpx.get(f"{secured}/healthz").status_code == 200
+        assert httpx.get(f"{secured}/readyz").json() == {"status": "ready"}
+
+
+def _keys(raw: str) -> list[object]:
+    return Settings(_env_file=None, api_keys=raw).api_keys  # type: ignore[return-value]
+
+
+def test_openapi_docs_are_served(http: httpx.Client) -> None:
+    assert http.get("/docs").status_code == 200
+    assert "/v1/conversations/{conversation_id}/turns" in http.get("/openapi.json").json()["paths"]

@@ -1,0 +1,62 @@
+"""Real processes for end-to-end tests: the API on uvicorn and Celery workers as subprocesses."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from celery import Celery
+
+from conftest import settings_env
+from worker.local.processes import spawn, stop
+from worker.settings import Settings
+
+
+def start_worker(settings: Settings, name: str, *, concurrency: int | None = None,
+                 pool: str = "threads", extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    env = {**settings_env(settings), **(extra_env or {})}
+    return spawn(["python", "-m", "celery", "-A", "worker.celery_app", "worker", "-P", pool,
+                  "-c", str(concurrency or settings.worker_concurrency), "-n", f"{name}@%h", "-Q", "parley",
+                  "-l", "WARNING", "--without-mingle", "--without-gossip", "--without-heartbeat"], env=env)
+
+
+def wait_ready(settings: Settings, names: list[str], timeout_s: float = 30.0) -> None:
+    app = Celery(broker=settings.redis_url)
+    deadline = time.monotonic() + timeout_s
+    wanted = set(names)
+    try:
+        while time.monotonic() < deadline:
+            replies = app.control.ping(timeout=0.5) or []
+            seen = {name.split("@")[0] for reply in replies for name in reply}
+            if wanted <= seen:
+                return
+        raise AssertionError(f"workers {sorted(wanted)} not ready after {timeout_s}s")
+    finally:
+        app.close()
+
+
+@contextmanager
+def workers(settings: Settings, count: int, **kwargs: object) -> Iterator[list[subprocess.Popen[bytes]]]:
+    names = [f"w{i}" for i in range(count)]
+    procs = [start_worker(settings, name, **kwargs) for name in names]  # type: ignore[arg-type]
+    try:
+        wait_ready(settings, names)
+        yield procs
+    finally:
+        for proc in procs:
+            stop(proc)
+
+
+@contextmanager
+def start_beat(settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
+    import tempfile
+
+    schedule = tempfile.mktemp(prefix="parley-beat-")
+    proc = spawn(["python", "-m", "celery", "-A", "worker.celery_app", "beat", "-l", "WARNING",
+                  "-s", schedule], env=settings_env(settings))
+    try:
+        yield proc
+    finally:
+        stop(proc)

@@ -1,0 +1,178 @@
+"""The mailbox protocol's Lua scripts against a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+
+import pytest
+import redis
+import redis.asyncio
+from redis.crc import key_slot
+
+from worker import scripts
+from worker.ingress import EnqueueStatus, Ingress
+from worker.keys import Keys
+from worker.mailbox import Fenced, Mailbox
+from worker.messages import Turn, TurnStatus, event_json
+from worker.settings import Settings
+
+CONV = "conv_test"
+
+
+@pytest.fixture(name="mailbox")
+def _mailbox(settings: Settings, redis_client: redis.Redis) -> Mailbox:
+    return Mailbox(redis_client, settings)
+
+
+@pytest.fixture(name="ingress")
+def _ingress(settings: Settings) -> Iterator[Ingress]:
+    client = redis.asyncio.Redis.from_url(settings.redis_url_required, decode_responses=True)
+    ingress = Ingress(client, settings)
+    asyncio.run(ingress.register_conversation(CONV, created_at=1, metadata={}, key=None))
+    yield ingress
+
+
+def enqueue(ingress: Ingress, text: str, key: str | None = None, conv: str = CONV) -> object:
+    async def go() -> object:
+        client = redis.asyncio.Redis.from_url(ingress.settings.redis_url_required, decode_responses=True)
+        try:
+            return await Ingress(client, ingress.settings).enqueue(
+                conversation_id=conv, input=text, model=None, instructions=None, metadata={},
+                idempotency_key=key)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(go())
+
+
+def test_enqueue_appends_and_asks_for_one_wakeup(ingress: Ingress, mailbox: Mailbox) -> None:
+    first, second = enqueue(ingress, "a"), enqueue(ingress, "b")
+    assert first.status is EnqueueStatus.ok and first.need_wakeup and first.position == 1
+    assert second.position == 2 and not second.need_wakeup  # one pending wake-up is enough
+    assert mailbox.client.lrange(mailbox.keys.inbox(CONV), 0, -1) == [first.turn_id, second.turn_id]
+    assert mailbox.load(CONV, first.turn_id).status is TurnStatus.queued
+
+
+def test_enqueue_dedupes_on_idempotency_key(ingress: Ingress) -> None:
+    first, again = enqueue(ingress, "a", key="evt-1"), enqueue(ingress, "a", key="evt-1")
+    assert again.status is EnqueueStatus.duplicate and again.turn_id == first.turn_id
+    assert again.position == 1
+
+
+def test_enqueue_refuses_unknown_conversation_and_full_mailbox(ingress: Ingress, settings: Settings) -> None:
+    assert enqueue(ingress, "a", conv="conv_other").status is EnqueueStatus.missing
+    ingress.settings.mailbox_cap = 2
+    enqueue(ingress, "a"), enqueue(ingress, "b")
+    assert enqueue(ingress, "c").status is EnqueueStatus.full
+
+
+def test_lease_is_exclusive_and_fenced(ingress: Ingress, mailbox: Mailbox) -> None:
+    accepted = enqueue(ingress, "a")
+    token = mailbox.claim(CONV)
+    assert token is not None and mailbox.claim(CONV) is None
+    started = mailbox.next_turn(CONV, token)
+    assert started is not None and started.turn_id == accepted.turn_id and started.attempts == 1
+    # The lease expires (the owner stalled); a new owner takes over and resumes the same turn.
+    mailbox.client.delete(mailbox.keys.lease(CONV))
+    new_token = mailbox.claim(CONV)
+    assert new_token is not None and int(new_token) > int(token)
+    resumed = mailbox.next_turn(CONV, new_token)
+    assert resumed is not None and resumed.resumed and resumed.attempts == 2
+    # The stale owner can neither record, publish, finish nor release.
+    with pytest.raises(Fenced):
+        mailbox.record(CONV, accepted.turn_id, token, response_id="resp_x")
+    with pytest.raises(Fenced):
+        mailbox.publish(CONV, token, "turn.started", turn_id=accepted.turn_id, event_id="e")
+    turn = mailbox.load(CONV, accepted.turn_id)
+    with pytest.raises(Fenced):
+        mailbox.finish(CONV, token, turn, event=_event(turn), last_item_id=None)
+    assert mailbox.release(CONV, token) is False
+    assert mailbox.client.get(mailbox.keys.lease(CONV)) == new_token
+
+
+def _event(turn: Turn) -> str:
+    return event_json("turn.completed", conversation_id=turn.conversation_id, turn_id=turn.id,
+                      event_id=f"{turn.id}.completed")
+
+
+def test_finish_publishes_once_with_increasing_seq(ingress: Ingress, mailbox: Mailbox) -> None:
+    enqueue(ingress, "a")
+    token = mailbox.claim(CONV)
+    assert token
+    started = mailbox.next_turn(CONV, token)
+    assert started
+    turn = mailbox.load(CONV, started.turn_id)
+    turn.status = TurnStatus.completed
+    seq = mailbox.finish(CONV, token, turn, event=_event(turn), last_item_id="msg_1")
+    with pytest.raises(Fenced):  # a second finish of the same turn is refused
+        mailbox.finish(CONV, token, turn, event=_event(turn), last_item_id="msg_1")
+    entries = mailbox.client.xrange(mailbox.keys.events(CONV))
+    assert [json.loads(e[1]["data"])["type"] for e in entries] == ["turn.queued", "turn.completed"]
+    assert [json.loads(e[1]["data"])["seq"] for e in entries] == [1, 2] and seq == 2
+    assert entries[-1][0] == "2-0"
+    assert mailbox.last_item_id(CONV) == "msg_1"
+    assert mailbox.load(CONV, turn.id).status is TurnStatus.completed
+
+
+def test_release_remarks_ready_when_work_arrived(ingress: Ingress, mailbox: Mailbox) -> None:
+    token = mailbox.claim(CONV)
+    assert token
+    during = enqueue(ingress, "arrives while owned")
+    assert not during.need_wakeup  # the owner will see it
+    assert mailbox.release(CONV, token) is True
+    assert mailbox.client.hget(mailbox.keys.state(CONV), "ready") == "1"
+    idle_token = mailbox.claim(CONV)
+    assert idle_token
+    assert mailbox.next_turn(CONV, idle_token) is not None
+    assert mailbox.release(CONV, idle_token) is True  # in-flight turn handed back
+    assert mailbox.rekick(CONV) == 0  # ready and recent: no second wake-up
+
+
+def test_rekick_wakes_an_orphaned_conversation(ingress: Ingress, mailbox: Mailbox) -> None:
+    enqueue(ingress, "a")  # marks ready and the wake-up is "lost"
+    assert mailbox.rekick(CONV) == 0
+    mailbox.client.hset(mailbox.keys.state(CONV), "hint_at", 0)  # stale
+    assert mailbox.rekick(CONV) == 1
+    token = mailbox.claim(CONV)
+    assert mailbox.rekick(CONV) == 0  # owned
+    assert token and mailbox.next_turn(CONV, token) and mailbox.next_turn(CONV, token)
+
+
+def test_cancel_only_queued_turns(ingress: Ingress, mailbox: Mailbox) -> None:
+    first, second = enqueue(ingress, "a"), enqueue(ingress, "b")
+    cancelled = asyncio.run(_cancel(ingress, second.turn_id))
+    assert cancelled is True
+    token = mailbox.claim(CONV)
+    assert token
+    started = mailbox.next_turn(CONV, token)
+    assert started and started.turn_id == first.turn_id
+    assert asyncio.run(_cancel(ingress, first.turn_id)) is False  # running
+    mailbox.finish(CONV, token, mailbox.load(CONV, first.turn_id), event=_event(mailbox.load(CONV, first.turn_id)),
+                   last_item_id=None)
+    assert mailbox.next_turn(CONV, token) is None  # the cancelled turn is skipped
+
+
+async def _cancel(ingress: Ingress, turn_id: str) -> bool:
+    client = redis.asyncio.Redis.from_url(ingress.settings.redis_url_required, decode_responses=True)
+    try:
+        fresh = Ingress(client, ingress.settings)
+        turn = await fresh.get_turn(turn_id)
+        assert turn is not None
+        return await fresh.cancel(turn)
+    finally:
+        await client.aclose()
+
+
+def test_every_conversation_key_is_in_one_cluster_slot() -> None:
+    keys = Keys("parley")
+    names = [keys.conversation(CONV), keys.inbox(CONV), keys.inflight(CONV), keys.lease(CONV), keys.fence(CONV),
+             keys.state(CONV), keys.turn(CONV, "turn_1"), keys.idempotency(CONV, "k"), keys.seq(CONV),
+             keys.events(CONV)]
+    assert len({key_slot(name.encode()) for name in names}) == 1
+
+
+def test_scripts_survive_a_script_flush(mailbox: Mailbox) -> None:
+    mailbox.client.script_flush()
+    assert scripts.HEARTBEAT(mailbox.client, [mailbox.keys.lease(CONV)], ["1", 1000]) == 0
