@@ -24,9 +24,10 @@ DEFAULT_EMULATOR = EmulatorConfig()
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    external = os.environ.get("PARLEY_TEST_REDIS_URL")
+    external = os.environ.get("PARLEY_TEST_REDIS_URL") or os.environ.get("PARLEY_REDIS_URL")
     if external:
-        yield external
+        # Tests flush their database: use db 15 of the given server, never the application's own.
+        yield external.rsplit("/", 1)[0] + "/15" if external.count("/") > 2 else external + "/15"
         return
     with EmbeddedRedis() as server:
         yield server.url

@@ -37,6 +37,7 @@ def create_celery(settings: Settings) -> Celery:
                                   "visibility_timeout": 3600},
         broker_pool_limit=settings.worker_concurrency + 20,
         worker_soft_shutdown_timeout=10.0,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
         beat_schedule={
             "parley-reap": {"task": REAP_TASK, "schedule": timedelta(seconds=settings.reaper_interval_s)},
         },

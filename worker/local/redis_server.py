@@ -57,6 +57,7 @@ class EmbeddedRedis:
         self.port = port or _free_port()
         self._own_dir = data_dir is None
         self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="parley-redis-"))
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         self.appendonly = appendonly
         self.extra_args = extra_args
         self.process: subprocess.Popen[bytes] | None = None

@@ -1,0 +1,171 @@
+"""The ``parley`` command: ``up`` (everything, embedded defaults), ``api``, ``worker``, ``beat``, ``emulator``,
+``send``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+from worker.settings import Settings
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _print(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = Settings()
+    host = args.host or settings.host
+    port = args.port or settings.port
+    if not settings.api_keys and host not in LOOPBACK:
+        _print(f"refusing to bind {host}: no PARLEY_API_KEYS are set, so the API would be open to anyone. "
+               "Set PARLEY_API_KEYS, or bind to 127.0.0.1.")
+        return 2
+    uvicorn.run("api.main:create_app", factory=True, host=host, port=port, log_level="warning",
+                access_log=False, workers=args.workers, timeout_keep_alive=30)
+    return 0
+
+
+def _celery(*argv: str) -> int:
+    from celery.__main__ import main as celery_main
+
+    sys.argv = ["celery", "-A", "worker.celery_app", *argv]
+    celery_main()
+    return 0
+
+
+def run_worker(extra: Sequence[str]) -> int:
+    settings = Settings()
+    return _celery("worker", "-P", settings.worker_pool, "-c", str(settings.worker_concurrency), "-Q", "parley",
+                   "-l", settings.log_level, "--without-mingle", "--without-gossip", *extra)
+
+
+def run_beat(extra: Sequence[str]) -> int:
+    schedule = [] if "-s" in extra else ["-s", os.path.join(tempfile.gettempdir(), "parley-beat-schedule")]
+    return _celery("beat", "-l", Settings().log_level, *schedule, *extra)
+
+
+PASSTHROUGH = {"worker": run_worker, "beat": run_beat}
+"""Subcommands whose further arguments all go to celery."""
+
+
+def cmd_emulator(args: argparse.Namespace) -> int:
+    from worker.local.emulator.faults import EmulatorConfig
+    from worker.local.emulator.server import serve_forever
+
+    config = EmulatorConfig(seed=args.seed, latency_ms=(args.latency_ms, args.latency_ms),
+                            delta_interval_ms=args.delta_interval_ms)
+    _print(f"OpenAI emulator on http://{args.host}:{args.port}/v1 (debug routes under /_emulator)")
+    serve_forever(config, host=args.host, port=args.port)
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from .stack import LocalStack
+
+    with LocalStack(Settings(), api_port=args.port, flower=False) as stack:
+        _print(stack.banner())
+        stop = {"now": False}
+
+        def on_signal(signum: int, _: Any) -> None:
+            stop["now"] = True
+
+        signal.signal(signal.SIGTERM, on_signal)
+        try:
+            while not stop["now"]:
+                failed = stack.failed()
+                if failed:
+                    _print(f"{failed} exited; stopping everything")
+                    return 1
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
+        _print("stopping...")
+    return 0
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    try:
+        return _send(args)
+    except httpx.HTTPError as exc:
+        _print(f"cannot reach parley at {args.url}: {exc} (is `parley up` running?)")
+        return 1
+
+
+def _send(args: argparse.Namespace) -> int:
+    headers = {"authorization": f"Bearer {args.api_key}"} if args.api_key else {}
+    with httpx.Client(base_url=args.url, headers=headers, timeout=30) as http:
+        conv = http.post("/v1/conversations", json={"key": args.conversation})
+        if conv.status_code >= 400:
+            _print(f"error: {conv.text}")
+            return 1
+        accepted = http.post(f"/v1/conversations/{conv.json()['id']}/turns", json={"input": args.text})
+        if accepted.status_code >= 400:
+            _print(f"error: {accepted.text}")
+            return 1
+        turn_id = accepted.json()["id"]
+        deadline = time.monotonic() + args.timeout
+        while time.monotonic() < deadline:
+            turn = http.get(f"/v1/turns/{turn_id}").json()
+            if turn["status"] in ("completed", "failed", "cancelled"):
+                if turn["status"] != "completed":
+                    _print(f"turn {turn['status']}: {turn.get('error')}")
+                    return 1
+                print(turn["output_text"])
+                return 0
+            time.sleep(0.1)
+    _print(f"no reply within {args.timeout}s (is a worker running?)")
+    return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="parley", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start Redis (embedded), the emulator (without a key), API, worker, reaper")
+    up.add_argument("--port", type=int, default=8000)
+    up.set_defaults(func=cmd_up)
+    api = sub.add_parser("api", help="serve the HTTP ingress")
+    api.add_argument("--host")
+    api.add_argument("--port", type=int)
+    api.add_argument("--workers", type=int, default=1)
+    api.set_defaults(func=cmd_api)
+    for name in PASSTHROUGH:
+        sub.add_parser(name, help=f"run a Celery {name} with parley's settings (further arguments go to celery)")
+    emulator = sub.add_parser("emulator", help="serve the local OpenAI emulator")
+    emulator.add_argument("--host", default="127.0.0.1")
+    emulator.add_argument("--port", type=int, default=8100)
+    emulator.add_argument("--seed", type=int, default=0)
+    emulator.add_argument("--latency-ms", type=int, default=0)
+    emulator.add_argument("--delta-interval-ms", type=int, default=0)
+    emulator.set_defaults(func=cmd_emulator)
+    send = sub.add_parser("send", help="send one turn and print the reply")
+    send.add_argument("text")
+    send.add_argument("--conversation", default="cli:default", help="get-or-create key of the conversation")
+    send.add_argument("--url", default=os.environ.get("PARLEY_URL", "http://127.0.0.1:8000"))
+    send.add_argument("--api-key", default=os.environ.get("PARLEY_API_KEY"))
+    send.add_argument("--timeout", type=float, default=60.0)
+    send.set_defaults(func=cmd_send)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in PASSTHROUGH:
+        return PASSTHROUGH[argv[0]](argv[1:])
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+if __name__ == "__main__":
+    sys.exit(main())

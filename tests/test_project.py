@@ -1,0 +1,65 @@
+"""The project keeps its promises about itself: README commands, CI, settings docs, layering."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+from worker.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def readme_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"```bash\n(.*?)```", text, re.S)
+    assert block is not None and text.index(block.group(0)) < 200, "the two commands open the README"
+    return [line for line in block.group(1).splitlines() if line.strip()]
+
+
+def test_readme_opens_with_the_two_commands() -> None:
+    run, test = readme_commands()
+    assert "parley up" in run and "pip install" in run
+    assert "pytest" in test and "pip install" in test
+
+
+def test_ci_runs_exactly_the_readme_test_command() -> None:
+    test_command = readme_commands()[1]
+    ci_lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert test_command in ci_lines
+
+
+def test_every_setting_is_documented() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for name in Settings.model_fields:
+        assert f"`PARLEY_{name.upper()}`" in readme, f"PARLEY_{name.upper()} is missing from the README"
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_worker_never_imports_api() -> None:
+    offenders = [str(p.relative_to(ROOT)) for p in (ROOT / "worker").rglob("*.py") if "api" in _imports(p)]
+    assert offenders == []
+
+
+def test_redis_keys_are_spelled_only_in_keys_module() -> None:
+    pattern = re.compile(r"""["']parley:""")
+    offenders = [str(p.relative_to(ROOT)) for p in list((ROOT / "worker").rglob("*.py")) + list(
+        (ROOT / "api").rglob("*.py")) if p.name != "keys.py" and pattern.search(p.read_text())]
+    assert offenders == []
+
+
+def test_modules_stay_small() -> None:
+    large = {str(p.relative_to(ROOT)): n for p in list((ROOT / "worker").rglob("*.py")) + list(
+        (ROOT / "api").rglob("*.py")) if (n := len(p.read_text().splitlines())) > 300}
+    assert large == {}
