@@ -32,6 +32,7 @@ class EnqueueResult:
     turn_id: str
     position: int
     need_wakeup: bool
+    created_at: float
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ class Ingress:
              int(now * 1000), self.settings.retention_s, self.settings.stream_maxlen, event,
              *scripts.flatten(dict(turn.to_hash()))])
         return EnqueueResult(status=EnqueueStatus(status), turn_id=turn_id, position=int(position),
-                             need_wakeup=bool(need))
+                             need_wakeup=bool(need), created_at=now)
 
     async def turn_conversation(self, turn_id: str) -> str | None:
         value = await self.client.get(self.keys.turn_owner(turn_id))

@@ -4,20 +4,30 @@ from __future__ import annotations
 
 import structlog
 from celery import shared_task
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_ready
 
 from .celery_app import DRAIN_TASK, REAP_TASK
 from .log import configure_logging, get_logger
 from .reaper import reap
 from .runtime import get_runtime
 from .settings import get_settings
+from .upstream import warm_up
 
 log = get_logger(__name__)
 
 
 @worker_process_init.connect
-def _configure(**_: object) -> None:
+def _prepare_child(**_: object) -> None:
     configure_logging(get_settings())
+    get_runtime()
+    warm_up()
+
+
+@worker_ready.connect
+def _prepare(**_: object) -> None:
+    # The threads and solo pools run tasks in this process: build clients before the first wake-up arrives.
+    get_runtime()
+    warm_up()
 
 
 configure_logging(get_settings())

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Response
 
 from worker.ingress import EnqueueStatus
+from worker.messages import TurnStatus
 
 from ..deps import Authenticated, ServicesDep
 from ..errors import ApiError, not_found
@@ -32,11 +33,13 @@ async def create_turn(conversation_id: str, body: CreateTurn, services: Services
                        headers={"Retry-After": str(FULL_RETRY_AFTER_S)})
     if result.need_wakeup:
         services.wake(conversation_id)
+    if result.status is EnqueueStatus.ok:
+        return {"id": result.turn_id, "conversation_id": conversation_id, "status": TurnStatus.queued,
+                "position": result.position, "created_at": result.created_at}
     turn = await services.ingress.get_turn(result.turn_id)
-    if turn is None:  # pragma: no cover - the script just wrote it
+    if turn is None:  # the duplicate's record outlived its retention
         raise not_found("turn", result.turn_id)
-    if result.status is EnqueueStatus.duplicate:
-        response.status_code = 200
+    response.status_code = 200
     return {"id": turn.id, "conversation_id": conversation_id, "status": turn.status,
             "position": result.position, "created_at": turn.created_at}
 
