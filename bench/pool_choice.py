@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -28,7 +29,16 @@ from worker.local.processes import spawn, stop  # noqa: E402
 from worker.local.redis_server import EmbeddedRedis  # noqa: E402
 from worker.settings import Settings  # noqa: E402
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process and its children that were waited for."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = sum(int(x) for x in fields[11:15])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 POOLS = [("threads", 100), ("threads", 200), ("prefork", 2), ("solo", 1)]
+if os.environ.get("POOLS"):
+    POOLS = [(p.split(":")[0], int(p.split(":")[1])) for p in os.environ["POOLS"].split(",")]
 
 
 async def enqueue_all(settings: Settings, convs: list[str]) -> None:
@@ -47,7 +57,8 @@ async def enqueue_all(settings: Settings, convs: list[str]) -> None:
     await client.aclose()
 
 
-def run(pool: str, concurrency: int, turns: int, latency_ms: int, upstream: str, redis_url: str) -> dict[str, float]:
+def run(pool: str, concurrency: int, turns: int, latency_ms: int, upstream: str, redis_url: str,
+        emulator_pid: int) -> dict[str, float]:
     settings = Settings(_env_file=None, redis_url=redis_url, openai_base_url=upstream, worker_pool=pool,  # type: ignore[arg-type]
                         worker_concurrency=concurrency, log_level="WARNING")
     client = redis.Redis.from_url(redis_url, decode_responses=True)
@@ -57,19 +68,20 @@ def run(pool: str, concurrency: int, turns: int, latency_ms: int, upstream: str,
     worker = start_worker(settings, "bench", pool=pool, concurrency=concurrency)
     try:
         wait_ready(settings, ["bench"])
+        worker_cpu, emulator_cpu = cpu_s(worker.pid), cpu_s(emulator_pid)
         started = time.monotonic()
         asyncio.run(enqueue_all(settings, convs))
         keys = Keys()
         deadline = started + 600
-        while time.monotonic() < deadline:
+        pending = list(convs)
+        while pending and time.monotonic() < deadline:
             pipe = client.pipeline(transaction=False)
-            for conv in convs:
-                pipe.get(keys.inflight(conv))
-                pipe.llen(keys.inbox(conv))
-            if not any(pipe.execute()):
-                break
+            for conv in pending:
+                pipe.exists(keys.inflight(conv), keys.inbox(conv))
+            pending = [conv for conv, busy in zip(pending, pipe.execute(), strict=True) if busy]
             time.sleep(0.05)
         elapsed = time.monotonic() - started
+        worker_cpu, emulator_cpu = cpu_s(worker.pid) - worker_cpu, cpu_s(emulator_pid) - emulator_cpu
     finally:
         stop(worker)
     capacity = concurrency if pool == "threads" else concurrency  # one call in flight per slot
@@ -77,6 +89,8 @@ def run(pool: str, concurrency: int, turns: int, latency_ms: int, upstream: str,
     rate = turns / elapsed
     return {"pool": pool, "concurrency": concurrency, "turns": turns, "seconds": round(elapsed, 2),
             "turns_per_s": round(rate, 1), "ideal_per_s": round(ideal, 1),
+            "worker_cpu_ms_per_turn": round(worker_cpu * 1000 / turns, 2),
+            "emulator_cpu_ms_per_turn": round(emulator_cpu * 1000 / turns, 2),
             "fraction_of_ideal": round(rate / min(ideal, turns / (latency_ms / 1000)), 2)}
 
 
@@ -96,7 +110,7 @@ def main() -> None:
             for pool, concurrency in POOLS:
                 turns = args.turns if pool == "threads" else min(args.turns, 40)
                 rows.append(run(pool, concurrency, turns, args.latency_ms, f"http://127.0.0.1:{port}/v1",
-                                server.url))
+                                server.url, emulator.pid))
                 print(rows[-1], flush=True)
     finally:
         stop(emulator)

@@ -66,7 +66,7 @@ class Drainer:
         return DrainResult(claimed=True, turns=turns, rewake=rewake)
 
     def _run_turn(self, conv: str, token: str, started: StartedTurn) -> None:
-        turn = self.mailbox.load(conv, started.turn_id)
+        turn = started.turn
         structlog.contextvars.bind_contextvars(conversation_id=conv, turn_id=turn.id)
         began = time.monotonic()
         outcome = "interrupted"
@@ -77,8 +77,6 @@ class Drainer:
                 self.mailbox.dead_letter(conv, turn.id)
                 outcome = "dead_lettered"
                 return
-            self.mailbox.publish(conv, token, "turn.started", turn_id=turn.id, attempt=started.attempts,
-                                 event_id=f"{turn.id}.started.{started.attempts}")
             try:
                 reply = self._call_with_retries(conv, token, turn, started)
             except UpstreamError as exc:
@@ -107,8 +105,8 @@ class Drainer:
                                 before_sleep=lambda rs: log.info("turn_retry", error=repr(rs.outcome.exception()))):
             with attempt:
                 if not state["first"]:
-                    state["attempts"] = self.mailbox.record(conv, turn.id, token, count_attempt=True)
-                    turn = self.mailbox.load(conv, turn.id)
+                    state["attempts"] = turn.attempts = self.mailbox.record(conv, turn.id, token,
+                                                                            count_attempt=True)
                 state["first"] = False
                 return self._attempt(conv, token, turn, needs_check=state["attempts"] > 1)
         raise AssertionError("unreachable")  # pragma: no cover
@@ -125,6 +123,7 @@ class Drainer:
 
         def on_created(response_id: str) -> None:
             self.mailbox.record(conv, turn.id, token, response_id=response_id)
+            turn.response_id = response_id
 
         def publish_delta(text: str) -> None:
             chunks["n"] += 1
@@ -145,7 +144,6 @@ class Drainer:
         return reply
 
     def _complete(self, conv: str, token: str, turn: Turn, reply: Reply) -> None:
-        turn = self.mailbox.load(conv, turn.id)
         turn.status = TurnStatus.completed
         turn.output_text = reply.output_text
         turn.response_id = reply.response_id or turn.response_id
@@ -157,7 +155,6 @@ class Drainer:
         self.mailbox.finish(conv, token, turn, event=event, last_item_id=reply.last_item_id)
 
     def _fail(self, conv: str, token: str, turn: Turn, error: TurnError) -> None:
-        turn = self.mailbox.load(conv, turn.id)
         turn.status = TurnStatus.failed
         turn.error = error
         turn.completed_at = time.time()

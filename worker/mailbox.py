@@ -15,9 +15,13 @@ from .settings import Settings
 
 @dataclass(frozen=True)
 class StartedTurn:
-    turn_id: str
+    turn: Turn
     attempts: int
     resumed: bool
+
+    @property
+    def turn_id(self) -> str:
+        return self.turn.id
 
 
 class Fenced(Exception):
@@ -38,13 +42,16 @@ class Mailbox:
 
     def next_turn(self, conv: str, token: str) -> StartedTurn | None:
         k = self.keys
-        result = scripts.NEXT_TURN(self.client, [k.lease(conv), k.inflight(conv), k.inbox(conv)],
-                                   [token, k.turn_prefix(conv), f"{time.time():.6f}"])
+        result = scripts.NEXT_TURN(
+            self.client, [k.lease(conv), k.inflight(conv), k.inbox(conv), k.seq(conv), k.events(conv)],
+            [token, k.turn_prefix(conv), f"{time.time():.6f}", conv, self.settings.stream_maxlen,
+             self.settings.retention_s])
         if result[0] == -1:
             raise Fenced(conv)
         if result[0] == 0:
             return None
-        return StartedTurn(turn_id=result[1], attempts=int(result[2]), resumed=bool(result[3]))
+        fields = dict(zip(result[4::2], result[5::2], strict=True))
+        return StartedTurn(turn=Turn.from_hash(fields), attempts=int(result[2]), resumed=bool(result[3]))
 
     def load(self, conv: str, turn_id: str) -> Turn:
         return Turn.from_hash(self.client.hgetall(self.keys.turn(conv, turn_id)))

@@ -101,9 +101,12 @@ class Upstream:
     def generate(self, turn: Turn, *, on_created: Callable[[str], None],
                  on_delta: Callable[[str], None]) -> Reply:
         """One streamed attempt. Raises an ``UpstreamError`` subclass on failure."""
+        reply: Reply | None = None
         try:
             stream = self.client.responses.create(stream=True, **self._params(turn))
             with stream:
+                # Read to the end even after the terminal event: a response closed early takes its
+                # keep-alive connection with it, and reconnecting on every turn costs more than the read.
                 for event in stream:
                     kind = event.type
                     if kind == "response.created":
@@ -111,12 +114,14 @@ class Upstream:
                     elif kind == "response.output_text.delta":
                         on_delta(event.delta)
                     elif kind in ("response.completed", "response.failed", "response.incomplete"):
-                        return _reply_from(event.response)
+                        reply = _reply_from(event.response)
                     elif kind == "error":
                         raise RetryableUpstreamError(event.message, reason="stream_error", code=event.code)
         except (openai.OpenAIError, httpx2.TransportError) as exc:
             raise translate(exc) from exc
-        raise RetryableUpstreamError("stream ended before response.completed", reason="stream_ended")
+        if reply is None:
+            raise RetryableUpstreamError("stream ended before response.completed", reason="stream_ended")
+        return reply
 
     def recover(self, turn: Turn, *, last_item_id: str | None) -> Reply | None:
         """What an earlier attempt of ``turn`` already got upstream, or ``None`` if it is safe to send."""

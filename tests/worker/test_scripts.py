@@ -109,9 +109,11 @@ def test_finish_publishes_once_with_increasing_seq(ingress: Ingress, mailbox: Ma
     with pytest.raises(Fenced):  # a second finish of the same turn is refused
         mailbox.finish(CONV, token, turn, event=_event(turn), last_item_id="msg_1")
     entries = mailbox.client.xrange(mailbox.keys.events(CONV))
-    assert [json.loads(e[1]["data"])["type"] for e in entries] == ["turn.queued", "turn.completed"]
-    assert [json.loads(e[1]["data"])["seq"] for e in entries] == [1, 2] and seq == 2
-    assert entries[-1][0] == "2-0"
+    assert [json.loads(e[1]["data"])["type"] for e in entries] == ["turn.queued", "turn.started", "turn.completed"]
+    assert [json.loads(e[1]["data"])["seq"] for e in entries] == [1, 2, 3] and seq == 3
+    assert entries[-1][0] == "3-0"
+    started_event = json.loads(entries[1][1]["data"])
+    assert started_event["id"] == f"{turn.id}.started.1" and started_event["attempt"] == 1
     assert mailbox.last_item_id(CONV) == "msg_1"
     assert mailbox.load(CONV, turn.id).status is TurnStatus.completed
 
