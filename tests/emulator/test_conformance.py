@@ -113,12 +113,15 @@ class TestResponses:
             assert time.monotonic() < deadline
             time.sleep(0.02)
         assert done.status == "completed" and done.output_text.startswith("Reply 1 to: bg")
+        validate("Response", client.responses.with_raw_response.retrieve(queued.id).http_response.json())
         resumed = list(client.responses.retrieve(queued.id, stream=True, starting_after=2))
         assert resumed[0].sequence_number == 3 and resumed[-1].type == "response.completed"
 
         emulator.config.latency_ms = (2000, 2000)
         slow = client.responses.create(conversation=conv.id, input="slow", background=True, model="m")
-        cancelled = client.responses.cancel(slow.id)
+        raw_cancel = client.responses.with_raw_response.cancel(slow.id)
+        validate("Response", raw_cancel.http_response.json())
+        cancelled = raw_cancel.parse()
         assert cancelled.status == "cancelled"
         assert client.responses.cancel(slow.id).status == "cancelled"  # idempotent
         # The cancelled response appended nothing and released the conversation.
