@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import redis
 
 from conftest import wait_until
@@ -48,27 +49,22 @@ def test_stop_leaves_no_process() -> None:
     assert not pid_alive(pid)
 
 
-def test_server_dies_with_a_killed_parent() -> None:
-    """SIGKILL of the process that started it (no cleanup code runs) still takes the server down."""
-    script = ("from worker.local.redis_server import EmbeddedRedis; import time, sys; "
-              "s = EmbeddedRedis().start(); print(s.pid, flush=True); time.sleep(60)")
-    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
-                              env={**os.environ, "PYTHONPATH": os.getcwd()})
-    assert parent.stdout is not None
-    child_pid = int(parent.stdout.readline())
-    assert pid_alive(child_pid)
-    parent.send_signal(signal.SIGKILL)
-    parent.wait()
-    wait_until(lambda: not pid_alive(child_pid), timeout_s=5, message="embedded Redis to exit")
-
-
-def test_sigterm_of_parent_stops_the_server() -> None:
+def _parent_with_server() -> tuple[subprocess.Popen[str], int]:
+    """A Python process that starts an embedded Redis and then idles; returns it and the server's pid."""
     script = ("from worker.local.redis_server import EmbeddedRedis; import time; "
               "s = EmbeddedRedis().start(); print(s.pid, flush=True); time.sleep(60)")
     parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
                               env={**os.environ, "PYTHONPATH": os.getcwd()})
     assert parent.stdout is not None
     child_pid = int(parent.stdout.readline())
-    parent.send_signal(signal.SIGTERM)
+    assert pid_alive(child_pid)
+    return parent, child_pid
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
+def test_server_dies_with_its_parent(sig: int) -> None:
+    """However the starting process ends (SIGKILL runs no cleanup code at all), the server goes with it."""
+    parent, child_pid = _parent_with_server()
+    parent.send_signal(sig)
     parent.wait()
     wait_until(lambda: not pid_alive(child_pid), timeout_s=5, message="embedded Redis to exit")
