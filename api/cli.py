@@ -130,6 +130,38 @@ def _send(args: argparse.Namespace) -> int:
     return 1
 
 
+def cmd_dead_letter(args: argparse.Namespace) -> int:
+    import json
+
+    from worker.celery_app import create_celery
+    from worker.connections import sync_client
+    from worker.dead_letters import DeadLetters
+    from worker.keys import Keys
+    from worker.runtime import Wakeups
+
+    settings = Settings()
+    letters = DeadLetters(sync_client(settings), Keys(settings.key_prefix))
+    if args.action == "list":
+        for letter in letters.list():
+            print(f"{letter.turn_id}  {letter.conversation_id}  {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(letter.at))}")
+        return 0
+    letter = letters.find(args.turn_id or "")
+    if letter is None:
+        _print(f"no dead-lettered turn {args.turn_id!r}")
+        return 1
+    if args.action == "show":
+        turn = letters.show(letter)
+        print(json.dumps(turn.model_dump(mode="json") if turn else None, indent=2))
+    elif args.action == "requeue":
+        if letters.requeue(letter):
+            Wakeups(create_celery(settings))(letter.conversation_id)
+        _print(f"requeued {letter.turn_id}")
+    else:
+        letters.drop(letter)
+        _print(f"dropped {letter.turn_id}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="parley", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -150,6 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
     emulator.add_argument("--latency-ms", type=int, default=0)
     emulator.add_argument("--delta-interval-ms", type=int, default=0)
     emulator.set_defaults(func=cmd_emulator)
+    dead = sub.add_parser("dead-letter", help="list, show, requeue or drop dead-lettered turns")
+    dead.add_argument("action", choices=("list", "show", "requeue", "drop"))
+    dead.add_argument("turn_id", nargs="?")
+    dead.set_defaults(func=cmd_dead_letter)
     send = sub.add_parser("send", help="send one turn and print the reply")
     send.add_argument("text")
     send.add_argument("--conversation", default="cli:default", help="get-or-create key of the conversation")

@@ -12,12 +12,14 @@ from dataclasses import dataclass
 import structlog
 from tenacity import Retrying, retry_if_exception, stop_never
 
-from .errors import LeaseLost, UpstreamError
+from . import faultpoints
+from .errors import ConversationLocked, LeaseLost, UpstreamError
 from .lease import LeaseKeeper
 from .log import get_logger
 from .mailbox import Fenced, Mailbox, StartedTurn
 from .messages import Turn, TurnError, TurnStatus, event_json
 from .policy import DeltaCoalescer, RetryPolicy
+from .shutdown import HandBack, ShutdownSignal
 from .upstream import Reply, Upstream
 
 log = get_logger(__name__)
@@ -34,8 +36,10 @@ class DrainResult:
 
 class Drainer:
     def __init__(self, mailbox: Mailbox, upstream: Upstream, keeper: LeaseKeeper, policy: RetryPolicy,
-                 *, fairness_budget: int, wake: Callable[[str], None]) -> None:
+                 *, fairness_budget: int, wake: Callable[[str], None],
+                 shutdown: ShutdownSignal | None = None) -> None:
         self.mailbox = mailbox
+        self.shutdown = shutdown or ShutdownSignal()
         self.upstream = upstream
         self.keeper = keeper
         self.policy = policy
@@ -49,12 +53,16 @@ class Drainer:
         self.keeper.hold(conv, token)
         turns = 0
         try:
-            while turns < self.fairness_budget:
+            while turns < self.fairness_budget and not self.shutdown.requested:
                 started = self.mailbox.next_turn(conv, token)
                 if started is None:
                     break
+                if not started.resumed:
+                    self.mailbox.dequeued()
+                faultpoints.reached("claimed")
                 turns += 1
-                self._run_turn(conv, token, started)
+                if not self._run_turn(conv, token, started):
+                    break
         except (Fenced, LeaseLost):
             log.warning("lease_lost_during_drain", conversation_id=conv)
         finally:
@@ -65,7 +73,8 @@ class Drainer:
             self.wake(conv)
         return DrainResult(claimed=True, turns=turns, rewake=rewake)
 
-    def _run_turn(self, conv: str, token: str, started: StartedTurn) -> None:
+    def _run_turn(self, conv: str, token: str, started: StartedTurn) -> bool:
+        """Run one turn to its end; ``False`` when it was handed back (shutting down)."""
         turn = started.turn
         structlog.contextvars.bind_contextvars(conversation_id=conv, turn_id=turn.id)
         began = time.monotonic()
@@ -76,9 +85,13 @@ class Drainer:
                     type="dead_lettered", message=f"gave up after {started.attempts - 1} attempts"))
                 self.mailbox.dead_letter(conv, turn.id)
                 outcome = "dead_lettered"
-                return
+                return True
             try:
                 reply = self._call_with_retries(conv, token, turn, started)
+            except HandBack:
+                self.mailbox.hand_back(conv, token, turn.id)
+                outcome = "handed_back"
+                return False
             except UpstreamError as exc:
                 self._fail(conv, token, turn, TurnError(type=exc.reason, message=exc.message, code=exc.code,
                                                         status_code=exc.status_code))
@@ -86,29 +99,36 @@ class Drainer:
                 if exc.retryable:
                     self.mailbox.dead_letter(conv, turn.id)
                     outcome = "dead_lettered"
-                return
+                return True
+            faultpoints.reached("upstream_done")
             self._complete(conv, token, turn, reply)
+            faultpoints.reached("finished")
             outcome = "recovered" if reply.recovered else "completed"
+            return True
         finally:
             log.info("turn_done", outcome=outcome, first_attempt=started.attempts,
                      duration_ms=round((time.monotonic() - began) * 1000, 1))
             structlog.contextvars.unbind_contextvars("conversation_id", "turn_id")
 
     def _call_with_retries(self, conv: str, token: str, turn: Turn, started: StartedTurn) -> Reply:
-        state = {"attempts": started.attempts, "first": True}
+        state = {"attempts": started.attempts, "count_next": False}
 
         def retry_wanted(exc: BaseException) -> bool:
+            # Waiting out an earlier attempt that still runs upstream is not a new attempt.
+            state["count_next"] = not isinstance(exc, ConversationLocked)
             return self.policy.should_retry(exc, state["attempts"])
 
         for attempt in Retrying(retry=retry_if_exception(retry_wanted), wait=self.policy.wait_s,
-                                stop=stop_never, reraise=True,
+                                stop=stop_never, reraise=True, sleep=self.shutdown.sleep,
                                 before_sleep=lambda rs: log.info("turn_retry", error=repr(rs.outcome.exception()))):
             with attempt:
-                if not state["first"]:
-                    state["attempts"] = turn.attempts = self.mailbox.record(conv, turn.id, token,
-                                                                            count_attempt=True)
-                state["first"] = False
-                return self._attempt(conv, token, turn, needs_check=state["attempts"] > 1)
+                retried = attempt.retry_state.attempt_number > 1
+                if retried:
+                    state["attempts"] = turn.attempts = self.mailbox.record(
+                        conv, turn.id, token, count_attempt=bool(state["count_next"]))
+                # A resumed or retried turn may already have reached upstream (a crash, a hand-back, a timeout).
+                needs_check = retried or started.resumed or state["attempts"] > 1 or turn.response_id is not None
+                return self._attempt(conv, token, turn, needs_check=needs_check)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _attempt(self, conv: str, token: str, turn: Turn, *, needs_check: bool) -> Reply:
@@ -124,6 +144,7 @@ class Drainer:
         def on_created(response_id: str) -> None:
             self.mailbox.record(conv, turn.id, token, response_id=response_id)
             turn.response_id = response_id
+            faultpoints.reached("response_created")
 
         def publish_delta(text: str) -> None:
             chunks["n"] += 1
@@ -133,6 +154,7 @@ class Drainer:
         def on_delta(delta: str) -> None:
             if self.keeper.lost(conv):
                 raise LeaseLost(conv)
+            self.shutdown.check()
             ready = coalescer.add(delta, time.monotonic())
             if ready:
                 publish_delta(ready)

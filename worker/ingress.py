@@ -24,6 +24,7 @@ class EnqueueStatus(str, Enum):
     duplicate = "duplicate"
     full = "full"
     missing = "missing"
+    overloaded = "overloaded"
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,10 @@ class Ingress:
         turn = Turn(id=new_turn_id(), conversation_id=conv, status=TurnStatus.queued, input=input, model=model,
                     instructions=instructions, metadata=metadata, idempotency_key=idempotency_key,
                     created_at=now)
+        queued_total = await self.client.get(k.queued_total)
+        if queued_total is not None and int(queued_total) >= self.settings.global_queue_cap:
+            return EnqueueResult(status=EnqueueStatus.overloaded, turn_id="", position=int(queued_total),
+                                 need_wakeup=False, created_at=now)
         # Index writes come first and are idempotent: if we crash before the script, nothing was accepted;
         # after it, the reaper finds the conversation through ``active`` even if the wake-up is never sent.
         async with self.client.pipeline(transaction=False) as pipe:
@@ -98,6 +103,8 @@ class Ingress:
             [turn.id, int(idempotency_key is not None), self.settings.mailbox_cap, self.settings.idempotency_ttl_s,
              int(now * 1000), self.settings.retention_s, self.settings.stream_maxlen, event,
              *scripts.flatten(dict(turn.to_hash()))])
+        if status == EnqueueStatus.ok:
+            await self.client.incr(k.queued_total)
         return EnqueueResult(status=EnqueueStatus(status), turn_id=turn_id, position=int(position),
                              need_wakeup=bool(need), created_at=now)
 
@@ -119,6 +126,8 @@ class Ingress:
         result = await scripts.CANCEL.run_async(
             self.client, [k.turn(conv, turn.id), k.inbox(conv), k.seq(conv), k.events(conv)],
             [turn.id, f"{time.time():.6f}", event, self.settings.stream_maxlen, self.settings.retention_s])
+        if result == 1:
+            await self.client.decr(k.queued_total)
         return bool(result == 1)
 
     async def queue_state(self, conv: str) -> QueueState:

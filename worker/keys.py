@@ -79,6 +79,11 @@ class Keys:
         return f"{self.prefix}:conv-key:{key}"
 
     @property
+    def queued_total(self) -> str:
+        """Counter of queued turns across conversations (for the global cap); the reaper re-counts it."""
+        return f"{self.prefix}:queued-total"
+
+    @property
     def dead_letters(self) -> str:
         """Sorted set of ``conversation_id/turn_id`` dead-lettered, by time."""
         return f"{self.prefix}:dead-letters"

@@ -102,5 +102,15 @@ class Mailbox:
         return int(scripts.REKICK(self.client, [k.lease(conv), k.inbox(conv), k.inflight(conv), k.state(conv)],
                                   [int(time.time() * 1000), int(self.settings.hint_retry_s * 1000)]))
 
+    def hand_back(self, conv: str, token: str, turn_id: str) -> None:
+        k = self.keys
+        if scripts.HAND_BACK(self.client, [k.lease(conv), k.inflight(conv), k.turn(conv, turn_id)],
+                             [token, turn_id]) != 1:
+            raise Fenced(conv)
+
+    def dequeued(self) -> None:
+        """A turn left the queue (it started): keep the global queued-turns counter in step."""
+        self.client.decr(self.keys.queued_total)
+
     def dead_letter(self, conv: str, turn_id: str) -> None:
         self.client.zadd(self.keys.dead_letters, {f"{conv}/{turn_id}": time.time()})

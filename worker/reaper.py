@@ -23,16 +23,21 @@ class ReapResult:
     scanned: int
     woken: int
     forgotten: int
+    queued: int
 
 
 def reap(mailbox: Mailbox, wake: Callable[[str], None], *, now_ms: int | None = None) -> ReapResult:
     keys = mailbox.keys
     now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
     cutoff = now_ms - int(IDLE_FORGET_S * 1000)
-    scanned = woken = forgotten = 0
+    scanned = woken = forgotten = queued = 0
     cursor = 0
     while True:
         cursor, entries = mailbox.client.zscan(keys.active, cursor, count=BATCH)
+        pipe = mailbox.client.pipeline(transaction=False)
+        for conv, _ in entries:
+            pipe.llen(keys.inbox(conv))
+        queued += sum(pipe.execute())
         for conv, score in entries:
             scanned += 1
             verdict = mailbox.rekick(conv)
@@ -42,4 +47,6 @@ def reap(mailbox: Mailbox, wake: Callable[[str], None], *, now_ms: int | None = 
             elif verdict == 2 and score <= cutoff:
                 forgotten += scripts.FORGET(mailbox.client, [keys.active], [conv, int(score)])
         if cursor == 0:
-            return ReapResult(scanned=scanned, woken=woken, forgotten=forgotten)
+            # The global counter drifts when a process dies between a script and its INCR/DECR; re-anchor it.
+            mailbox.client.set(keys.queued_total, queued)
+            return ReapResult(scanned=scanned, woken=woken, forgotten=forgotten, queued=queued)

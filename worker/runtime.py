@@ -15,6 +15,7 @@ from .lease import LeaseKeeper
 from .mailbox import Mailbox
 from .policy import RetryPolicy
 from .settings import Settings, get_settings
+from .shutdown import ShutdownSignal
 from .upstream import Upstream, make_client
 
 
@@ -35,6 +36,7 @@ class Runtime:
     drainer: Drainer
     keeper: LeaseKeeper
     wake: Wakeups
+    shutdown: ShutdownSignal
 
 
 def build_runtime(settings: Settings, celery: Celery) -> Runtime:
@@ -46,8 +48,11 @@ def build_runtime(settings: Settings, celery: Celery) -> Runtime:
     policy = RetryPolicy(max_attempts=settings.max_attempts, backoff_base_s=settings.backoff_base_s,
                          backoff_max_s=settings.backoff_max_s)
     wake = Wakeups(celery)
-    drainer = Drainer(mailbox, upstream, keeper, policy, fairness_budget=settings.fairness_budget, wake=wake)
-    return Runtime(settings=settings, mailbox=mailbox, drainer=drainer, keeper=keeper, wake=wake)
+    shutdown = ShutdownSignal()
+    drainer = Drainer(mailbox, upstream, keeper, policy, fairness_budget=settings.fairness_budget, wake=wake,
+                      shutdown=shutdown)
+    return Runtime(settings=settings, mailbox=mailbox, drainer=drainer, keeper=keeper, wake=wake,
+                   shutdown=shutdown)
 
 
 @cache

@@ -48,8 +48,10 @@ RELEASE = LuaScript("release")
 REKICK = LuaScript("rekick")
 CANCEL = LuaScript("cancel")
 FORGET = LuaScript("forget")
+HAND_BACK = LuaScript("hand_back")
+REQUEUE = LuaScript("requeue")
 
-ALL = (ENQUEUE, CLAIM, NEXT_TURN, HEARTBEAT, RECORD, PUBLISH, FINISH, RELEASE, REKICK, CANCEL, FORGET)
+ALL = (ENQUEUE, CLAIM, NEXT_TURN, HEARTBEAT, RECORD, PUBLISH, FINISH, RELEASE, REKICK, CANCEL, FORGET, HAND_BACK, REQUEUE)
 
 
 def flatten(fields: dict[str, Arg | None]) -> list[Arg]:

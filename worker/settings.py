@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     fairness_budget: int = 10
     """Turns one drain task runs before it yields the worker to other conversations."""
     mailbox_cap: int = 100
+    global_queue_cap: int = 100_000
+    """Queued turns across all conversations before the ingress answers 429."""
+    shutdown_grace_s: float = 20.0
+    """On SIGTERM, running turns get this long to finish before they are handed back."""
+    faultpoint: str | None = None
+    """Tests only: the worker SIGKILLs itself at this point (see worker/faultpoints.py)."""
 
     # --- Events and retention ------------------------------------------------------------------------
     stream_maxlen: int = 1_000

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import structlog
 from celery import shared_task
-from celery.signals import worker_process_init, worker_ready
+from celery.signals import worker_process_init, worker_ready, worker_shutting_down
 
 from .celery_app import DRAIN_TASK, REAP_TASK
 from .log import configure_logging, get_logger
@@ -31,6 +31,14 @@ def _prepare(**_: object) -> None:
 
 
 configure_logging(get_settings())
+
+
+@worker_shutting_down.connect
+def _shutting_down(**_: object) -> None:
+    # Stop taking turns now; running ones get the grace period, then are handed back (worker/shutdown.py).
+    runtime = get_runtime()
+    runtime.shutdown.request(runtime.settings.shutdown_grace_s)
+    log.info("worker_shutting_down", grace_s=runtime.settings.shutdown_grace_s)
 
 
 @shared_task(name=DRAIN_TASK, bind=True)

@@ -128,7 +128,7 @@ class Upstream:
         try:
             if turn.response_id:
                 return self._recover_response(turn.response_id)
-            return self._recover_from_items(turn.conversation_id, last_item_id)
+            return self._recover_from_items(turn, last_item_id)
         except (openai.OpenAIError, httpx2.TransportError) as exc:
             raise translate(exc) from exc
 
@@ -149,15 +149,35 @@ class Upstream:
             return None
         return _reply_from(response, recovered=True)
 
-    def _recover_from_items(self, conversation_id: str, last_item_id: str | None) -> Reply | None:
+    def _recover_from_items(self, turn: Turn, last_item_id: str | None) -> Reply | None:
         page = self.client.conversations.items.list(
-            conversation_id, order="asc", limit=100,
-            **({"after": last_item_id} if last_item_id else {}))
+            turn.conversation_id, order="asc", limit=100, **({"after": last_item_id} if last_item_id else {}))
         items = list(page)
-        assistant = [i for i in items if i.type == "message" and getattr(i, "role", None) == "assistant"]
-        if not any(i.type == "message" and getattr(i, "role", None) == "user" for i in items):
+        wanted = _last_user_text(turn.input)
+        # Our input, if an earlier attempt got it stored: the first matching user message after the checkpoint.
+        mine = next((i for i, item in enumerate(items) if _role(item) == "user" and _text(item) == wanted), None)
+        if mine is None:
             return None
-        if not assistant:
+        replies = [item for item in items[mine + 1:] if _role(item) == "assistant"]
+        if not replies:
             raise RetryableUpstreamError("input is stored but the reply is not yet", reason="still_running")
-        text = "".join(part.text for part in assistant[-1].content if getattr(part, "type", "") == "output_text")
-        return Reply(output_text=text, response_id=None, usage=None, last_item_id=items[-1].id, recovered=True)
+        return Reply(output_text=_text(replies[-1]), response_id=None, usage=None, last_item_id=items[-1].id,
+                     recovered=True)
+
+
+def _role(item: Any) -> str | None:
+    return getattr(item, "role", None) if getattr(item, "type", None) == "message" else None
+
+
+def _text(item: Any) -> str:
+    return "".join(getattr(part, "text", "") for part in getattr(item, "content", []) or [])
+
+
+def _last_user_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    users = [message for message in value if message.get("role") == "user"]
+    if not users:
+        return ""
+    content = users[-1].get("content")
+    return content if isinstance(content, str) else "".join(p.get("text", "") for p in content)

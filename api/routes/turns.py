@@ -31,6 +31,9 @@ async def create_turn(conversation_id: str, body: CreateTurn, services: Services
     if result.status is EnqueueStatus.full:
         raise ApiError(429, "mailbox_full", f"This conversation already has {result.position} queued turns.",
                        headers={"Retry-After": str(FULL_RETRY_AFTER_S)})
+    if result.status is EnqueueStatus.overloaded:
+        raise ApiError(429, "overloaded", "parley has too many queued turns; retry shortly.",
+                       headers={"Retry-After": str(FULL_RETRY_AFTER_S)})
     if result.need_wakeup:
         services.wake(conversation_id)
     if result.status is EnqueueStatus.ok:

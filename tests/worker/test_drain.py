@@ -144,3 +144,85 @@ def test_busy_conversation_is_left_to_its_owner(h: Harness) -> None:
     assert token
     assert h.drainer.drain(h.conv).claimed is False
     assert h.emulator.store.snapshot_requests() == []
+
+
+def test_conversation_locked_waits_without_counting_attempts(h: Harness) -> None:
+    """An earlier response still runs on the conversation: wait it out, don't fail, don't count attempts."""
+    h.emulator.config.latency_ms = (600, 600)
+    h.upstream.client.responses.create(conversation=h.conv, input="earlier", model="m", background=True)
+    h.emulator.config.latency_ms = (0, 0)
+    turn_id = h.post("mine")
+    h.drainer.drain(h.conv)
+    turn = h.turn(turn_id)
+    assert turn.status is TurnStatus.completed and turn.attempts == 1
+    assert h.emulator.store.overlap_count() >= 1
+    assert [text for role, text in h.items() if role == "user"] == ["earlier", "mine"]
+
+
+def test_crash_before_the_response_id_is_known_is_recovered_from_items(h: Harness) -> None:
+    """Attempt 1 reached upstream but died before recording the response id: attempt 2 finds the input and
+    the reply after the checkpoint and takes them, sending nothing."""
+    turn_id = h.post("only once")
+    token = h.mailbox.claim(h.conv)
+    assert token and h.mailbox.next_turn(h.conv, token)
+    lost = h.upstream.client.responses.create(conversation=h.conv, input="only once", model="m")
+    h.mailbox.client.delete(h.mailbox.keys.lease(h.conv))  # the owner died; its lease expired
+    h.drainer.drain(h.conv)
+    turn = h.turn(turn_id)
+    assert turn.status is TurnStatus.completed and turn.attempts == 2
+    assert turn.output_text == lost.output_text
+    assert len(h.emulator.store.snapshot_requests()) == 1
+    assert h.items() == [("user", "only once"), ("assistant", lost.output_text)]
+
+
+def test_429_honours_retry_after(h: Harness) -> None:
+    import time
+
+    h.emulator.config.retry_after_s = 0.4
+    turn_id = h.post("limited", emulator_fault="429;times=1")
+    started = time.monotonic()
+    h.drainer.drain(h.conv)
+    assert time.monotonic() - started >= 0.4
+    assert h.turn(turn_id).status is TurnStatus.completed and h.turn(turn_id).attempts == 2
+
+
+def test_hand_back_on_shutdown(h: Harness) -> None:
+    """Past the grace period a running turn is handed back: queued again, still first, attempt not counted."""
+    h.emulator.config.delta_interval_ms = 30
+    first, second = h.post("long"), h.post("next")
+    h.drainer.shutdown.request(grace_s=0.05)
+    # A shutdown requested before the drain takes nothing, and passes the conversation on.
+    assert h.drainer.drain(h.conv).turns == 0 and h.woken == [h.conv]
+    h.drainer.shutdown = type(h.drainer.shutdown)()
+    import threading
+
+    timer = threading.Timer(0.1, h.drainer.shutdown.request, kwargs={"grace_s": 0.0})
+    timer.start()
+    result = h.drainer.drain(h.conv)
+    timer.join()
+    assert result.rewake and h.woken == [h.conv, h.conv]
+    handed = h.turn(first)
+    assert handed.status is TurnStatus.queued and handed.attempts == 0 and handed.response_id
+    assert h.mailbox.client.get(h.mailbox.keys.inflight(h.conv)) == first
+    h.drainer.shutdown = type(h.drainer.shutdown)()
+    h.drainer.drain(h.conv)
+    assert h.turn(first).status is TurnStatus.completed and h.turn(second).status is TurnStatus.completed
+    assert [text for role, text in h.items() if role == "user"] == ["long", "next"]
+    assert len([r for r in h.emulator.store.snapshot_requests() if r.input_texts == ["long"]]) == 1
+
+
+def test_dead_letters_can_be_listed_requeued_and_dropped(h: Harness) -> None:
+    from worker.dead_letters import DeadLetters
+
+    h.settings.max_attempts = 2
+    h.drainer.policy = RetryPolicy(2, 0.01, 0.05)
+    turn_id = h.post("poison", emulator_fault="500;times=2")
+    h.drainer.drain(h.conv)
+    letters = DeadLetters(h.mailbox.client, h.mailbox.keys)
+    [letter] = letters.list()
+    assert letter.turn_id == turn_id and letters.show(letter).status is TurnStatus.failed
+    assert letters.requeue(letter) is True
+    assert letters.list() == []
+    h.drainer.drain(h.conv)
+    assert h.turn(turn_id).status is TurnStatus.completed
+    assert [role for role, _ in h.items()] == ["user", "assistant"]

@@ -1,0 +1,55 @@
+"""Dead-lettered turns: list, show, requeue, drop (``parley dead-letter ...``)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import redis
+
+from . import scripts
+from .keys import Keys
+from .messages import Turn
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    conversation_id: str
+    turn_id: str
+    at: float
+
+    @property
+    def ref(self) -> str:
+        return f"{self.conversation_id}/{self.turn_id}"
+
+
+class DeadLetters:
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self.client = client
+        self.keys = keys
+
+    def list(self, limit: int = 100) -> list[DeadLetter]:
+        rows = self.client.zrange(self.keys.dead_letters, 0, limit - 1, withscores=True)
+        return [DeadLetter(*str(member).split("/", 1), at=float(score)) for member, score in rows]
+
+    def find(self, turn_id: str) -> DeadLetter | None:
+        return next((d for d in self.list(limit=100_000) if d.turn_id == turn_id), None)
+
+    def show(self, letter: DeadLetter) -> Turn | None:
+        fields = self.client.hgetall(self.keys.turn(letter.conversation_id, letter.turn_id))
+        return Turn.from_hash(fields) if fields else None
+
+    def requeue(self, letter: DeadLetter) -> bool:
+        """Queue the turn again at the tail of its conversation; ``True`` when a wake-up must be sent."""
+        k, conv = self.keys, letter.conversation_id
+        status, *rest = scripts.REQUEUE(self.client, [k.turn(conv, letter.turn_id), k.inbox(conv), k.lease(conv),
+                                                      k.state(conv)], [letter.turn_id, int(time.time() * 1000)])
+        if status != 1:
+            raise ValueError(f"turn {letter.turn_id} is not a failed turn")
+        self.client.zadd(k.active, {conv: int(time.time() * 1000)})
+        self.client.incr(k.queued_total)
+        self.drop(letter)
+        return bool(rest[0])
+
+    def drop(self, letter: DeadLetter) -> None:
+        self.client.zrem(self.keys.dead_letters, letter.ref)
