@@ -14,12 +14,13 @@ from worker.local.processes import spawn, stop
 from worker.settings import Settings
 
 
-def start_worker(settings: Settings, name: str, *, concurrency: int | None = None,
-                 pool: str = "threads", extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+def start_worker(settings: Settings, name: str, *, concurrency: int | None = None, pool: str = "threads",
+                 extra_env: dict[str, str] | None = None, log_path: str | None = None) -> subprocess.Popen[bytes]:
     env = {**settings_env(settings), **(extra_env or {})}
     return spawn(["python", "-m", "celery", "-A", "worker.celery_app", "worker", "-P", pool,
                   "-c", str(concurrency or settings.worker_concurrency), "-n", f"{name}@%h", "-Q", "parley",
-                  "-l", "WARNING", "--without-mingle", "--without-gossip", "--without-heartbeat"], env=env)
+                  "-l", "WARNING", "--without-mingle", "--without-gossip", "--without-heartbeat"], env=env,
+                 log_path=log_path)
 
 
 def wait_ready(settings: Settings, names: list[str], timeout_s: float = 30.0) -> None:

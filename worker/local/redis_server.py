@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -73,8 +74,10 @@ class EmbeddedRedis:
             "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "everysec",
             "--logfile", str(self.data_dir / "server.log"), *self.extra_args,
         ]
+        # PDEATHSIG fires when the *thread* that forked exits, so it is only safe from the main thread.
+        on_main = threading.current_thread() is threading.main_thread()
         self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+                                        stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent if on_main else None)
         deadline = time.monotonic() + timeout_s
         while not self._pong():
             if self.process.poll() is not None or time.monotonic() > deadline:
