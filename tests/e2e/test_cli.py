@@ -81,3 +81,29 @@ def test_api_refuses_public_bind_without_keys() -> None:
     result = subprocess.run([sys.executable, "-m", "api.cli", "api", "--host", "0.0.0.0", "--port",
                              str(free_port())], env=_clean_env(), capture_output=True, text=True, timeout=30)
     assert result.returncode == 2 and "PARLEY_API_KEYS" in result.stderr
+
+
+def test_dead_letter_commands(settings, redis_client) -> None:  # type: ignore[no-untyped-def]
+    """`parley dead-letter list|show|requeue|drop` on a real dead-lettered turn."""
+    from conftest import settings_env
+    from worker.keys import Keys
+    from worker.messages import Turn, TurnStatus
+
+    keys = Keys()
+    conv, turn_id = "conv_dl", "turn_dead1"
+    turn = Turn(id=turn_id, conversation_id=conv, status=TurnStatus.failed, input="x", created_at=1.0)
+    redis_client.hset(keys.turn(conv, turn_id), mapping=turn.to_hash())
+    redis_client.zadd(keys.dead_letters, {f"{conv}/{turn_id}": 1.0})
+    env = {**_clean_env(), **settings_env(settings)}
+
+    def parley(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "api.cli", "dead-letter", *argv], env=env,
+                              capture_output=True, text=True, timeout=30)
+
+    assert turn_id in parley("list").stdout
+    assert '"status": "failed"' in parley("show", turn_id).stdout
+    assert parley("requeue", turn_id).returncode == 0
+    assert redis_client.hget(keys.turn(conv, turn_id), "status") == "queued"
+    assert redis_client.lrange(keys.inbox(conv), 0, -1) == [turn_id]
+    assert parley("list").stdout.strip() == ""
+    assert parley("drop", turn_id).returncode == 1  # no longer dead-lettered
