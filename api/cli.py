@@ -1,5 +1,5 @@
 """The ``parley`` command: ``up`` (everything, embedded defaults), ``api``, ``worker``, ``beat``, ``emulator``,
-``send``."""
+``send``, ``chat``, ``dead-letter``."""
 
 from __future__ import annotations
 
@@ -97,37 +97,37 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_send(args: argparse.Namespace) -> int:
+    from .client import ParleyAPIError, ParleyClient
+
     try:
-        return _send(args)
+        with ParleyClient(args.url, api_key=args.api_key) as client:
+            conversation = client.create_conversation(key=args.conversation)
+            turn = client.wait_for_reply(client.send_turn(conversation.id, args.text).id, timeout_s=args.timeout)
     except httpx.HTTPError as exc:
         _print(f"cannot reach parley at {args.url}: {exc} (is `parley up` running?)")
         return 1
+    except ParleyAPIError as exc:
+        _print(f"error: {exc}")
+        return 1
+    if turn.status.value != "completed":
+        _print(f"turn {turn.status.value}: {turn.error.message if turn.error else 'no reply in time'}")
+        return 1
+    print(turn.output_text)
+    return 0
 
 
-def _send(args: argparse.Namespace) -> int:
-    headers = {"authorization": f"Bearer {args.api_key}"} if args.api_key else {}
-    with httpx.Client(base_url=args.url, headers=headers, timeout=30) as http:
-        conv = http.post("/v1/conversations", json={"key": args.conversation})
-        if conv.status_code >= 400:
-            _print(f"error: {conv.text}")
-            return 1
-        accepted = http.post(f"/v1/conversations/{conv.json()['id']}/turns", json={"input": args.text})
-        if accepted.status_code >= 400:
-            _print(f"error: {accepted.text}")
-            return 1
-        turn_id = accepted.json()["id"]
-        deadline = time.monotonic() + args.timeout
-        while time.monotonic() < deadline:
-            turn = http.get(f"/v1/turns/{turn_id}").json()
-            if turn["status"] in ("completed", "failed", "cancelled"):
-                if turn["status"] != "completed":
-                    _print(f"turn {turn['status']}: {turn.get('error')}")
-                    return 1
-                print(turn["output_text"])
-                return 0
-            time.sleep(0.1)
-    _print(f"no reply within {args.timeout}s (is a worker running?)")
-    return 1
+def cmd_chat(args: argparse.Namespace) -> int:
+    from .chat import chat
+    from .client import ParleyClient
+
+    try:
+        with ParleyClient(args.url, api_key=args.api_key) as client:
+            return chat(client, key=args.conversation)
+    except httpx.HTTPError as exc:
+        _print(f"cannot reach parley at {args.url}: {exc} (is `parley up` running?)")
+        return 1
+    except KeyboardInterrupt:
+        return 0
 
 
 def cmd_dead_letter(args: argparse.Namespace) -> int:
@@ -188,11 +188,15 @@ def build_parser() -> argparse.ArgumentParser:
     dead.set_defaults(func=cmd_dead_letter)
     send = sub.add_parser("send", help="send one turn and print the reply")
     send.add_argument("text")
-    send.add_argument("--conversation", default="cli:default", help="get-or-create key of the conversation")
-    send.add_argument("--url", default=os.environ.get("PARLEY_URL", "http://127.0.0.1:8000"))
-    send.add_argument("--api-key", default=os.environ.get("PARLEY_API_KEY"))
     send.add_argument("--timeout", type=float, default=60.0)
     send.set_defaults(func=cmd_send)
+    chat = sub.add_parser("chat", help="chat in the terminal, replies shown as they are written")
+    chat.set_defaults(func=cmd_chat)
+    for client_command in (send, chat):
+        client_command.add_argument("--conversation", default="cli:default",
+                                    help="get-or-create key of the conversation")
+        client_command.add_argument("--url", default=os.environ.get("PARLEY_URL", "http://127.0.0.1:8000"))
+        client_command.add_argument("--api-key", default=os.environ.get("PARLEY_API_KEY"))
     return parser
 
 

@@ -19,7 +19,7 @@ from worker.settings import Settings, get_settings
 
 from . import errors
 from .deps import Services
-from .routes import conversations, health, turns
+from .routes import conversations, events, health, turns
 
 log = get_logger(__name__)
 
@@ -66,4 +66,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(conversations.router)
     app.include_router(turns.router)
+    app.include_router(events.router)
     return app

@@ -17,14 +17,13 @@ from .errors import ConversationLocked, LeaseLost, UpstreamError
 from .lease import LeaseKeeper
 from .log import get_logger
 from .mailbox import Fenced, Mailbox, StartedTurn
-from .messages import Turn, TurnError, TurnStatus, event_json
+from .events import event_json
+from .messages import Turn, TurnError, TurnStatus
 from .policy import DeltaCoalescer, RetryPolicy
 from .shutdown import HandBack, ShutdownSignal
 from .upstream import Reply, Upstream
 
 log = get_logger(__name__)
-
-DELTA_INTERVAL_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -37,7 +36,8 @@ class DrainResult:
 class Drainer:
     def __init__(self, mailbox: Mailbox, upstream: Upstream, keeper: LeaseKeeper, policy: RetryPolicy,
                  *, fairness_budget: int, wake: Callable[[str], None],
-                 shutdown: ShutdownSignal | None = None) -> None:
+                 shutdown: ShutdownSignal | None = None, delta_interval_s: float = 0.05) -> None:
+        self.delta_interval_s = delta_interval_s
         self.mailbox = mailbox
         self.shutdown = shutdown or ShutdownSignal()
         self.upstream = upstream
@@ -138,7 +138,7 @@ class Drainer:
             if recovered is not None:
                 log.info("turn_recovered", response_id=recovered.response_id)
                 return recovered
-        coalescer = DeltaCoalescer(DELTA_INTERVAL_S)
+        coalescer = DeltaCoalescer(self.delta_interval_s)
         chunks = {"n": 0}
 
         def on_created(response_id: str) -> None:
@@ -175,6 +175,7 @@ class Drainer:
                            output_text=turn.output_text, response_id=turn.response_id, usage=turn.usage,
                            metadata=turn.metadata)
         self.mailbox.finish(conv, token, turn, event=event, last_item_id=reply.last_item_id)
+        self.mailbox.relay_replies(conv)
 
     def _fail(self, conv: str, token: str, turn: Turn, error: TurnError) -> None:
         turn.status = TurnStatus.failed
@@ -183,4 +184,5 @@ class Drainer:
         event = event_json("turn.failed", conversation_id=conv, turn_id=turn.id, event_id=f"{turn.id}.failed",
                            error=error.model_dump(exclude_none=True), metadata=turn.metadata)
         self.mailbox.finish(conv, token, turn, event=event, last_item_id=None)
+        self.mailbox.relay_replies(conv)
         log.warning("turn_failed", error=error.type, message=error.message)

@@ -15,7 +15,8 @@ import redis.asyncio
 
 from . import scripts
 from .keys import Keys
-from .messages import Turn, TurnInput, TurnStatus, event_json, new_turn_id
+from .events import event_json
+from .messages import Turn, TurnInput, TurnStatus, new_turn_id
 from .settings import Settings
 
 

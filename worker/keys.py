@@ -63,6 +63,10 @@ class Keys:
         channel (channels and keys are separate namespaces)."""
         return self._conv(conversation_id, "events")
 
+    def outbox(self, conversation_id: str) -> str:
+        """List of terminal events not yet copied to the global replies stream."""
+        return self._conv(conversation_id, "outbox")
+
     # --- global indexes ------------------------------------------------------------------------------
 
     @property
@@ -82,6 +86,11 @@ class Keys:
     def queued_total(self) -> str:
         """Counter of queued turns across conversations (for the global cap); the reaper re-counts it."""
         return f"{self.prefix}:queued-total"
+
+    @property
+    def replies(self) -> str:
+        """Stream of every turn.completed / turn.failed, for consumer groups (at-least-once delivery)."""
+        return f"{self.prefix}:replies"
 
     @property
     def dead_letters(self) -> str:

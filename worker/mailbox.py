@@ -9,7 +9,9 @@ import redis
 
 from . import scripts
 from .keys import Keys
-from .messages import EventType, Turn, event_json
+from .events import EventType, event_json
+from .messages import Turn
+from .replies import relay
 from .settings import Settings
 
 
@@ -84,12 +86,16 @@ class Mailbox:
         k = self.keys
         seq = scripts.FINISH(
             self.client,
-            [k.lease(conv), k.inflight(conv), k.turn(conv, turn.id), k.state(conv), k.seq(conv), k.events(conv)],
+            [k.lease(conv), k.inflight(conv), k.turn(conv, turn.id), k.state(conv), k.seq(conv), k.events(conv),
+             k.outbox(conv)],
             [token, turn.id, event, self.settings.stream_maxlen, self.settings.retention_s, last_item_id or "",
              *scripts.flatten(dict(turn.to_hash()))])
         if seq < 0:
             raise Fenced(conv)
         return int(seq)
+
+    def relay_replies(self, conv: str) -> int:
+        return relay(self.client, self.keys, conv, maxlen=self.settings.replies_maxlen)
 
     def release(self, conv: str, token: str) -> bool:
         """Give the lease back; ``True`` when work is left and a wake-up must be sent."""

@@ -1,12 +1,11 @@
-"""Wire models: the stored turn and the events parley publishes (design §5)."""
+"""Wire models: the stored turn (events are in ``worker.events``)."""
 
 from __future__ import annotations
 
 import json
 import secrets
-import time
 from enum import Enum
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field
 
@@ -69,37 +68,3 @@ class Turn(BaseModel):
     def to_hash(self) -> dict[str, str]:
         raw = self.model_dump(mode="json", exclude_none=True)
         return {k: json.dumps(v) if k in self.JSON_FIELDS else str(v) for k, v in raw.items()}
-
-
-EventType = Literal["turn.queued", "turn.started", "response.delta", "turn.completed", "turn.failed",
-                    "turn.cancelled"]
-
-
-class Event(BaseModel):
-    """One event on a conversation's channel and stream. ``seq`` is assigned in Redis, inside the script that
-    publishes it, so it increases strictly per conversation. ``id`` is derived from the turn and what
-    happened, so a consumer can dedupe by it."""
-
-    id: str
-    type: EventType
-    conversation_id: str
-    turn_id: str
-    seq: int
-    created_at: float
-    attempt: int | None = None
-    delta: str | None = None
-    output_text: str | None = None
-    response_id: str | None = None
-    usage: dict[str, Any] | None = None
-    metadata: dict[str, str] | None = None
-    error: TurnError | None = None
-    position: int | None = None
-
-
-def event_json(type_: EventType, *, conversation_id: str, turn_id: str, event_id: str,
-               **fields: Any) -> str:
-    """The event as JSON *without* ``seq`` (the Lua side appends it); must end with ``}``."""
-    body = {"id": event_id, "type": type_, "conversation_id": conversation_id, "turn_id": turn_id,
-            "created_at": round(time.time(), 6)}
-    body.update({k: v for k, v in fields.items() if v is not None})
-    return json.dumps(body, separators=(",", ":"))

@@ -37,7 +37,13 @@ def reap(mailbox: Mailbox, wake: Callable[[str], None], *, now_ms: int | None = 
         pipe = mailbox.client.pipeline(transaction=False)
         for conv, _ in entries:
             pipe.llen(keys.inbox(conv))
-        queued += sum(pipe.execute())
+            pipe.llen(keys.outbox(conv))
+        lengths = pipe.execute()
+        queued += sum(lengths[0::2])
+        for (conv, _), unrelayed in zip(entries, lengths[1::2], strict=True):
+            if unrelayed:
+                # Replies a crash left between a turn's finish and its copy to the replies stream.
+                mailbox.relay_replies(conv)
         for conv, score in entries:
             scanned += 1
             verdict = mailbox.rekick(conv)

@@ -56,6 +56,10 @@ class Settings(BaseSettings):
 
     # --- Events and retention ------------------------------------------------------------------------
     stream_maxlen: int = 1_000
+    replies_maxlen: int = 100_000
+    """Approximate length cap of the global replies stream; a consumer group lagging further loses entries."""
+    delta_interval_ms: int = 50
+    """Streamed deltas of one turn are joined into at most one ``response.delta`` event per interval."""
     retention_s: int = 7 * 24 * 3600
     idempotency_ttl_s: int = 24 * 3600
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 
 from worker.ingress import EnqueueStatus
 from worker.messages import TurnStatus
@@ -12,6 +12,7 @@ from worker.messages import TurnStatus
 from ..deps import Authenticated, ServicesDep
 from ..errors import ApiError, not_found
 from ..schemas import CreateTurn, TurnAccepted, TurnOut
+from .events import MAX_WAIT_S, wait_for_turn
 
 router = APIRouter(tags=["turns"], dependencies=[Authenticated])
 
@@ -48,11 +49,13 @@ async def create_turn(conversation_id: str, body: CreateTurn, services: Services
 
 
 @router.get("/v1/turns/{turn_id}", response_model=TurnOut)
-async def get_turn(turn_id: str, services: ServicesDep) -> Any:
+async def get_turn(turn_id: str, services: ServicesDep,
+                   wait: Annotated[float | None, Query(ge=0, le=MAX_WAIT_S)] = None) -> Any:
+    """With ``wait=SECONDS`` (at most 60), answer once the turn has ended or the time is up (long-poll)."""
     turn = await services.ingress.get_turn(turn_id)
     if turn is None:
         raise not_found("turn", turn_id)
-    return TurnOut.of(turn)
+    return TurnOut.of(await wait_for_turn(services, turn, wait or 0.0))
 
 
 @router.post("/v1/turns/{turn_id}/cancel", response_model=TurnOut)

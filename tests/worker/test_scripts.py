@@ -15,7 +15,8 @@ from worker import scripts
 from worker.ingress import EnqueueStatus, Ingress
 from worker.keys import Keys
 from worker.mailbox import Fenced, Mailbox
-from worker.messages import Turn, TurnStatus, event_json
+from worker.events import event_json
+from worker.messages import Turn, TurnStatus
 from worker.settings import Settings
 
 CONV = "conv_test"

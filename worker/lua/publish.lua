@@ -5,4 +5,5 @@
 if not owns(KEYS[1], ARGV[1]) then
   return -1
 end
-return emit(KEYS[2], KEYS[3], ARGV[2], ARGV[3], ARGV[4])
+local seq = emit(KEYS[2], KEYS[3], ARGV[2], ARGV[3], ARGV[4])
+return seq

@@ -1,0 +1,147 @@
+"""Server-Sent Events of a conversation or a turn, resumable with ``Last-Event-ID`` (the event's ``seq``), and
+the long-poll wait for a turn's end."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+import anyio
+import redis.asyncio
+from fastapi import APIRouter, Header, Query, Request
+from sse_starlette import EventSourceResponse
+
+from worker.event_log import LoggedEvent, follow, last_seq
+from worker.messages import Turn
+
+from ..deps import Authenticated, Services, ServicesDep
+from ..errors import ApiError, not_found
+
+router = APIRouter(tags=["events"], dependencies=[Authenticated])
+
+PING_S = 15
+BLOCK_MS = 1000
+MAX_WAIT_S = 60.0
+
+
+def _last_event_id(header: str | None, query: int | None) -> int:
+    if header is None:
+        return query or 0
+    try:
+        value = int(header)
+    except ValueError:
+        raise ApiError(400, "invalid_request", "Last-Event-ID must be an event seq (an integer).",
+                       param="Last-Event-ID") from None
+    if value < 0:
+        raise ApiError(400, "invalid_request", "Last-Event-ID must not be negative.", param="Last-Event-ID")
+    return value
+
+
+SSE_CLIENT_NAME = "parley-sse"
+
+
+def _dedicated(services: Services) -> redis.asyncio.Redis:
+    # A blocked XREAD holds its connection: one per listener, closed with it, so a client that goes away
+    # takes its Redis connection along instead of leaving it in (and growing) the shared pool.
+    return redis.asyncio.Redis.from_url(services.settings.redis_url_required, decode_responses=True,
+                                        single_connection_client=True, client_name=SSE_CLIENT_NAME)
+
+
+async def _close(client: redis.asyncio.Redis) -> None:
+    # Runs while the listener's task is being cancelled (the HTTP client left): shield it, or anyio cancels
+    # the close too and the connection leaks.
+    with anyio.CancelScope(shield=True):
+        await client.aclose()
+
+
+def _sse(event: LoggedEvent) -> dict[str, str]:
+    return {"id": str(event.seq), "event": event.type, "data": event.payload}
+
+
+@router.get("/v1/conversations/{conversation_id}/events")
+async def conversation_events(
+    conversation_id: str, request: Request, services: ServicesDep,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+    after: Annotated[int | None, Query(ge=0)] = None,
+) -> EventSourceResponse:
+    start = _last_event_id(last_event_id, after)
+    client = _dedicated(services)
+    try:
+        exists = await client.exists(services.ingress.keys.conversation(conversation_id))
+    except BaseException:
+        await _close(client)
+        raise
+    if not exists:
+        await _close(client)
+        raise not_found("conversation", conversation_id)
+
+    async def events() -> AsyncIterator[dict[str, str]]:
+        try:
+            async for event in follow(client, services.ingress.keys, conversation_id, after_seq=start,
+                                      block_ms=BLOCK_MS):
+                if event is not None:
+                    yield _sse(event)
+                elif await request.is_disconnected():
+                    return
+        finally:
+            await _close(client)
+
+    return EventSourceResponse(events(), ping=PING_S)
+
+
+async def _turn_or_404(services: Services, turn_id: str) -> Turn:
+    turn = await services.ingress.get_turn(turn_id)
+    if turn is None:
+        raise not_found("turn", turn_id)
+    return turn
+
+
+@router.get("/v1/turns/{turn_id}/events")
+async def turn_events(
+    turn_id: str, request: Request, services: ServicesDep,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+) -> EventSourceResponse:
+    turn = await _turn_or_404(services, turn_id)
+    start = _last_event_id(last_event_id, None)
+
+    async def events() -> AsyncIterator[dict[str, str]]:
+        client = _dedicated(services)
+        try:
+            async for event in follow(client, services.ingress.keys, turn.conversation_id, after_seq=start,
+                                      block_ms=BLOCK_MS):
+                if event is None:
+                    if await request.is_disconnected():
+                        return
+                    continue
+                if event.turn_id == turn_id:
+                    yield _sse(event)
+                    if event.terminal:
+                        return
+        finally:
+            await _close(client)
+
+    return EventSourceResponse(events(), ping=PING_S)
+
+
+async def wait_for_turn(services: Services, turn: Turn, wait_s: float) -> Turn:
+    """Return once ``turn`` is terminal or ``wait_s`` has passed (long-poll)."""
+    if turn.status.terminal or wait_s <= 0:
+        return turn
+    client = _dedicated(services)
+    keys = services.ingress.keys
+    try:
+        # Note where the stream is *before* re-reading the turn, so an end in between is not missed.
+        after = await last_seq(client, keys, turn.conversation_id)
+        current = await services.ingress.get_turn(turn.id)
+        if current is None or current.status.terminal:
+            return current or turn
+        deadline = time.monotonic() + wait_s
+        block_ms = int(min(wait_s, BLOCK_MS / 1000) * 1000) or 1
+        async for event in follow(client, keys, turn.conversation_id, after_seq=after, block_ms=block_ms):
+            if (event is not None and event.turn_id == turn.id and event.terminal) or time.monotonic() >= deadline:
+                break
+    finally:
+        await _close(client)
+    return await services.ingress.get_turn(turn.id) or turn
+

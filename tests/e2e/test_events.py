@@ -1,0 +1,244 @@
+"""Streaming replies and durable events (issue 5): deltas, resumable SSE, many SSE clients, a stuck pub/sub
+subscriber, the replies consumer group, long-poll, the client and `parley chat`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import jsonschema
+import pytest
+import redis
+
+from api.client import AsyncParleyClient, ParleyClient
+from conftest import settings_env, wait_until
+from stack import workers
+from worker.keys import Keys
+from worker.local.emulator import EmulatorServer
+from worker.replies import ReplyConsumer
+from worker.settings import Settings
+
+pytestmark = pytest.mark.slow
+SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "docs" / "events.schema.json").read_text())
+
+
+@pytest.fixture(name="client")
+def _client(api_server: str) -> Iterator[ParleyClient]:
+    with ParleyClient(api_server) as client:
+        yield client
+
+
+@pytest.fixture(name="chatty")
+def _chatty(emulator: EmulatorServer) -> EmulatorServer:
+    """Long replies in many small, paced deltas."""
+    emulator.config.chunk_chars = 6
+    emulator.config.reply_words = 60
+    emulator.config.delta_interval_ms = 10
+    return emulator
+
+
+def all_events(redis_client: redis.Redis, conv: str) -> list[dict[str, object]]:
+    return [json.loads(f["data"]) for _, f in redis_client.xrange(Keys().events(conv))]
+
+
+def test_deltas_join_to_the_reply_and_every_event_matches_the_schema(
+        settings: Settings, client: ParleyClient, chatty: EmulatorServer, redis_client: redis.Redis) -> None:
+    conv = client.create_conversation(key="deltas").id
+    with workers(settings, 1, concurrency=8):
+        turns = [client.send_turn(conv, f"message {i}") for i in range(3)]
+        streamed = {turn.id: list(client.stream_turn(turn.id)) for turn in turns}
+    for turn in turns:
+        events = streamed[turn.id]
+        assert events[0].type in ("turn.queued", "turn.started") and events[-1].type == "turn.completed"
+        deltas = [e.delta for e in events if e.type == "response.delta"]
+        assert len(deltas) > 3
+        assert "".join(deltas) == events[-1].output_text == client.get_turn(turn.id).output_text
+    stored = all_events(redis_client, conv)
+    assert [e["seq"] for e in stored] == list(range(1, len(stored) + 1))
+    for event in stored:
+        jsonschema.validate(event, SCHEMA)
+    # Coalescing: far fewer delta events than upstream deltas (60 words in 6-char chunks, 10 ms apart).
+    per_turn = sum(1 for e in stored if e["type"] == "response.delta") / 3
+    assert per_turn < 40
+
+
+def test_reconnect_with_last_event_id_gets_every_missed_event_once(
+        settings: Settings, client: ParleyClient, chatty: EmulatorServer, redis_client: redis.Redis) -> None:
+    conv = client.create_conversation(key="resume").id
+    seen: list[int] = []
+    with workers(settings, 1, concurrency=8):
+        turn = client.send_turn(conv, "long reply please")
+        with contextlib.closing(client.stream_conversation(conv)) as first:
+            for event in first:
+                seen.append(event.seq)
+                if event.type == "response.delta":
+                    break  # disconnect mid-reply
+        client.wait_for_reply(turn.id, timeout_s=20)
+        with contextlib.closing(client.stream_conversation(conv, last_event_id=seen[-1])) as resumed:
+            for event in resumed:
+                seen.append(event.seq)
+                if event.type == "turn.completed":
+                    break
+    stored = [e["seq"] for e in all_events(redis_client, conv)]
+    assert seen == stored
+
+
+def _client_count(redis_client: redis.Redis) -> int:
+    return len(redis_client.client_list())
+
+
+def test_200_sse_clients_get_every_event_and_leave_no_connection(
+        settings: Settings, api_server: str, emulator: EmulatorServer, redis_client: redis.Redis) -> None:
+    warm = ParleyClient(api_server)
+    conv = warm.create_conversation(key="crowd").id
+    with workers(settings, 1, concurrency=8):
+        # The API's own pool and broker connection exist once it has taken a turn; count from there.
+        warm.wait_for_reply(warm.send_turn(conv, "warm-up").id, timeout_s=20)
+        before = _client_count(redis_client)
+
+        progress: dict[int, list[int]] = {}
+
+        async def listen(http: httpx.AsyncClient, ready: asyncio.Event, count: list[int]) -> list[int]:
+            seqs: list[int] = []
+            progress[id(seqs)] = seqs
+            async with http.stream("GET", f"/v1/conversations/{conv}/events") as response:
+                count[0] += 1
+                if count[0] == 200:
+                    ready.set()
+                async for line in response.aiter_lines():
+                    if line.startswith("data:"):
+                        event = json.loads(line[5:])
+                        seqs.append(event["seq"])
+                        if event["type"] == "turn.completed" and event["turn_id"] == last_turn[0]:
+                            break
+            return seqs
+
+        last_turn: list[str] = [""]
+
+        async def scenario() -> list[list[int]]:
+            limits = httpx.Limits(max_connections=250)
+            async with httpx.AsyncClient(base_url=api_server, limits=limits, timeout=60) as http:
+                ready, count = asyncio.Event(), [0]
+                tasks = [asyncio.create_task(listen(http, ready, count)) for _ in range(200)]
+                await asyncio.wait_for(ready.wait(), timeout=30)
+                sender = AsyncParleyClient(http=http)
+                for i in range(3):
+                    accepted = await sender.send_turn(conv, f"to everyone {i}")
+                last_turn[0] = accepted.id
+                done, pending = await asyncio.wait(tasks, timeout=60)
+                stored = [e["seq"] for e in all_events(redis_client, conv)]
+                assert not pending, (f"{len(pending)} listeners unfinished; stored {len(stored)} events; got "
+                                     f"{sorted(len(p) for p in progress.values())[:5]}")
+                return [task.result() for task in tasks]
+
+        results = asyncio.run(scenario())
+        stored = [e["seq"] for e in all_events(redis_client, conv)]
+        assert all(seqs == stored for seqs in results)
+        assert all(len(seqs) > 10 for seqs in results)
+        wait_until(lambda: _client_count(redis_client) <= before, timeout_s=10,
+                   message="Redis client count to return to where it started")
+
+
+def test_stuck_pubsub_subscriber_does_not_slow_workers(settings: Settings, client: ParleyClient,
+                                                       chatty: EmulatorServer, redis_url: str) -> None:
+    """A subscriber that never reads fills its own output buffer; publishing never waits for it."""
+    convs = [client.create_conversation(key=f"stuck-{i}").id for i in range(40)]
+
+    def run_batch(tag: str) -> float:
+        started = time.monotonic()
+        turns = [client.send_turn(conv, f"{tag} {i}").id for i, conv in enumerate(convs)]
+        for turn in turns:
+            assert client.wait_for_reply(turn, timeout_s=60).status.value == "completed"
+        return time.monotonic() - started
+
+    host, port = redis_url.split("//")[1].split("/")[0].split(":")
+    with workers(settings, 1, concurrency=50):
+        run_batch("warm-up")
+        baseline = run_batch("baseline")
+        stuck = socket.create_connection((host, int(port)))
+        stuck.sendall(b"*2\r\n$10\r\nPSUBSCRIBE\r\n$" + str(len(Keys().events("*"))).encode() + b"\r\n"
+                      + Keys().events("*").encode() + b"\r\n")
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        try:
+            with_stuck = run_batch("stuck")
+        finally:
+            stuck.close()
+    assert with_stuck < 2 * baseline + 1.0, f"baseline {baseline:.2f}s, with a stuck subscriber {with_stuck:.2f}s"
+
+
+def test_consumer_group_redelivers_a_dead_consumers_replies(settings: Settings, client: ParleyClient,
+                                                            emulator: EmulatorServer,
+                                                            redis_client: redis.Redis) -> None:
+    conv = client.create_conversation(key="group").id
+    with workers(settings, 1, concurrency=8):
+        turns = [client.send_turn(conv, f"q{i}").id for i in range(6)]
+        for turn in turns:
+            client.wait_for_reply(turn, timeout_s=20)
+    doomed = ReplyConsumer(redis_client, group="bot", name="doomed", min_idle_ms=300)
+    taken = doomed.read(count=4, block_ms=100)
+    assert len(taken) == 4  # read, never acked: the consumer "dies" here
+    survivor = ReplyConsumer(redis_client, group="bot", name="survivor", min_idle_ms=300)
+    handled: list[str] = []
+    time.sleep(0.4)
+    for _ in range(5):
+        for delivery in survivor.read(count=10, block_ms=100):
+            handled.append(delivery.event.turn_id)
+            survivor.ack(delivery)
+    assert sorted(handled) == sorted(turns)
+    assert len(handled) == len(set(handled))
+    time.sleep(0.4)
+    assert survivor.read(block_ms=100) == [] and doomed.read(block_ms=100) == []  # acked: never again
+    assert redis_client.xpending(Keys().replies, "bot")["pending"] == 0
+
+
+def test_reaper_relays_replies_a_crash_left_in_the_outbox(settings: Settings, redis_client: redis.Redis) -> None:
+    from worker.mailbox import Mailbox
+    from worker.reaper import reap
+
+    keys = Keys()
+    payload = json.dumps({"id": "t.completed", "type": "turn.completed", "conversation_id": "conv_x",
+                          "turn_id": "t", "seq": 3, "created_at": 1.0, "output_text": "hi"})
+    redis_client.rpush(keys.outbox("conv_x"), payload)
+    redis_client.zadd(keys.active, {"conv_x": time.time() * 1000})
+    reap(Mailbox(redis_client, settings), lambda conv: None)
+    assert [f["data"] for _, f in redis_client.xrange(keys.replies)] == [payload]
+    assert redis_client.llen(keys.outbox("conv_x")) == 0
+
+
+def test_long_poll_returns_when_the_turn_ends(settings: Settings, client: ParleyClient,
+                                              emulator: EmulatorServer) -> None:
+    conv = client.create_conversation(key="poll").id
+    with workers(settings, 1, concurrency=8):
+        turn = client.send_turn(conv, "wait for me", metadata={"emulator_fault": "latency=800"})
+        started = time.monotonic()
+        done = client.get_turn(turn.id, wait_s=20)
+        elapsed = time.monotonic() - started
+    assert done.status.value == "completed" and elapsed < 5
+    assert client.get_turn(turn.id, wait_s=5).status.value == "completed"  # already over: at once
+
+
+def test_bad_last_event_id_is_400(api_server: str, client: ParleyClient) -> None:
+    conv = client.create_conversation(key="bad-id").id
+    response = httpx.get(f"{api_server}/v1/conversations/{conv}/events", headers={"last-event-id": "abc"})
+    assert response.status_code == 400 and response.json()["error"]["param"] == "Last-Event-ID"
+    assert httpx.get(f"{api_server}/v1/turns/turn_nope/events").status_code == 404
+    assert httpx.get(f"{api_server}/v1/turns/turn_nope", params={"wait": 500}).status_code == 422
+
+
+def test_parley_chat_streams_a_reply(settings: Settings, api_server: str, chatty: EmulatorServer) -> None:
+    with workers(settings, 1, concurrency=8):
+        chat = subprocess.run([sys.executable, "-m", "api.cli", "chat", "--url", api_server, "--conversation",
+                               "terminal"], input="hello there\nsecond line\n", capture_output=True, text=True,
+                              timeout=60, env={**settings_env(settings), "PATH": "/usr/bin:/bin"})
+    assert chat.returncode == 0, chat.stderr
+    assert "bot> Reply 1 to: hello there" in chat.stdout
+    assert "bot> Reply 2 to: second line" in chat.stdout
+

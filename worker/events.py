@@ -1,0 +1,94 @@
+"""The events parley publishes (design §5): pydantic models, one per type, and the JSON Schema made from them.
+
+Every event goes to the conversation's pub/sub channel and its capped stream; ``seq`` is assigned in Redis,
+inside the script that publishes the event, so it increases strictly per conversation; ``id`` is derived from
+the turn and what happened, so consumers dedupe by it. ``turn.completed`` and ``turn.failed`` also go to the
+global replies stream (``worker.replies``) for consumer groups.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from .messages import TurnError
+
+SCHEMA_VERSION = 1
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    conversation_id: str
+    turn_id: str
+    seq: int = Field(ge=1)
+    created_at: float
+
+
+class TurnQueued(_Event):
+    type: Literal["turn.queued"]
+    metadata: dict[str, str] | None = None
+
+
+class TurnStarted(_Event):
+    type: Literal["turn.started"]
+    attempt: int = Field(ge=1)
+
+
+class ResponseDelta(_Event):
+    type: Literal["response.delta"]
+    delta: str
+
+
+class TurnCompleted(_Event):
+    type: Literal["turn.completed"]
+    output_text: str
+    response_id: str | None = None
+    usage: dict[str, Any] | None = None
+    metadata: dict[str, str] | None = None
+
+
+class TurnFailed(_Event):
+    type: Literal["turn.failed"]
+    error: TurnError
+    metadata: dict[str, str] | None = None
+
+
+class TurnCancelled(_Event):
+    type: Literal["turn.cancelled"]
+    metadata: dict[str, str] | None = None
+
+
+Event = Annotated[TurnQueued | TurnStarted | ResponseDelta | TurnCompleted | TurnFailed | TurnCancelled,
+                  Field(discriminator="type")]
+EventType = Literal["turn.queued", "turn.started", "response.delta", "turn.completed", "turn.failed",
+                    "turn.cancelled"]
+TERMINAL_TYPES = frozenset({"turn.completed", "turn.failed", "turn.cancelled"})
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+
+
+def parse_event(raw: str | bytes) -> Event:
+    return EVENT_ADAPTER.validate_json(raw)
+
+
+def json_schema() -> dict[str, Any]:
+    schema = EVENT_ADAPTER.json_schema()
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": "parley-events.schema.json",
+            "title": "parley event", "version": SCHEMA_VERSION, **schema}
+
+
+def event_json(type_: EventType, *, conversation_id: str, turn_id: str, event_id: str,
+               **fields: Any) -> str:
+    """The event as JSON *without* ``seq`` (the Lua side appends it); must end with ``}``."""
+    body = {"id": event_id, "type": type_, "conversation_id": conversation_id, "turn_id": turn_id,
+            "created_at": round(time.time(), 6)}
+    body.update({k: v for k, v in fields.items() if v is not None})
+    return json.dumps(body, separators=(",", ":"))
+
+
+if __name__ == "__main__":  # python -m worker.events > docs/events.schema.json
+    print(json.dumps(json_schema(), indent=2, sort_keys=True))
