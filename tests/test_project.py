@@ -63,3 +63,11 @@ def test_modules_stay_small() -> None:
     large = {str(p.relative_to(ROOT)): n for p in list((ROOT / "worker").rglob("*.py")) + list(
         (ROOT / "api").rglob("*.py")) if (n := len(p.read_text().splitlines())) > 300}
     assert large == {}
+
+
+def test_event_schema_file_is_current() -> None:
+    import json
+
+    from worker.events import json_schema
+
+    assert json.loads((ROOT / "docs" / "events.schema.json").read_text()) == json_schema()

@@ -242,3 +242,22 @@ def test_parley_chat_streams_a_reply(settings: Settings, api_server: str, chatty
     assert "bot> Reply 1 to: hello there" in chat.stdout
     assert "bot> Reply 2 to: second line" in chat.stdout
 
+
+
+def test_example_reply_consumer_runs(redis_url: str, redis_client: redis.Redis) -> None:
+    """The README's runnable consumer recipe prints a reply put on the replies stream, once."""
+    example = Path(__file__).resolve().parents[2] / "docs" / "examples" / "reply_consumer.py"
+    payload = json.dumps({"id": "t1.completed", "type": "turn.completed", "conversation_id": "c", "turn_id": "t1",
+                          "seq": 2, "created_at": 1.0, "output_text": "hi there", "metadata": {"ch": "C1"}})
+    redis_client.xadd(Keys().replies, {"data": payload})
+    redis_client.xadd(Keys().replies, {"data": payload})  # a repeated delivery is handled once
+    proc = subprocess.Popen([sys.executable, str(example), "--redis-url", redis_url], stdout=subprocess.PIPE,
+                            text=True, env={"PYTHONPATH": str(example.parents[2]), "PATH": "/usr/bin:/bin"})
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "reply to {'ch': 'C1'}: hi there"
+        wait_until(lambda: redis_client.xpending(Keys().replies, "my-bot")["pending"] == 0, timeout_s=5)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert redis_client.xinfo_groups(Keys().replies)[0]["entries-read"] == 2
