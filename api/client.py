@@ -146,6 +146,10 @@ class AsyncParleyClient:
         body = {k: v for k, v in {"key": key, "metadata": metadata}.items() if v is not None}
         return Conversation.model_validate(_check(await self.http.post("/v1/conversations", json=body)))
 
+    async def get_conversation(self, conversation_id: str) -> ConversationWithQueue:
+        return ConversationWithQueue.model_validate(
+            _check(await self.http.get(f"/v1/conversations/{conversation_id}")))
+
     async def send_turn(self, conversation_id: str, input: str | list[dict[str, str]], *,
                         idempotency_key: str | None = None, model: str | None = None,
                         instructions: str | None = None, metadata: dict[str, str] | None = None) -> TurnAccepted:
@@ -167,8 +171,19 @@ class AsyncParleyClient:
                 return turn
 
     async def stream_turn(self, turn_id: str, *, last_event_id: int | None = None) -> AsyncIterator[Event]:
-        async with aconnect_sse(self.http, "GET", f"/v1/turns/{turn_id}/events",
-                                headers=_headers(None, last_event_id), timeout=None) as source:
+        async for event in self._stream(f"/v1/turns/{turn_id}/events", last_event_id, stop_on_terminal=True):
+            yield event
+
+    async def stream_conversation(self, conversation_id: str, *, last_event_id: int | None = None
+                                  ) -> AsyncIterator[Event]:
+        async for event in self._stream(f"/v1/conversations/{conversation_id}/events", last_event_id,
+                                        stop_on_terminal=False):
+            yield event
+
+    async def _stream(self, path: str, last_event_id: int | None, *, stop_on_terminal: bool
+                      ) -> AsyncIterator[Event]:
+        async with aconnect_sse(self.http, "GET", path, headers=_headers(None, last_event_id),
+                                timeout=None) as source:
             if source.response.status_code >= 400:
                 await source.response.aread()
                 _check(source.response)
@@ -176,5 +191,5 @@ class AsyncParleyClient:
                 if sse.data:
                     event = parse_event(sse.data)
                     yield event
-                    if event.type in TERMINAL_TYPES:
+                    if stop_on_terminal and event.type in TERMINAL_TYPES:
                         return

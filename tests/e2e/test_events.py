@@ -261,3 +261,18 @@ def test_example_reply_consumer_runs(redis_url: str, redis_client: redis.Redis) 
         proc.kill()
         proc.wait()
     assert redis_client.xinfo_groups(Keys().replies)[0]["entries-read"] == 2
+
+
+def test_async_client_round_trip(settings: Settings, api_server: str, chatty: EmulatorServer) -> None:
+    async def scenario() -> tuple[str, str, int]:
+        async with AsyncParleyClient(api_server) as parley:
+            conv = await parley.create_conversation(key="async")
+            turn = await parley.send_turn(conv.id, "async hello")
+            deltas = [e.delta async for e in parley.stream_turn(turn.id) if e.type == "response.delta"]
+            done = await parley.wait_for_reply(turn.id, timeout_s=20)
+            state = await parley.get_conversation(conv.id)
+            return "".join(deltas), done.output_text or "", state.pending
+
+    with workers(settings, 1, concurrency=4):
+        joined, output, pending = asyncio.run(scenario())
+    assert joined == output and output.startswith("Reply 1 to: async hello") and pending == 0
