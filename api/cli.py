@@ -61,6 +61,26 @@ PASSTHROUGH = {"worker": run_worker, "beat": run_beat}
 """Subcommands whose further arguments all go to celery."""
 
 
+def cmd_flower(args: argparse.Namespace) -> int:
+    settings = Settings()
+    env = dict(os.environ)
+    if settings.flower_basic_auth is not None:
+        # Through the environment, so the password is not in the process list.
+        env["FLOWER_BASIC_AUTH"] = settings.flower_basic_auth.get_secret_value()
+    elif settings.flower_allow_unauthenticated:
+        env["FLOWER_UNAUTHENTICATED_API"] = "true"
+    else:
+        _print("refusing to start Flower without PARLEY_FLOWER_BASIC_AUTH (user:password): its UI and API can "
+               "revoke tasks and resize pools. Set PARLEY_FLOWER_ALLOW_UNAUTHENTICATED=true to run it open.")
+        return 2
+    argv = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "flower",
+            f"--address={settings.flower_address}", f"--port={settings.flower_port}",
+            # Flower keeps every task in memory; bound it (research.md §3.1).
+            "--max_tasks=10000", "--persistent=False"]
+    os.execvpe(argv[0], argv, env)
+    return 0  # pragma: no cover - execvpe does not return
+
+
 def cmd_emulator(args: argparse.Namespace) -> int:
     from worker.local.emulator.faults import EmulatorConfig
     from worker.local.emulator.server import serve_forever
@@ -75,7 +95,7 @@ def cmd_emulator(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     from .stack import LocalStack
 
-    with LocalStack(Settings(), api_port=args.port, flower=False) as stack:
+    with LocalStack(Settings(), api_port=args.port, flower=args.flower) as stack:
         _print(stack.banner())
         stop = {"now": False}
 
@@ -167,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start Redis (embedded), the emulator (without a key), API, worker, reaper")
     up.add_argument("--port", type=int, default=8000)
+    up.add_argument("--flower", action="store_true", help="also start Flower (with generated credentials)")
     up.set_defaults(func=cmd_up)
     api = sub.add_parser("api", help="serve the HTTP ingress")
     api.add_argument("--host")
@@ -182,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     emulator.add_argument("--latency-ms", type=int, default=0)
     emulator.add_argument("--delta-interval-ms", type=int, default=0)
     emulator.set_defaults(func=cmd_emulator)
+    flower = sub.add_parser("flower", help="run Flower on the broker, with basic auth from the settings")
+    flower.set_defaults(func=cmd_flower)
     dead = sub.add_parser("dead-letter", help="list, show, requeue or drop dead-lettered turns")
     dead.add_argument("action", choices=("list", "show", "requeue", "drop"))
     dead.add_argument("turn_id", nargs="?")

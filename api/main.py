@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -23,6 +24,8 @@ from .routes import conversations, events, health, turns
 
 log = get_logger(__name__)
 
+QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
 
 def _openai(settings: Settings) -> openai.AsyncOpenAI:
     key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else "local-emulator"
@@ -32,6 +35,8 @@ def _openai(settings: Settings) -> openai.AsyncOpenAI:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    if settings.environment == "production" and not settings.api_keys:
+        raise RuntimeError("PARLEY_API_KEYS is required in production: the API would be open to anyone")
     configure_logging(settings)
 
     @asynccontextmanager
@@ -59,8 +64,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
             return JSONResponse(errors.envelope("body_too_large", f"The body is over {settings.max_body_bytes} "
                                                                   "bytes."), status_code=413)
+        started = time.perf_counter()
         response = await call_next(request)
         response.headers["x-request-id"] = request_id
+        if request.url.path not in QUIET_PATHS:
+            # One canonical line per request; the bound request_id joins it to anything logged on the way.
+            log.info("request", method=request.method, path=request.url.path, status=response.status_code,
+                     duration_ms=round((time.perf_counter() - started) * 1000, 2))
         return response
 
     app.include_router(health.router)

@@ -99,6 +99,7 @@ class TurnOut(BaseModel):
     started_at: float | None
     completed_at: float | None
     metadata: dict[str, str]
+    worker: str | None = None
 
     @classmethod
     def of(cls, turn: Turn) -> TurnOut:

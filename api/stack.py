@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import subprocess
 import tempfile
 import time
@@ -24,6 +25,7 @@ class LocalStack:
         self.flower = flower
         self.redis: EmbeddedRedis | None = None
         self.emulator_url: str | None = None
+        self.flower_credentials: str | None = None
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.workdir = Path(tempfile.mkdtemp(prefix="parley-up-"))
 
@@ -51,6 +53,12 @@ class LocalStack:
             self.emulator_url = f"http://127.0.0.1:{port}/v1"
             env["PARLEY_OPENAI_BASE_URL"] = self.emulator_url
             _wait_http(f"http://127.0.0.1:{port}/_emulator/state")
+        if self.flower:
+            env["PARLEY_WORKER_SEND_TASK_EVENTS"] = "true"
+            if self.settings.flower_basic_auth is None:
+                self.flower_credentials = f"admin:{secrets.token_urlsafe(12)}"
+                env["PARLEY_FLOWER_BASIC_AUTH"] = self.flower_credentials
+            self.processes["flower"] = spawn(["python", "-m", "api.cli", "flower"], env=env)
         self.processes["api"] = spawn(["python", "-m", "api.cli", "api", "--port", str(self.api_port)], env=env)
         self.processes["worker"] = spawn(["python", "-m", "api.cli", "worker"], env=env)
         self.processes["beat"] = spawn(["python", "-m", "api.cli", "beat", "-s",
@@ -64,6 +72,9 @@ class LocalStack:
             f"  Redis    {self.redis.url + ' (embedded)' if self.redis else self.settings.redis_url}",
             f"  upstream {self.emulator_url + ' (local emulator)' if self.emulator_url else 'OpenAI'}",
             f"  try:     parley send \"hello\" --url http://127.0.0.1:{self.api_port}",
+            *([f"  Flower   http://{self.settings.flower_address}:{self.settings.flower_port}"
+               + (f"   (basic auth {self.flower_credentials})" if self.flower_credentials else "")]
+              if self.flower else []),
             "Ctrl-C stops everything.",
         ]
         return "\n".join(lines)
@@ -75,7 +86,7 @@ class LocalStack:
         return None
 
     def close(self) -> None:
-        for name in ("api", "beat", "worker", "emulator"):
+        for name in ("api", "flower", "beat", "worker", "emulator"):
             process = self.processes.pop(name, None)
             if process is not None:
                 stop(process)

@@ -30,7 +30,8 @@ def create_celery(settings: Settings) -> Celery:
         worker_pool=settings.worker_pool,
         worker_concurrency=settings.worker_concurrency,
         worker_hijack_root_logger=False,
-        worker_send_task_events=False,
+        worker_send_task_events=settings.worker_send_task_events,
+        task_send_sent_event=settings.worker_send_task_events,
         broker_connection_retry_on_startup=True,
         # kombu's Redis pool defaults to 10 connections per channel; size it to the pool (research.md §9).
         broker_transport_options={"max_connections": settings.worker_concurrency + 20,

@@ -5,14 +5,16 @@ Celery only wakes this up; order and mutual exclusion come from the lease and th
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
-from tenacity import Retrying, retry_if_exception, stop_never
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_never
 
-from . import faultpoints
+from . import faultpoints, metrics
 from .errors import ConversationLocked, LeaseLost, UpstreamError
 from .lease import LeaseKeeper
 from .log import get_logger
@@ -24,6 +26,16 @@ from .shutdown import HandBack, ShutdownSignal
 from .upstream import Reply, Upstream
 
 log = get_logger(__name__)
+
+def worker_id() -> str:
+    """Recorded on each finished turn (``host:pid``), so an operator can tell which process handled it."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _note_retry(retry_state: RetryCallState) -> None:
+    error = retry_state.outcome.exception() if retry_state.outcome else None
+    metrics.RETRIES.labels(cause=getattr(error, "reason", type(error).__name__)).inc()
+    log.info("turn_retry", error=repr(error))
 
 
 @dataclass(frozen=True)
@@ -76,7 +88,11 @@ class Drainer:
     def _run_turn(self, conv: str, token: str, started: StartedTurn) -> bool:
         """Run one turn to its end; ``False`` when it was handed back (shutting down)."""
         turn = started.turn
-        structlog.contextvars.bind_contextvars(conversation_id=conv, turn_id=turn.id)
+        structlog.contextvars.bind_contextvars(conversation_id=conv, turn_id=turn.id, attempt=started.attempts)
+        if started.resumed:
+            metrics.LEASE_RECOVERIES.inc()
+        elif started.attempts == 1 and turn.started_at is not None:
+            metrics.QUEUE_SECONDS.observe(max(0.0, turn.started_at - turn.created_at))
         began = time.monotonic()
         outcome = "interrupted"
         try:
@@ -98,6 +114,7 @@ class Drainer:
                 outcome = "failed"
                 if exc.retryable:
                     self.mailbox.dead_letter(conv, turn.id)
+                    metrics.TURNS_DEAD_LETTERED.inc()
                     outcome = "dead_lettered"
                 return True
             faultpoints.reached("upstream_done")
@@ -108,7 +125,7 @@ class Drainer:
         finally:
             log.info("turn_done", outcome=outcome, first_attempt=started.attempts,
                      duration_ms=round((time.monotonic() - began) * 1000, 1))
-            structlog.contextvars.unbind_contextvars("conversation_id", "turn_id")
+            structlog.contextvars.unbind_contextvars("conversation_id", "turn_id", "attempt")
 
     def _call_with_retries(self, conv: str, token: str, turn: Turn, started: StartedTurn) -> Reply:
         state = {"attempts": started.attempts, "count_next": False}
@@ -120,12 +137,13 @@ class Drainer:
 
         for attempt in Retrying(retry=retry_if_exception(retry_wanted), wait=self.policy.wait_s,
                                 stop=stop_never, reraise=True, sleep=self.shutdown.sleep,
-                                before_sleep=lambda rs: log.info("turn_retry", error=repr(rs.outcome.exception()))):
+                                before_sleep=_note_retry):
             with attempt:
                 retried = attempt.retry_state.attempt_number > 1
                 if retried:
                     state["attempts"] = turn.attempts = self.mailbox.record(
                         conv, turn.id, token, count_attempt=bool(state["count_next"]))
+                    structlog.contextvars.bind_contextvars(attempt=turn.attempts)
                 # A resumed or retried turn may already have reached upstream (a crash, a hand-back, a timeout).
                 needs_check = retried or started.resumed or state["attempts"] > 1 or turn.response_id is not None
                 return self._attempt(conv, token, turn, needs_check=needs_check)
@@ -159,7 +177,11 @@ class Drainer:
             if ready:
                 publish_delta(ready)
 
-        reply = self.upstream.generate(turn, on_created=on_created, on_delta=on_delta)
+        began = time.monotonic()
+        try:
+            reply = self.upstream.generate(turn, on_created=on_created, on_delta=on_delta)
+        finally:
+            metrics.UPSTREAM_SECONDS.observe(time.monotonic() - began)
         rest = coalescer.flush(time.monotonic())
         if rest:
             publish_delta(rest)
@@ -167,6 +189,7 @@ class Drainer:
 
     def _complete(self, conv: str, token: str, turn: Turn, reply: Reply) -> None:
         turn.status = TurnStatus.completed
+        turn.worker = worker_id()
         turn.output_text = reply.output_text
         turn.response_id = reply.response_id or turn.response_id
         turn.usage = reply.usage
@@ -175,14 +198,17 @@ class Drainer:
                            output_text=turn.output_text, response_id=turn.response_id, usage=turn.usage,
                            metadata=turn.metadata)
         self.mailbox.finish(conv, token, turn, event=event, last_item_id=reply.last_item_id)
+        metrics.TURNS_COMPLETED.inc()
         self.mailbox.relay_replies(conv)
 
     def _fail(self, conv: str, token: str, turn: Turn, error: TurnError) -> None:
         turn.status = TurnStatus.failed
+        turn.worker = worker_id()
         turn.error = error
         turn.completed_at = time.time()
         event = event_json("turn.failed", conversation_id=conv, turn_id=turn.id, event_id=f"{turn.id}.failed",
                            error=error.model_dump(exclude_none=True), metadata=turn.metadata)
         self.mailbox.finish(conv, token, turn, event=event, last_item_id=None)
+        metrics.TURNS_FAILED.labels(reason=error.type).inc()
         self.mailbox.relay_replies(conv)
         log.warning("turn_failed", error=error.type, message=error.message)

@@ -131,6 +131,14 @@ class Ingress:
             await self.client.decr(k.queued_total)
         return bool(result == 1)
 
+    async def backlog(self) -> dict[str, float]:
+        """The reaper's last count of the backlog, with the live dead-letter count."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.keys.stats)
+            pipe.zcard(self.keys.dead_letters)
+            stats, dead = await pipe.execute()
+        return {**{k: float(v) for k, v in stats.items()}, "dead_letters": float(dead)}
+
     async def queue_state(self, conv: str) -> QueueState:
         async with self.client.pipeline(transaction=False) as pipe:
             pipe.llen(self.keys.inbox(conv))

@@ -88,6 +88,11 @@ class Keys:
         return f"{self.prefix}:queued-total"
 
     @property
+    def stats(self) -> str:
+        """Hash: the backlog as the reaper last counted it (queued, ready, inflight, active, updated_at)."""
+        return f"{self.prefix}:stats"
+
+    @property
     def replies(self) -> str:
         """Stream of every turn.completed / turn.failed, for consumer groups (at-least-once delivery)."""
         return f"{self.prefix}:replies"

@@ -54,6 +54,8 @@ class Turn(BaseModel):
     created_at: float
     started_at: float | None = None
     completed_at: float | None = None
+    worker: str | None = None
+    """The worker process (``host:pid``) that finished the turn."""
 
     JSON_FIELDS: ClassVar[tuple[str, ...]] = ("input", "metadata", "usage", "error")
 

@@ -30,7 +30,7 @@ def reap(mailbox: Mailbox, wake: Callable[[str], None], *, now_ms: int | None = 
     keys = mailbox.keys
     now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
     cutoff = now_ms - int(IDLE_FORGET_S * 1000)
-    scanned = woken = forgotten = queued = 0
+    scanned = woken = forgotten = queued = inflight = ready = 0
     cursor = 0
     while True:
         cursor, entries = mailbox.client.zscan(keys.active, cursor, count=BATCH)
@@ -38,9 +38,14 @@ def reap(mailbox: Mailbox, wake: Callable[[str], None], *, now_ms: int | None = 
         for conv, _ in entries:
             pipe.llen(keys.inbox(conv))
             pipe.llen(keys.outbox(conv))
+            pipe.exists(keys.inflight(conv))
+            pipe.exists(keys.lease(conv))
         lengths = pipe.execute()
-        queued += sum(lengths[0::2])
-        for (conv, _), unrelayed in zip(entries, lengths[1::2], strict=True):
+        queued += sum(lengths[0::4])
+        inflight += sum(lengths[2::4])
+        ready += sum(1 for waiting, busy, owned in zip(lengths[0::4], lengths[2::4], lengths[3::4], strict=True)
+                     if (waiting or busy) and not owned)
+        for (conv, _), unrelayed in zip(entries, lengths[1::4], strict=True):
             if unrelayed:
                 # Replies a crash left between a turn's finish and its copy to the replies stream.
                 mailbox.relay_replies(conv)
@@ -55,4 +60,6 @@ def reap(mailbox: Mailbox, wake: Callable[[str], None], *, now_ms: int | None = 
         if cursor == 0:
             # The global counter drifts when a process dies between a script and its INCR/DECR; re-anchor it.
             mailbox.client.set(keys.queued_total, queued)
+            mailbox.client.hset(keys.stats, mapping={"queued": queued, "inflight": inflight, "ready": ready,
+                                                     "active": scanned, "updated_at": now_ms / 1000})
             return ReapResult(scanned=scanned, woken=woken, forgotten=forgotten, queued=queued)

@@ -67,6 +67,19 @@ class Settings(BaseSettings):
     worker_pool: Literal["threads", "prefork", "gevent", "solo"] = "threads"
     worker_concurrency: int = 200
 
+    worker_metrics_port: int = 9808
+    """Port of a worker process's Prometheus endpoint; 0 turns it off."""
+    worker_send_task_events: bool = False
+    """Celery task events, which Flower needs to show tasks; they cost throughput (research.md §4a)."""
+
+    # --- Flower --------------------------------------------------------------------------------------
+    flower_basic_auth: SecretStr | None = None
+    """``user:password[,user2:password2]`` for Flower's UI and API."""
+    flower_allow_unauthenticated: bool = False
+    """Without basic auth, ``parley flower`` refuses to start unless this is set."""
+    flower_address: str = "127.0.0.1"
+    flower_port: int = 5555
+
     # --- API -----------------------------------------------------------------------------------------
     api_keys: Annotated[list[SecretStr], NoDecode] = []
     """Comma-separated bearer keys. Empty: no auth, and the API only binds to loopback."""
@@ -90,8 +103,6 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         if self.heartbeat_interval_ms * 2 > self.lease_ttl_ms:
             raise ValueError("heartbeat_interval_ms must be at most half of lease_ttl_ms")
-        if self.environment == "production" and not self.api_keys:
-            raise ValueError("PARLEY_API_KEYS is required in production")
         return self
 
     @property

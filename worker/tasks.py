@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import structlog
+from prometheus_client import start_http_server
 from celery import shared_task
 from celery.signals import worker_process_init, worker_ready, worker_shutting_down
 
+from . import metrics
 from .celery_app import DRAIN_TASK, REAP_TASK
 from .log import configure_logging, get_logger
 from .reaper import reap
@@ -28,6 +30,13 @@ def _prepare(**_: object) -> None:
     # The threads and solo pools run tasks in this process: build clients before the first wake-up arrives.
     get_runtime()
     warm_up()
+    port = get_settings().worker_metrics_port
+    if port:
+        # In the main process: with PROMETHEUS_MULTIPROC_DIR it also serves what prefork children counted.
+        try:
+            start_http_server(port, registry=metrics.process_registry())
+        except OSError as exc:
+            log.warning("metrics_port_unavailable", port=port, error=str(exc))
 
 
 configure_logging(get_settings())

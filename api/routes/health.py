@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
+
+from worker import metrics
 
 from ..deps import ServicesDep
 
@@ -18,3 +20,10 @@ async def healthz() -> dict[str, str]:
 async def readyz(services: ServicesDep) -> dict[str, str]:
     await services.ingress.client.ping()  # a RedisError becomes the 503 envelope
     return {"status": "ready"}
+
+
+@router.get("/metrics")
+async def prometheus_metrics(services: ServicesDep) -> Response:
+    """Prometheus text: this process's counters, plus the backlog gauges the reaper keeps in Redis."""
+    backlog = await services.ingress.backlog()
+    return Response(metrics.render(backlog), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
+from worker import metrics
 from worker.ingress import EnqueueStatus
 from worker.messages import TurnStatus
 
@@ -38,6 +39,7 @@ async def create_turn(conversation_id: str, body: CreateTurn, services: Services
     if result.need_wakeup:
         services.wake(conversation_id)
     if result.status is EnqueueStatus.ok:
+        metrics.TURNS_ACCEPTED.inc()
         return {"id": result.turn_id, "conversation_id": conversation_id, "status": TurnStatus.queued,
                 "position": result.position, "created_at": result.created_at}
     turn = await services.ingress.get_turn(result.turn_id)

@@ -10,9 +10,8 @@ import pytest
 import redis
 import redis.asyncio
 
-from worker.drain import Drainer
+from drain_support import make_drainer
 from worker.ingress import Ingress
-from worker.lease import LeaseKeeper
 from worker.local.emulator import EmulatorServer
 from worker.mailbox import Mailbox
 from worker.messages import TurnStatus
@@ -28,11 +27,8 @@ class Harness:
         self.emulator = emulator
         self.woken: list[str] = []
         self.upstream = Upstream(make_client(settings, concurrency=4), settings)
-        self.drainer = Drainer(self.mailbox, self.upstream,
-                               LeaseKeeper(client, self.mailbox.keys, ttl_ms=settings.lease_ttl_ms,
-                                           interval_ms=settings.heartbeat_interval_ms),
-                               RetryPolicy(settings.max_attempts, settings.backoff_base_s, settings.backoff_max_s),
-                               fairness_budget=settings.fairness_budget, wake=self.woken.append)
+        self.drainer = make_drainer(settings, client, self.upstream, wake=self.woken.append)
+        self.mailbox = self.drainer.mailbox
         self.conv = self.upstream.client.conversations.create().id
         self._ingress(lambda i: i.register_conversation(self.conv, created_at=1, metadata={}, key=None))
 

@@ -1,0 +1,24 @@
+"""Build a Drainer for in-process tests, with the same parts a worker process builds."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import redis
+
+from worker.drain import Drainer
+from worker.lease import LeaseKeeper
+from worker.mailbox import Mailbox
+from worker.policy import RetryPolicy
+from worker.settings import Settings
+from worker.upstream import Upstream
+
+
+def make_drainer(settings: Settings, client: redis.Redis, upstream: Upstream,
+                 wake: Callable[[str], None] | None = None) -> Drainer:
+    mailbox = Mailbox(client, settings)
+    keeper = LeaseKeeper(client, mailbox.keys, ttl_ms=settings.lease_ttl_ms,
+                         interval_ms=settings.heartbeat_interval_ms)
+    policy = RetryPolicy(settings.max_attempts, settings.backoff_base_s, settings.backoff_max_s)
+    return Drainer(mailbox, upstream, keeper, policy, fairness_budget=settings.fairness_budget,
+                   wake=wake or (lambda conversation_id: None))

@@ -1,0 +1,239 @@
+"""Operations (issue 7): Prometheus metrics after a known workload, Flower behind basic auth, structured logs
+without secrets, horizontal scale with order kept, one cluster slot per script call."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+from prometheus_client.parser import text_string_to_metric_families
+
+from api.client import ParleyClient
+from conftest import settings_env, wait_until
+from drain_support import make_drainer
+from stack import start_worker, wait_ready, workers
+from worker.local.background import free_port
+from worker.local.emulator import EmulatorServer
+from worker.keys import Keys
+from worker.local.processes import spawn, stop
+from worker.local.redis_server import EmbeddedRedis
+from worker.mailbox import Mailbox
+from worker.reaper import reap
+from worker.settings import Settings
+
+pytestmark = pytest.mark.slow
+
+
+def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = httpx.get(url, timeout=5).text
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+@pytest.fixture(name="client")
+def _client(api_server: str) -> Iterator[ParleyClient]:
+    with ParleyClient(api_server) as client:
+        yield client
+
+
+def test_metrics_after_a_known_workload(settings: Settings, api_server: str, client: ParleyClient,
+                                        emulator: EmulatorServer, redis_client: redis.Redis) -> None:
+    port = free_port()
+    api_before = scrape(f"{api_server}/metrics")
+    convs = [client.create_conversation(key=f"m{i}").id for i in range(5)]
+    worker = start_worker(settings, "metrics", concurrency=8, extra_env={"PARLEY_WORKER_METRICS_PORT": str(port)})
+    try:
+        wait_ready(settings, ["metrics"])
+        turns = [client.send_turn(convs[0], "ok 1"), client.send_turn(convs[1], "ok 2"),
+                 client.send_turn(convs[2], "ok 3"),
+                 client.send_turn(convs[3], "bad", metadata={"emulator_fault": "bad_request"}),
+                 client.send_turn(convs[4], "limited", metadata={"emulator_fault": "429;times=1"})]
+        for turn in turns:
+            client.wait_for_reply(turn.id, timeout_s=20)
+        worker_samples = scrape(f"http://127.0.0.1:{port}/metrics")
+    finally:
+        stop(worker)
+    assert value(worker_samples, "parley_turns_completed_total") == 4
+    assert value(worker_samples, "parley_turns_failed_total", reason="http_400") == 1
+    assert value(worker_samples, "parley_upstream_retries_total", cause="rate_limited") == 1
+    assert value(worker_samples, "parley_turn_queue_seconds_count") == 5
+    assert value(worker_samples, "parley_upstream_seconds_count") == 6  # five turns, one retried
+    assert value(worker_samples, "parley_turns_dead_lettered_total") == 0
+    assert value(worker_samples, "parley_lease_recoveries_total") == 0
+    api_after = scrape(f"{api_server}/metrics")
+    assert value(api_after, "parley_turns_accepted_total") - value(api_before, "parley_turns_accepted_total") == 5
+
+    # Backlog gauges: three queued turns with no worker, one dead letter, counted by the reaper.
+    for text in ("q1", "q2"):
+        client.send_turn(convs[0], text)
+    client.send_turn(convs[1], "q3")
+    redis_client.zadd(Keys().dead_letters, {f"{convs[3]}/{turns[3].id}": 1.0})
+    reap(Mailbox(redis_client, settings), lambda conv: None)
+    gauges = scrape(f"{api_server}/metrics")
+    assert value(gauges, "parley_backlog_queued_turns") == 3
+    assert value(gauges, "parley_backlog_ready_conversations") == 2
+    assert value(gauges, "parley_backlog_inflight_turns") == 0
+    assert value(gauges, "parley_backlog_turns") == 3
+    assert value(gauges, "parley_dead_letters") == 1
+    assert value(gauges, "parley_active_conversations") == 5
+
+
+def test_flower_requires_basic_auth(settings: Settings) -> None:
+    port = free_port()
+    env = {**settings_env(settings), "PARLEY_FLOWER_PORT": str(port)}
+    refused = subprocess.run([sys.executable, "-m", "api.cli", "flower"], env={**os.environ, **env},
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "PARLEY_FLOWER_BASIC_AUTH" in refused.stderr
+    flower = spawn(["python", "-m", "api.cli", "flower"], env={**env, "PARLEY_FLOWER_BASIC_AUTH": "admin:s3cret"},
+                   quiet=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        def up() -> bool:
+            try:
+                return httpx.get(f"{base}/healthcheck", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        with workers(settings, 1, concurrency=2):
+            wait_until(up, timeout_s=30, message="Flower to start")
+            assert httpx.get(f"{base}/api/workers", timeout=10).status_code == 401
+            assert httpx.get(f"{base}/api/workers", auth=("admin", "wrong"), timeout=10).status_code == 401
+            authorized = httpx.get(f"{base}/api/workers", auth=("admin", "s3cret"), timeout=10)
+            assert authorized.status_code == 200
+            assert httpx.get(f"{base}/metrics", timeout=10).status_code == 200  # open by design (documented)
+    finally:
+        stop(flower)
+
+
+SECRET_OPENAI = "sk-test-0123456789abcdefSECRET"
+SECRET_API = "api-key-SECRET-9876543210"
+SECRET_REDIS = "redispassSECRET42"
+
+
+def test_logs_are_json_with_context_and_never_hold_secrets(settings: Settings, emulator: EmulatorServer,
+                                                           tmp_path: Path) -> None:
+    with EmbeddedRedis(extra_args=("--requirepass", SECRET_REDIS)) as server:
+        redis_url = f"redis://:{SECRET_REDIS}@127.0.0.1:{server.port}/0"
+        local = settings.model_copy(update={"redis_url": redis_url, "log_format": "json", "log_level": "INFO"})
+        env = {**settings_env(local), "PARLEY_OPENAI_API_KEY": SECRET_OPENAI, "PARLEY_API_KEYS": SECRET_API}
+        port = free_port()
+        api_log, worker_log = tmp_path / "api.log", tmp_path / "worker.log"
+        api = spawn(["python", "-m", "api.cli", "api", "--port", str(port)], env=env, log_path=str(api_log))
+        worker = spawn(["python", "-m", "api.cli", "worker", "-n", "logs@%h"], env=env, log_path=str(worker_log))
+        try:
+            wait_until(lambda: _ready(port), timeout_s=30, message="the API")
+            wait_ready(local, ["logs"])
+            with ParleyClient(f"http://127.0.0.1:{port}", api_key=SECRET_API) as client:
+                conv = client.create_conversation(key="logs").id
+                ok = client.send_turn(conv, "fine")
+                bad = client.send_turn(conv, "bad", metadata={"emulator_fault": "bad_request"})
+                client.wait_for_reply(bad.id, timeout_s=20)
+            httpx.get(f"http://127.0.0.1:{port}/v1/turns/x", headers={"authorization": "Bearer wrong-key"})
+        finally:
+            stop(worker, sig=signal.SIGTERM)
+            stop(api, sig=signal.SIGTERM)
+    logs = api_log.read_text() + worker_log.read_text()
+    for secret in (SECRET_OPENAI, SECRET_API, SECRET_REDIS):
+        assert secret not in logs
+    worker_lines = [json.loads(line) for line in worker_log.read_text().splitlines() if line.startswith("{")]
+    done = [line for line in worker_lines if line.get("event") == "turn_done"]
+    assert {line["turn_id"] for line in done} == {ok.id, bad.id}
+    assert all(line["conversation_id"] == conv and line["attempt"] == 1 for line in done)
+    failed = [line for line in worker_lines if line.get("event") == "turn_failed"]
+    assert failed and failed[0]["turn_id"] == bad.id and "attempt" in failed[0]
+    api_lines = [json.loads(line) for line in api_log.read_text().splitlines() if line.startswith("{")]
+    requests = [line for line in api_lines if line.get("event") == "request"]
+    assert requests and all(line["request_id"].startswith("req_") for line in requests)
+
+
+def _ready(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_work_spreads_over_three_workers_and_order_holds(settings: Settings, client: ParleyClient,
+                                                         emulator: EmulatorServer) -> None:
+    emulator.config.latency_ms = (20, 60)
+    for count in (1, 3):
+        convs = [client.create_conversation(key=f"scale{count}-{i}").id for i in range(60)]
+        with workers(settings, count, concurrency=20):
+            accepted = {conv: [client.send_turn(conv, f"t{i}").id for i in range(4)] for conv in convs}
+            finished = {t: client.wait_for_reply(t, timeout_s=60) for ts in accepted.values() for t in ts}
+        assert all(turn.status.value == "completed" for turn in finished.values())
+        assert len({turn.worker for turn in finished.values()}) == count
+        for conv in convs:
+            users = [i["content"][0]["text"] for i in emulator.store.snapshot_items(conv) if i["role"] == "user"]
+            assert users == [f"t{i}" for i in range(4)]
+    assert emulator.store.overlap_count() == 0
+
+
+def test_every_script_call_touches_one_cluster_slot(settings: Settings, redis_client: redis.Redis,
+                                                    emulator: EmulatorServer,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Record the keys of every script call in a real drain (and ingress, cancel, reaper) and ask Redis for
+    each key's slot with CLUSTER KEYSLOT."""
+    import asyncio
+
+    import redis.asyncio
+
+    from worker import scripts
+    from worker.ingress import Ingress
+    from worker.replies import relay
+    from worker.upstream import Upstream, make_client
+
+    calls: list[tuple[str, list[str]]] = []
+    real_call, real_async = scripts.LuaScript.__call__, scripts.LuaScript.run_async
+
+    def spy(self: scripts.LuaScript, client: object, keys: list[str], args: list[object]) -> object:
+        calls.append((self.name, list(keys)))
+        return real_call(self, client, keys, args)  # type: ignore[arg-type]
+
+    async def spy_async(self: scripts.LuaScript, client: object, keys: list[str], args: list[object]) -> object:
+        calls.append((self.name, list(keys)))
+        return await real_async(self, client, keys, args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(scripts.LuaScript, "__call__", spy)
+    monkeypatch.setattr(scripts.LuaScript, "run_async", spy_async)
+    upstream = Upstream(make_client(settings, concurrency=2), settings)
+    conv = upstream.client.conversations.create().id
+
+    async def ingress_side() -> None:
+        client = redis.asyncio.Redis.from_url(settings.redis_url_required, decode_responses=True)
+        ingress = Ingress(client, settings)
+        await ingress.register_conversation(conv, created_at=1, metadata={}, key=None)
+        for text in ("a", "b", "c"):
+            await ingress.enqueue(conversation_id=conv, input=text, model=None, instructions=None, metadata={},
+                                  idempotency_key=f"k-{text}")
+        third = await ingress.get_turn((await ingress.enqueue(conversation_id=conv, input="c", model=None,
+                                                             instructions=None, metadata={},
+                                                             idempotency_key="k-c")).turn_id)
+        assert third is not None
+        await ingress.cancel(third)
+        await client.aclose()
+
+    asyncio.run(ingress_side())
+    drainer = make_drainer(settings, redis_client, upstream)
+    drainer.drain(conv)
+    relay(redis_client, drainer.mailbox.keys, conv, maxlen=100)
+    reap(drainer.mailbox, lambda c: None)
+    names = {name for name, _ in calls}
+    assert {"enqueue", "claim", "next_turn", "publish", "record", "finish", "release", "cancel",
+            "rekick"} <= names
+    for name, keys in calls:
+        slots = {redis_client.execute_command("CLUSTER", "KEYSLOT", key) for key in keys}
+        assert len(slots) == 1, f"{name} touches slots {slots}"
+

@@ -1,0 +1,68 @@
+"""Prometheus metrics. Counters and histograms are per process and multiprocess-safe (set
+``PROMETHEUS_MULTIPROC_DIR`` for prefork workers or several uvicorn workers); the backlog gauges are read from
+Redis, where the reaper keeps them (``Keys.stats``), so every scrape of any API process sees the same numbers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import REGISTRY, Collector
+
+LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+TURNS_ACCEPTED = Counter("parley_turns_accepted_total", "Turns accepted by the ingress (duplicates excluded).")
+TURNS_COMPLETED = Counter("parley_turns_completed_total", "Turns completed.")
+TURNS_FAILED = Counter("parley_turns_failed_total", "Turns failed, by reason.", ["reason"])
+TURNS_DEAD_LETTERED = Counter("parley_turns_dead_lettered_total", "Turns moved to the dead letters.")
+RETRIES = Counter("parley_upstream_retries_total", "Upstream attempts retried, by cause.", ["cause"])
+LEASE_RECOVERIES = Counter("parley_lease_recoveries_total",
+                           "Turns resumed after their owner died or handed them back.")
+QUEUE_SECONDS = Histogram("parley_turn_queue_seconds", "Time from acceptance to a turn's first start.",
+                          buckets=LATENCY_BUCKETS_S)
+UPSTREAM_SECONDS = Histogram("parley_upstream_seconds", "Duration of one upstream generation attempt.",
+                             buckets=LATENCY_BUCKETS_S)
+
+BACKLOG_GAUGES = {
+    "queued": ("parley_backlog_queued_turns", "Turns waiting in conversation inboxes."),
+    "ready": ("parley_backlog_ready_conversations", "Conversations with work and no owner."),
+    "inflight": ("parley_backlog_inflight_turns", "Turns being processed (or waiting to be resumed)."),
+    "active": ("parley_active_conversations", "Conversations in the active index."),
+    "dead_letters": ("parley_dead_letters", "Turns in the dead letters."),
+    "updated_at": ("parley_backlog_updated_timestamp_seconds", "When the reaper last counted the backlog."),
+}
+
+
+class BacklogCollector(Collector):
+    """Gauges from a snapshot of the backlog; ``parley_backlog_turns`` (queued + in flight) is the autoscaling
+    signal."""
+
+    def __init__(self, snapshot: Mapping[str, float]) -> None:
+        self.snapshot = snapshot
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        for field, (name, doc) in BACKLOG_GAUGES.items():
+            yield GaugeMetricFamily(name, doc, value=float(self.snapshot.get(field, 0)))
+        total = float(self.snapshot.get("queued", 0)) + float(self.snapshot.get("inflight", 0))
+        yield GaugeMetricFamily("parley_backlog_turns", "Queued plus in-flight turns: scale workers on this.",
+                                value=total)
+
+
+def process_registry() -> CollectorRegistry:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return registry
+    return REGISTRY
+
+
+def render(backlog: Mapping[str, float] | None = None) -> bytes:
+    body = generate_latest(process_registry())
+    if backlog is not None:
+        registry = CollectorRegistry()
+        registry.register(BacklogCollector(backlog))
+        body += generate_latest(registry)
+    return body
