@@ -16,9 +16,11 @@ from worker.upstream import Upstream
 
 def make_drainer(settings: Settings, client: redis.Redis, upstream: Upstream,
                  wake: Callable[[str], None] | None = None) -> Drainer:
+    """The Drainer a worker process would build from ``settings`` (streaming or not, and so on)."""
     mailbox = Mailbox(client, settings)
     keeper = LeaseKeeper(client, mailbox.keys, ttl_ms=settings.lease_ttl_ms,
                          interval_ms=settings.heartbeat_interval_ms)
     policy = RetryPolicy(settings.max_attempts, settings.backoff_base_s, settings.backoff_max_s)
     return Drainer(mailbox, upstream, keeper, policy, fairness_budget=settings.fairness_budget,
-                   wake=wake or (lambda conversation_id: None))
+                   wake=wake or (lambda conversation_id: None), stream=settings.stream_upstream,
+                   delta_interval_s=settings.delta_interval_ms / 1000)

@@ -48,8 +48,10 @@ class DrainResult:
 class Drainer:
     def __init__(self, mailbox: Mailbox, upstream: Upstream, keeper: LeaseKeeper, policy: RetryPolicy,
                  *, fairness_budget: int, wake: Callable[[str], None],
-                 shutdown: ShutdownSignal | None = None, delta_interval_s: float = 0.05) -> None:
+                 shutdown: ShutdownSignal | None = None, delta_interval_s: float = 0.05,
+                 stream: bool = True) -> None:
         self.delta_interval_s = delta_interval_s
+        self.stream = stream
         self.mailbox = mailbox
         self.shutdown = shutdown or ShutdownSignal()
         self.upstream = upstream
@@ -179,6 +181,8 @@ class Drainer:
 
         began = time.monotonic()
         try:
+            if not self.stream:
+                return self.upstream.generate_whole(turn)
             reply = self.upstream.generate(turn, on_created=on_created, on_delta=on_delta)
         finally:
             metrics.UPSTREAM_SECONDS.observe(time.monotonic() - began)

@@ -50,7 +50,8 @@ def build_runtime(settings: Settings, celery: Celery) -> Runtime:
     wake = Wakeups(celery)
     shutdown = ShutdownSignal()
     drainer = Drainer(mailbox, upstream, keeper, policy, fairness_budget=settings.fairness_budget, wake=wake,
-                      shutdown=shutdown, delta_interval_s=settings.delta_interval_ms / 1000)
+                      shutdown=shutdown, delta_interval_s=settings.delta_interval_ms / 1000,
+                      stream=settings.stream_upstream)
     return Runtime(settings=settings, mailbox=mailbox, drainer=drainer, keeper=keeper, wake=wake,
                    shutdown=shutdown)
 

@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     """Unset with a key: api.openai.com. Unset without a key: ``parley up`` starts the local emulator."""
     model: str = "gpt-5.4-mini"
     instructions: str | None = None
+    stream_upstream: bool = True
+    """Stream generations (deltas for users, the response id known at once); off: one plain call per attempt,
+    about half the client CPU, no ``response.delta`` events."""
     openai_timeout_s: float = 120.0
     openai_connect_timeout_s: float = 5.0
 

@@ -98,6 +98,14 @@ class Upstream:
             params["instructions"] = instructions
         return params
 
+    def generate_whole(self, turn: Turn) -> Reply:
+        """One non-streamed attempt: cheaper on CPU, but the response id is only known at the end, so a crash
+        mid-call is recovered from the conversation's items (strategy 3) rather than by the id."""
+        try:
+            return _reply_from(self.client.responses.create(**self._params(turn)))
+        except (openai.OpenAIError, httpx2.TransportError) as exc:
+            raise translate(exc) from exc
+
     def generate(self, turn: Turn, *, on_created: Callable[[str], None],
                  on_delta: Callable[[str], None]) -> Reply:
         """One streamed attempt. Raises an ``UpstreamError`` subclass on failure."""

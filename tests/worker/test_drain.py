@@ -222,3 +222,18 @@ def test_dead_letters_can_be_listed_requeued_and_dropped(h: Harness) -> None:
     h.drainer.drain(h.conv)
     assert h.turn(turn_id).status is TurnStatus.completed
     assert [role for role, _ in h.items()] == ["user", "assistant"]
+
+
+def test_non_streamed_mode(settings: Settings, redis_client: redis.Redis, emulator: EmulatorServer) -> None:
+    """Without streaming: same order and results, no deltas, and a crash is still recovered from the items."""
+    plain = Harness(settings.model_copy(update={"stream_upstream": False}), redis_client, emulator)
+    first, second = plain.post("one"), plain.post("two")
+    plain.drainer.drain(plain.conv)
+    assert [plain.turn(t).status for t in (first, second)] == [TurnStatus.completed] * 2
+    assert plain.turn(first).response_id and plain.turn(first).usage
+    assert "response.delta" not in [e["type"] for e in plain.events()]
+    assert [text for role, text in plain.items() if role == "user"] == ["one", "two"]
+    retried = plain.post("flaky", emulator_fault="500;times=1")
+    plain.drainer.drain(plain.conv)
+    assert plain.turn(retried).status is TurnStatus.completed and plain.turn(retried).attempts == 2
+    assert [text for role, text in plain.items() if role == "user"] == ["one", "two", "flaky"]

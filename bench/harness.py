@@ -1,0 +1,140 @@
+"""Processes and measurements shared by the benchmark scenarios: everything runs on loopback, in processes of
+its own, and is stopped by the scenario that started it."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
+
+from conftest import settings_env  # noqa: E402
+from stack import start_worker, wait_ready  # noqa: E402
+from worker.local.background import free_port  # noqa: E402
+from worker.local.processes import spawn, stop  # noqa: E402
+from worker.settings import Settings  # noqa: E402
+
+
+def cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def wait_http(url: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} did not come up")
+
+
+@contextmanager
+def emulator(latency_ms: int = 0) -> Iterator[str]:
+    """The emulator in a process of its own (so its CPU is not the measured process's); yields its base URL."""
+    port = free_port()
+    proc = spawn(["python", "-m", "api.cli", "emulator", "--port", str(port), "--latency-ms", str(latency_ms)],
+                 quiet=True)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/_emulator/state")
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        stop(proc)
+
+
+@contextmanager
+def api(settings: Settings) -> Iterator[tuple[str, int]]:
+    port = free_port()
+    proc = spawn(["python", "-m", "api.cli", "api", "--port", str(port)], env=settings_env(settings), quiet=True)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/readyz")
+        yield f"http://127.0.0.1:{port}", proc.pid
+    finally:
+        stop(proc)
+
+
+@contextmanager
+def bare_api(redis_url: str) -> Iterator[str]:
+    port = free_port()
+    proc = spawn(["python", "-m", "uvicorn", "bare_app:app", "--port", str(port), "--log-level", "warning",
+                  "--no-access-log", "--app-dir", str(ROOT / "bench")],
+                 env={"BENCH_REDIS_URL": redis_url}, quiet=True)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(proc)
+
+
+@contextmanager
+def parley_workers(settings: Settings, count: int, *, concurrency: int) -> Iterator[list[int]]:
+    names = [f"bench{i}" for i in range(count)]
+    procs = [start_worker(settings, name, concurrency=concurrency, extra_env={"PARLEY_LOG_LEVEL": "WARNING"})
+             for name in names]
+    try:
+        wait_ready(settings, names, timeout_s=60)
+        yield [p.pid for p in procs]
+    finally:
+        for proc in procs:
+            stop(proc)
+
+
+@contextmanager
+def naive_workers(redis_url: str, upstream: str, *, pool: str, concurrency: int, count: int = 1,
+                  stream: bool = False) -> Iterator[list[int]]:
+    """The naive baseline: one Celery task per turn, no ordering (bench/naive_app.py)."""
+    env = {"BENCH_REDIS_URL": redis_url, "BENCH_UPSTREAM": upstream, "BENCH_STREAM": "1" if stream else "0",
+           "PYTHONPATH": str(ROOT / "bench")}
+    procs = [spawn(["python", "-m", "celery", "-A", "naive_app", "worker", "-P", pool, "-c", str(concurrency),
+                    "-n", f"naive{i}@%h", "-Q", "naive", "-l", "WARNING", "--without-mingle", "--without-gossip",
+                    "--without-heartbeat"], env=env, quiet=True) for i in range(count)]
+    try:
+        from celery import Celery
+
+        app = Celery(broker=redis_url)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            replies = app.control.ping(timeout=0.5) or []
+            if len(replies) >= count:
+                break
+        yield [p.pid for p in procs]
+    finally:
+        for proc in procs:
+            stop(proc)
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
+
+
+def repeat(times: int, run: Callable[[], dict[str, float]]) -> dict[str, object]:
+    """Run ``times`` and report each figure's median with its spread (min, max)."""
+    runs = [run() for _ in range(times)]
+    out: dict[str, object] = {}
+    for key in runs[0]:
+        values = [float(r[key]) for r in runs]
+        out[key] = round(statistics.median(values), 3)
+        out[f"{key}_spread"] = [round(min(values), 3), round(max(values), 3)]
+    return out
+

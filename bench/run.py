@@ -1,0 +1,174 @@
+"""parley's benchmark suite (issue 6): every scenario, each against a baseline measured in the same run, as
+ratios. Writes bench/report.md, bench/report.json and bench/latency.png.
+
+    python bench/run.py            # full size, about 10 minutes on 2 cores
+    python bench/run.py --quick    # small sizes, a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import harness  # noqa: F401  (puts the project on sys.path)
+import scenarios
+from harness import repeat
+
+HERE = Path(__file__).resolve().parent
+
+TARGETS = {
+    "ordered_ratio": 0.7, "io_ratio_to_direct": 0.8, "io_nonstream_per_s": 300.0, "overhead_p50_ms": 3.0,
+    "overhead_p99_ms": 20.0, "ingress_half_p99_ms": 10.0, "ingress_ratio": 0.6, "fairness_p99_ms": 50.0,
+    "redis_bytes_per_turn": 1024.0, "worker_rss_mb": 300.0,
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--repeats", type=int, default=None, help="repeats per scenario (default 3, quick 1)")
+    parser.add_argument("--out", default=str(HERE))
+    parser.add_argument("--only", default="", help="comma-separated scenario names")
+    args = parser.parse_args()
+    size = scenarios.Size.quick() if args.quick else scenarios.Size.full()
+    repeats = args.repeats or (1 if args.quick else 3)
+    only = set(filter(None, args.only.split(",")))
+    began = time.monotonic()
+    results: dict[str, object] = {"size": "quick" if args.quick else "full", "repeats": repeats,
+                                  "machine": f"{platform.machine()} {platform.python_version()}",
+                                  "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+    def run(name: str, fn, *a, **kw):  # type: ignore[no-untyped-def]
+        if only and name not in only:
+            return
+        t = time.monotonic()
+        print(f"== {name}", flush=True)
+        results[name] = fn(*a, **kw)
+        print(json.dumps(results[name], default=str), f"({time.monotonic() - t:.0f} s)", flush=True)
+
+    run("ingress", scenarios.ingress, size)
+    run("ordered", repeat, repeats, lambda: scenarios.ordered(size, stream=False))
+    run("io_nonstream", repeat, repeats, lambda: _numeric(scenarios.io_concurrency(size, stream=False)))
+    run("io_stream", repeat, max(1, repeats - 1), lambda: _numeric(scenarios.io_concurrency(size, stream=True)))
+    ordered_rate = float(results.get("ordered", {}).get("parley_turns_per_s", 200))  # type: ignore[union-attr]
+    run("overhead", repeat, repeats, lambda: _numeric(scenarios.overhead(size, rate=max(20.0, ordered_rate / 2))))
+    run("fairness", repeat, repeats, lambda: _numeric(scenarios.fairness(size)))
+    run("memory", scenarios.memory, size)
+    run("worker_rss", scenarios.worker_rss, size)
+    results["seconds"] = round(time.monotonic() - began)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    (out / "report.md").write_text(render(results))
+    plot(results, out / "latency.png")
+    print(render(results))
+    return 0
+
+
+def _numeric(row: dict[str, object]) -> dict[str, float]:
+    return {k: float(v) for k, v in row.items() if isinstance(v, int | float)}
+
+
+def _get(results: dict[str, object], scenario: str, key: str) -> float | None:
+    row = results.get(scenario)
+    if not isinstance(row, dict) or key not in row:
+        return None
+    return float(row[key])
+
+
+def render(results: dict[str, object]) -> str:
+    def line(what: str, value: float | None, target: str, ok: bool | None, note: str = "") -> str:
+        shown = "–" if value is None else f"{value:g}"
+        verdict = "–" if ok is None else ("met" if ok else "**missed**")
+        return f"| {what} | {shown} | {target} | {verdict} | {note} |"
+
+    def check(value: float | None, bound: float, above: bool) -> bool | None:
+        if value is None:
+            return None
+        return value >= bound if above else value <= bound
+
+    g = lambda s, k: _get(results, s, k)  # noqa: E731
+    rows = [
+        "| measure | value | target | verdict | baseline / note |", "|---|---:|---|---|---|",
+        line("(1) ingress max rps ÷ bare endpoint", g("ingress", "max_rps_ratio"), "≥ 0.6",
+             check(g("ingress", "max_rps_ratio"), TARGETS["ingress_ratio"], True),
+             f"parley {g('ingress', 'parley_max_rps')} rps, bare LPUSH {g('ingress', 'bare_max_rps')} rps"),
+        line("(1) ingress p99 at 50 % of max (ms)", g("ingress", "parley_half_p99_ms"), "≤ 10",
+             check(g("ingress", "parley_half_p99_ms"), TARGETS["ingress_half_p99_ms"], False),
+             f"bare endpoint p99 {g('ingress', 'bare_half_p99_ms')} ms"),
+        line("(2) ordered turns/s ÷ naive Celery", g("ordered", "ratio"), "≥ 0.7",
+             check(g("ordered", "ratio"), TARGETS["ordered_ratio"], True),
+             f"parley {g('ordered', 'parley_turns_per_s')}/s, naive {g('ordered', 'naive_turns_per_s')}/s"),
+        line("(3) non-streamed, 1 s latency: turns/s ÷ direct SDK", g("io_nonstream", "ratio_to_direct"), "≥ 0.8",
+             check(g("io_nonstream", "ratio_to_direct"), TARGETS["io_ratio_to_direct"], True),
+             f"direct {g('io_nonstream', 'direct_sdk_per_s')}/s, ideal {g('io_nonstream', 'ideal_per_s')}/s"),
+        line("(3) non-streamed turns/s per worker process", g("io_nonstream", "parley_per_s"), "≥ 300",
+             check(g("io_nonstream", "parley_per_s"), TARGETS["io_nonstream_per_s"], True),
+             f"naive threads {g('io_nonstream', 'naive_threads_per_s')}/s, prefork c=2 "
+             f"{g('io_nonstream', 'naive_prefork_per_s')}/s; peak in flight {g('io_nonstream', 'parley_peak_inflight')}"),
+        line("(3) streamed, 1 s latency: turns/s ÷ direct SDK", g("io_stream", "ratio_to_direct"), "≥ 0.8",
+             check(g("io_stream", "ratio_to_direct"), TARGETS["io_ratio_to_direct"], True),
+             f"parley {g('io_stream', 'parley_per_s')}/s, direct {g('io_stream', 'direct_sdk_per_s')}/s"),
+        line("(4) accept → upstream start p50 (ms)", g("overhead", "accept_to_upstream_p50_ms"), "≤ 3",
+             check(g("overhead", "accept_to_upstream_p50_ms"), TARGETS["overhead_p50_ms"], False),
+             f"at {g('overhead', 'offered_rps')} turns/s"),
+        line("(4) accept → upstream start p99 (ms)", g("overhead", "accept_to_upstream_p99_ms"), "≤ 20",
+             check(g("overhead", "accept_to_upstream_p99_ms"), TARGETS["overhead_p99_ms"], False), ""),
+        line("(4) upstream end → subscriber p50 (ms)", g("overhead", "upstream_to_subscriber_p50_ms"), "≤ 3",
+             check(g("overhead", "upstream_to_subscriber_p50_ms"), TARGETS["overhead_p50_ms"], False), ""),
+        line("(4) upstream end → subscriber p99 (ms)", g("overhead", "upstream_to_subscriber_p99_ms"), "≤ 20",
+             check(g("overhead", "upstream_to_subscriber_p99_ms"), TARGETS["overhead_p99_ms"], False), ""),
+        line("(5) new conversations' first turn p99 (ms)", g("fairness", "first_turn_p99_ms"), "≤ 50",
+             check(g("fairness", "first_turn_p99_ms"), TARGETS["fairness_p99_ms"], False),
+             f"p50 {g('fairness', 'first_turn_p50_ms')} ms, behind a {g('fairness', 'backlog')}-turn backlog"),
+        line("(6) Redis bytes per queued turn", g("memory", "redis_bytes_per_turn"), "≤ 1024",
+             check(g("memory", "redis_bytes_per_turn"), TARGETS["redis_bytes_per_turn"], False),
+             f"MEMORY USAGE of one turn's keys: {g('memory', 'memory_usage_turn_keys_bytes')} B"),
+        line("(6) worker RSS at peak in flight (MB)", g("worker_rss", "worker_peak_rss_mb"), "≤ 300",
+             check(g("worker_rss", "worker_peak_rss_mb"), TARGETS["worker_rss_mb"], False),
+             f"{g('worker_rss', 'peak_inflight')} turns in flight"),
+        line("(6) API RSS after the ingress runs (MB)", g("ingress", "api_rss_mb"), "–", None, ""),
+    ]
+    head = [f"# parley benchmark ({results['size']} size, {results['repeats']} repeats, {results['date']})", "",
+            "Every process on one 2-core machine over loopback; figures are medians, ratios are against a "
+            "baseline measured in the same run. Raw numbers with spreads: report.json.", ""]
+    sweep = results.get("ingress", {}).get("parley_sweep", []) if isinstance(results.get("ingress"), dict) else []
+    sweep_rows = ["", "Ingress latency against offered load (open loop):", "",
+                  "| offered rps | achieved rps | p50 ms | p99 ms | errors |", "|---:|---:|---:|---:|---:|"]
+    sweep_rows += [f"| {r['offered_rps']} | {r['rps']} | {r['p50_ms']} | {r['p99_ms']} | {int(r['errors'])} |"
+                   for r in sweep]
+    return "\n".join(head + rows + sweep_rows) + f"\n\nTotal time: {results.get('seconds')} s.\n"
+
+
+def plot(results: dict[str, object], path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed (pip install -e '.[bench]'): no plot", file=sys.stderr)
+        return
+    ingress = results.get("ingress")
+    if not isinstance(ingress, dict) or not ingress.get("parley_sweep"):
+        return
+    sweep = ingress["parley_sweep"]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    offered = [r["offered_rps"] for r in sweep]
+    ax.plot(offered, [r["p50_ms"] for r in sweep], marker="o", label="p50")
+    ax.plot(offered, [r["p99_ms"] for r in sweep], marker="o", label="p99")
+    ax.set_xlabel("offered load (turns accepted per second)")
+    ax.set_ylabel("ingress latency (ms)")
+    ax.set_title("parley ingress: latency against offered load")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,407 @@
+"""The benchmark scenarios of issue 6. Each returns plain rows; bench/run.py repeats, reports and plots them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import httpx
+import openai
+import redis
+import redis.asyncio
+
+from harness import (api, bare_api, cpu_s, emulator, naive_workers, parley_workers, percentile, rss_mb)
+from worker.celery_app import create_celery
+from worker.ingress import Ingress
+from worker.keys import Keys
+from worker.local.redis_server import EmbeddedRedis
+from worker.settings import Settings
+
+
+@dataclass(frozen=True)
+class Size:
+    ingress_s: float
+    ordered_convs: int
+    ordered_turns: int
+    io_turns: int
+    fairness_backlog: int
+    fairness_new: int
+    memory_turns: int
+    inflight: int
+
+    @classmethod
+    def full(cls) -> Size:
+        return cls(ingress_s=4.0, ordered_convs=1000, ordered_turns=5, io_turns=2000, fairness_backlog=5000,
+                   fairness_new=100, memory_turns=10_000, inflight=500)
+
+    @classmethod
+    def quick(cls) -> Size:
+        return cls(ingress_s=1.5, ordered_convs=100, ordered_turns=3, io_turns=300, fairness_backlog=500,
+                   fairness_new=20, memory_turns=1000, inflight=100)
+
+
+def settings_for(redis_url: str, upstream: str, **overrides: object) -> Settings:
+    base: dict[str, object] = dict(redis_url=redis_url, openai_base_url=upstream, log_level="WARNING",
+                                   worker_metrics_port=0, mailbox_cap=100_000, global_queue_cap=10_000_000,
+                                   stream_upstream=False)
+    base.update(overrides)
+    return Settings(_env_file=None, **base)  # type: ignore[arg-type]
+
+
+# --- helpers -------------------------------------------------------------------------------------------
+
+
+def make_conversations(upstream: str, settings: Settings, count: int) -> list[str]:
+    sdk = openai.OpenAI(base_url=upstream, api_key="x")
+    with ThreadPoolExecutor(16) as pool:
+        convs = list(pool.map(lambda _: sdk.conversations.create().id, range(count)))
+
+    async def register() -> None:
+        client = redis.asyncio.Redis.from_url(settings.redis_url_required, decode_responses=True)
+        ingress = Ingress(client, settings)
+        for conv in convs:
+            await ingress.register_conversation(conv, created_at=0, metadata={}, key=None)
+        await client.aclose()
+
+    asyncio.run(register())
+    return convs
+
+
+async def _enqueue(settings: Settings, jobs: list[tuple[str, str]], rate: float | None) -> dict[str, float]:
+    """Accept turns through the ingress protocol (open loop at ``rate`` per second, or as fast as possible);
+    returns turn id -> accept time."""
+    client = redis.asyncio.Redis.from_url(settings.redis_url_required, decode_responses=True)
+    ingress = Ingress(client, settings)
+    celery = create_celery(settings)
+    accepted: dict[str, float] = {}
+    started = time.monotonic()
+    for n, (conv, text) in enumerate(jobs):
+        if rate:
+            delay = started + n / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        result = await ingress.enqueue(conversation_id=conv, input=text, model=None, instructions=None,
+                                       metadata={}, idempotency_key=None)
+        accepted[result.turn_id] = time.time()
+        if result.need_wakeup:
+            celery.send_task("parley.drain", args=[conv], queue="parley")
+    await client.aclose()
+    return accepted
+
+
+class Completions:
+    """Counts turn.completed events from pub/sub, with the time each arrived."""
+
+    def __init__(self, redis_url: str, pattern: str) -> None:
+        self.client = redis.Redis.from_url(redis_url, decode_responses=True)
+        self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        self.pubsub.psubscribe(pattern)
+        self.at: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            message = self.pubsub.get_message(timeout=0.1)
+            if message is None:
+                continue
+            data = message["data"]
+            if data.startswith("{"):
+                event = json.loads(data)
+                if event["type"] in ("turn.completed", "turn.failed"):
+                    self.at[event["turn_id"]] = time.time()
+            else:  # the naive baseline publishes "<turn id> <length>"
+                self.at[data.split(" ", 1)[0]] = time.time()
+
+    def wait(self, count: int, timeout_s: float) -> float:
+        deadline = time.monotonic() + timeout_s
+        while len(self.at) < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return time.time()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.pubsub.close()
+
+
+# --- 1. ingress ------------------------------------------------------------------------------------------
+
+
+async def _load(url: str, paths: list[str], *, rate: float | None, seconds: float, connections: int
+                ) -> dict[str, float]:
+    """Open loop at ``rate`` requests/s (or closed loop with ``connections`` workers when ``rate`` is None)."""
+    latencies: list[float] = []
+    errors = 0
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=10) as http:
+        deadline = time.monotonic() + seconds
+
+        async def one(n: int) -> None:
+            nonlocal errors
+            began = time.perf_counter()
+            try:
+                response = await http.post(paths[n % len(paths)], json={"input": "hello there"})
+                ok = response.status_code < 300
+            except httpx.HTTPError:
+                ok = False
+            if ok:
+                latencies.append(time.perf_counter() - began)
+            else:
+                errors += 1
+
+        started = time.monotonic()
+        if rate is None:
+            counter = iter(range(10**9))
+
+            async def worker() -> None:
+                while time.monotonic() < deadline:
+                    await one(next(counter))
+
+            await asyncio.gather(*(worker() for _ in range(connections)))
+        else:
+            tasks = []
+            n = 0
+            while (now := time.monotonic()) < deadline:
+                due = started + n / rate
+                if due > now:
+                    await asyncio.sleep(due - now)
+                tasks.append(asyncio.create_task(one(n)))
+                n += 1
+            await asyncio.gather(*tasks)
+        elapsed = time.monotonic() - started
+    return {"rps": len(latencies) / elapsed, "p50_ms": percentile(latencies, 50) * 1000,
+            "p99_ms": percentile(latencies, 99) * 1000, "errors": errors}
+
+
+def ingress(size: Size) -> dict[str, object]:
+    with EmbeddedRedis() as server, emulator() as upstream:
+        settings = settings_for(server.url, upstream)
+        convs = make_conversations(upstream, settings, 200)
+        paths = [f"/v1/conversations/{c}/turns" for c in convs]
+        out: dict[str, object] = {}
+        with api(settings) as (url, pid):
+            top = asyncio.run(_load(url, paths, rate=None, seconds=size.ingress_s, connections=32))
+            sweep = []
+            for fraction in (0.25, 0.5, 0.75, 1.0):
+                row = asyncio.run(_load(url, paths, rate=top["rps"] * fraction, seconds=size.ingress_s,
+                                        connections=256))
+                sweep.append({"offered_rps": round(top["rps"] * fraction, 1), **{k: round(v, 2)
+                                                                                  for k, v in row.items()}})
+            out["parley_max_rps"] = round(top["rps"], 1)
+            out["parley_sweep"] = sweep
+            out["api_rss_mb"] = round(rss_mb(pid), 1)
+        with bare_api(server.url) as url:
+            bare_top = asyncio.run(_load(url, paths, rate=None, seconds=size.ingress_s, connections=32))
+            bare_half = asyncio.run(_load(url, paths, rate=bare_top["rps"] / 2, seconds=size.ingress_s,
+                                          connections=256))
+        out["bare_max_rps"] = round(bare_top["rps"], 1)
+        out["bare_half_p99_ms"] = round(bare_half["p99_ms"], 2)
+        half = next(r for r in sweep if r and abs(r["offered_rps"] - top["rps"] / 2) < 1)
+        out["parley_half_p50_ms"], out["parley_half_p99_ms"] = half["p50_ms"], half["p99_ms"]
+        out["max_rps_ratio"] = round(top["rps"] / bare_top["rps"], 2)
+        return out
+
+
+# --- 2. ordered throughput ----------------------------------------------------------------------------------
+
+
+def ordered(size: Size, *, stream: bool) -> dict[str, object]:
+    total = size.ordered_convs * size.ordered_turns
+    with EmbeddedRedis() as server, emulator() as upstream:
+        settings = settings_for(server.url, upstream, stream_upstream=stream)
+        convs = make_conversations(upstream, settings, size.ordered_convs)
+        jobs = [(c, f"t{i}") for i in range(size.ordered_turns) for c in convs]
+        completions = Completions(server.url, Keys().events("*"))
+        with parley_workers(settings, 2, concurrency=100) as pids:
+            began, cpu0 = time.time(), sum(cpu_s(p) for p in pids)
+            asyncio.run(_enqueue(settings, jobs, rate=None))
+            ended = completions.wait(total, timeout_s=300)
+            parley_cpu = sum(cpu_s(p) for p in pids) - cpu0
+        completions.close()
+        parley_rate = len(completions.at) / (ended - began)
+
+        naive_convs = make_conversations(upstream, settings, total)  # no ordering: one conversation per turn
+        client = redis.Redis.from_url(server.url)
+        client.flushdb()
+        naive_done = Completions(server.url, "naive:replies")
+        with naive_workers(server.url, upstream, pool="threads", concurrency=100, count=2, stream=stream) as pids:
+            from celery import Celery
+
+            app = Celery(broker=server.url)
+            began, cpu0 = time.time(), sum(cpu_s(p) for p in pids)
+            with app.producer_or_acquire() as producer:
+                for n, conv in enumerate(naive_convs):
+                    app.send_task("naive.turn", args=[conv, "t", f"n{n}"], queue="naive", producer=producer)
+            ended = naive_done.wait(total, timeout_s=300)
+            naive_cpu = sum(cpu_s(p) for p in pids) - cpu0
+        naive_done.close()
+        naive_rate = len(naive_done.at) / (ended - began)
+    return {"turns": total, "parley_turns_per_s": round(parley_rate, 1),
+            "naive_turns_per_s": round(naive_rate, 1), "ratio": round(parley_rate / naive_rate, 2),
+            "parley_worker_cpu_ms_per_turn": round(parley_cpu * 1000 / total, 2),
+            "naive_worker_cpu_ms_per_turn": round(naive_cpu * 1000 / total, 2)}
+
+
+# --- 3. I/O concurrency -------------------------------------------------------------------------------------
+
+
+def _peak_inflight(upstream: str, stop: threading.Event, peak: list[int]) -> None:
+    state_url = upstream.replace("/v1", "/_emulator/state")
+    while not stop.is_set():
+        try:
+            peak[0] = max(peak[0], len(httpx.get(state_url, timeout=1).json()["locked"]))
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+
+
+def _direct(upstream: str, convs: list[str], concurrency: int, *, stream: bool) -> float:
+    """The physical anchor: the same calls from a thread pool, no queue."""
+    sdk = openai.OpenAI(base_url=upstream, api_key="x", max_retries=0)
+
+    def call(conv: str) -> None:
+        if stream:
+            for _ in sdk.responses.create(conversation=conv, input="t", model="m", stream=True):
+                pass
+        else:
+            sdk.responses.create(conversation=conv, input="t", model="m")
+
+    began = time.monotonic()
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(call, convs))
+    return len(convs) / (time.monotonic() - began)
+
+
+def io_concurrency(size: Size, *, stream: bool, latency_ms: int = 1000, concurrency: int = 400
+                   ) -> dict[str, object]:
+    turns = size.io_turns
+    out: dict[str, object] = {"turns": turns, "latency_ms": latency_ms, "concurrency": concurrency,
+                              "ideal_per_s": round(concurrency / (latency_ms / 1000), 1)}
+    with EmbeddedRedis() as server, emulator(latency_ms) as upstream:
+        settings = settings_for(server.url, upstream, stream_upstream=stream, worker_concurrency=concurrency)
+        convs = make_conversations(upstream, settings, turns)
+        completions = Completions(server.url, Keys().events("*"))
+        stop, peak = threading.Event(), [0]
+        watcher = threading.Thread(target=_peak_inflight, args=(upstream, stop, peak), daemon=True)
+        with parley_workers(settings, 1, concurrency=concurrency) as pids:
+            watcher.start()
+            began = time.time()
+            asyncio.run(_enqueue(settings, [(c, "t") for c in convs], rate=None))
+            ended = completions.wait(turns, timeout_s=300)
+            out["worker_rss_mb"] = round(rss_mb(pids[0]), 1)
+        stop.set()
+        watcher.join()
+        completions.close()
+        out["parley_per_s"] = round(len(completions.at) / (ended - began), 1)
+        out["parley_peak_inflight"] = peak[0]
+        direct_convs = make_conversations(upstream, settings, turns)
+        out["direct_sdk_per_s"] = round(_direct(upstream, direct_convs, concurrency, stream=stream), 1)
+        out["ratio_to_direct"] = round(float(out["parley_per_s"]) / float(out["direct_sdk_per_s"]), 2)
+        for pool, workers_c, n in (("threads", concurrency, turns), ("prefork", 2, min(turns, 20))):
+            naive_convs = make_conversations(upstream, settings, n)
+            done = Completions(server.url, "naive:replies")
+            with naive_workers(server.url, upstream, pool=pool, concurrency=workers_c, stream=stream):
+                from celery import Celery
+
+                app = Celery(broker=server.url)
+                began = time.time()
+                for k, conv in enumerate(naive_convs):
+                    app.send_task("naive.turn", args=[conv, "t", f"{pool}{k}"], queue="naive")
+                ended = done.wait(n, timeout_s=300)
+            done.close()
+            out[f"naive_{pool}_per_s"] = round(len(done.at) / (ended - began), 1)
+    return out
+
+
+# --- 4. overhead ----------------------------------------------------------------------------------------------
+
+
+def overhead(size: Size, *, rate: float) -> dict[str, object]:
+    turns = max(200, int(rate * 5))
+    with EmbeddedRedis() as server, emulator() as upstream:
+        settings = settings_for(server.url, upstream)
+        convs = make_conversations(upstream, settings, turns)
+        completions = Completions(server.url, Keys().events("*"))
+        with parley_workers(settings, 2, concurrency=100):
+            accepted = asyncio.run(_enqueue(settings, [(c, "t") for c in convs], rate=rate))
+            completions.wait(turns, timeout_s=120)
+        completions.close()
+        log = httpx.get(upstream.replace("/v1", "/_emulator/requests"), timeout=30).json()
+    by_conv = {r["conversation_id"]: r for r in log}
+    turn_conv = dict(zip(accepted, convs, strict=True))
+    to_upstream = [by_conv[turn_conv[t]]["started_at"] - at for t, at in accepted.items()]
+    to_subscriber = [completions.at[t] - by_conv[turn_conv[t]]["ended_at"] for t in accepted if t in completions.at]
+    return {"offered_rps": rate, "turns": turns,
+            "accept_to_upstream_p50_ms": round(percentile(to_upstream, 50) * 1000, 2),
+            "accept_to_upstream_p99_ms": round(percentile(to_upstream, 99) * 1000, 2),
+            "upstream_to_subscriber_p50_ms": round(percentile(to_subscriber, 50) * 1000, 2),
+            "upstream_to_subscriber_p99_ms": round(percentile(to_subscriber, 99) * 1000, 2)}
+
+
+# --- 5. fairness ----------------------------------------------------------------------------------------------
+
+
+def fairness(size: Size) -> dict[str, object]:
+    with EmbeddedRedis() as server, emulator() as upstream:
+        settings = settings_for(server.url, upstream)
+        busy, *fresh = make_conversations(upstream, settings, 1 + size.fairness_new)
+        asyncio.run(_enqueue(settings, [(busy, f"b{i}") for i in range(size.fairness_backlog)], rate=None))
+        completions = Completions(server.url, Keys().events("*"))
+        with parley_workers(settings, 1, concurrency=50):
+            time.sleep(0.5)  # the backlog is draining
+            accepted = asyncio.run(_enqueue(settings, [(c, "first") for c in fresh], rate=200))
+            completions.wait(size.fairness_backlog + size.fairness_new, timeout_s=300)
+            backlog_left = redis.Redis.from_url(server.url).llen(Keys().inbox(busy))
+        completions.close()
+    latencies = [completions.at[t] - at for t, at in accepted.items() if t in completions.at]
+    return {"backlog": size.fairness_backlog, "new_conversations": len(fresh),
+            "first_turn_p50_ms": round(percentile(latencies, 50) * 1000, 1),
+            "first_turn_p99_ms": round(percentile(latencies, 99) * 1000, 1),
+            "backlog_left_at_end": backlog_left}
+
+
+# --- 6. memory ------------------------------------------------------------------------------------------------
+
+
+def memory(size: Size) -> dict[str, object]:
+    with EmbeddedRedis() as server, emulator() as upstream:
+        settings = settings_for(server.url, upstream)
+        convs = make_conversations(upstream, settings, 100)
+        client = redis.Redis.from_url(server.url)
+        before = int(client.info("memory")["used_memory"])
+        asyncio.run(_enqueue(settings, [(convs[i % 100], "a short user message") for i in range(size.memory_turns)],
+                             rate=None))
+        after = int(client.info("memory")["used_memory"])
+        keys = Keys()
+        sample_conv = convs[0]
+        turn_id = client.lindex(keys.inbox(sample_conv), 0).decode()
+        per_turn_keys = (client.memory_usage(keys.turn(sample_conv, turn_id)) or 0) + \
+            (client.memory_usage(keys.turn_owner(turn_id)) or 0)
+    return {"queued_turns": size.memory_turns, "redis_bytes_per_turn": round((after - before) / size.memory_turns),
+            "memory_usage_turn_keys_bytes": per_turn_keys}
+
+
+def worker_rss(size: Size) -> dict[str, object]:
+    """Worker RSS with ``size.inflight`` turns in flight at once (2 s upstream latency)."""
+    with EmbeddedRedis() as server, emulator(2000) as upstream:
+        settings = settings_for(server.url, upstream, worker_concurrency=size.inflight, stream_upstream=True)
+        convs = make_conversations(upstream, settings, size.inflight)
+        stop, peak = threading.Event(), [0]
+        watcher = threading.Thread(target=_peak_inflight, args=(upstream, stop, peak), daemon=True)
+        with parley_workers(settings, 1, concurrency=size.inflight) as pids:
+            watcher.start()
+            asyncio.run(_enqueue(settings, [(c, "t") for c in convs], rate=None))
+            top = 0.0
+            deadline = time.monotonic() + 6
+            while time.monotonic() < deadline:
+                top = max(top, rss_mb(pids[0]))
+                time.sleep(0.1)
+        stop.set()
+        watcher.join()
+    return {"inflight_target": size.inflight, "peak_inflight": peak[0], "worker_peak_rss_mb": round(top, 1)}
