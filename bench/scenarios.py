@@ -381,8 +381,7 @@ def memory(size: Size) -> dict[str, object]:
         keys = Keys()
         sample_conv = convs[0]
         turn_id = client.lindex(keys.inbox(sample_conv), 0).decode()
-        per_turn_keys = (client.memory_usage(keys.turn(sample_conv, turn_id)) or 0) + \
-            (client.memory_usage(keys.turn_owner(turn_id)) or 0)
+        per_turn_keys = client.memory_usage(keys.turn(sample_conv, turn_id)) or 0
     return {"queued_turns": size.memory_turns, "redis_bytes_per_turn": round((after - before) / size.memory_turns),
             "memory_usage_turn_keys_bytes": per_turn_keys}
 

@@ -16,7 +16,7 @@ import redis.asyncio
 from . import scripts
 from .keys import Keys
 from .events import event_json
-from .messages import Turn, TurnInput, TurnStatus, new_turn_id
+from .messages import Turn, TurnInput, TurnStatus, conversation_of, new_turn_id
 from .settings import Settings
 
 
@@ -82,19 +82,16 @@ class Ingress:
                       instructions: str | None, metadata: dict[str, str],
                       idempotency_key: str | None) -> EnqueueResult:
         k, conv, now = self.keys, conversation_id, time.time()
-        turn = Turn(id=new_turn_id(), conversation_id=conv, status=TurnStatus.queued, input=input, model=model,
+        turn = Turn(id=new_turn_id(conv), conversation_id=conv, status=TurnStatus.queued, input=input, model=model,
                     instructions=instructions, metadata=metadata, idempotency_key=idempotency_key,
                     created_at=now)
         queued_total = await self.client.get(k.queued_total)
         if queued_total is not None and int(queued_total) >= self.settings.global_queue_cap:
             return EnqueueResult(status=EnqueueStatus.overloaded, turn_id="", position=int(queued_total),
                                  need_wakeup=False, created_at=now)
-        # Index writes come first and are idempotent: if we crash before the script, nothing was accepted;
+        # The index write comes first and is idempotent: if we crash before the script, nothing was accepted;
         # after it, the reaper finds the conversation through ``active`` even if the wake-up is never sent.
-        async with self.client.pipeline(transaction=False) as pipe:
-            pipe.zadd(k.active, {conv: int(now * 1000)})
-            pipe.set(k.turn_owner(turn.id), conv, ex=self.settings.retention_s)
-            await pipe.execute()
+        await self.client.zadd(k.active, {conv: int(now * 1000)})
         event = event_json("turn.queued", conversation_id=conv, turn_id=turn.id, event_id=f"{turn.id}.queued",
                            metadata=metadata or None)
         status, turn_id, position, need = await scripts.ENQUEUE.run_async(
@@ -109,16 +106,12 @@ class Ingress:
         return EnqueueResult(status=EnqueueStatus(status), turn_id=turn_id, position=int(position),
                              need_wakeup=bool(need), created_at=now)
 
-    async def turn_conversation(self, turn_id: str) -> str | None:
-        value = await self.client.get(self.keys.turn_owner(turn_id))
-        return str(value) if value else None
-
     async def get_turn(self, turn_id: str) -> Turn | None:
-        conv = await self.turn_conversation(turn_id)
+        conv = conversation_of(turn_id)
         if conv is None:
             return None
         fields = await self.client.hgetall(self.keys.turn(conv, turn_id))
-        return Turn.from_hash(fields) if fields else None
+        return Turn.from_hash(fields, conv) if fields else None
 
     async def cancel(self, turn: Turn) -> bool:
         k, conv = self.keys, turn.conversation_id

@@ -74,10 +74,6 @@ class Keys:
         """Sorted set: conversation id -> last enqueue time (ms); what the reaper scans."""
         return f"{self.prefix}:active"
 
-    def turn_owner(self, turn_id: str) -> str:
-        """String: the conversation id a turn belongs to (for ``GET /v1/turns/{id}``)."""
-        return f"{self.prefix}:turn-conv:{turn_id}"
-
     def conversation_key(self, key: str) -> str:
         """String: conversation id for a client's get-or-create key (e.g. a Slack thread)."""
         return f"{self.prefix}:conv-key:{key}"

@@ -53,10 +53,10 @@ class Mailbox:
         if result[0] == 0:
             return None
         fields = dict(zip(result[4::2], result[5::2], strict=True))
-        return StartedTurn(turn=Turn.from_hash(fields), attempts=int(result[2]), resumed=bool(result[3]))
+        return StartedTurn(turn=Turn.from_hash(fields, conv), attempts=int(result[2]), resumed=bool(result[3]))
 
     def load(self, conv: str, turn_id: str) -> Turn:
-        return Turn.from_hash(self.client.hgetall(self.keys.turn(conv, turn_id)))
+        return Turn.from_hash(self.client.hgetall(self.keys.turn(conv, turn_id)), conv)
 
     def last_item_id(self, conv: str) -> str | None:
         value = self.client.hget(self.keys.state(conv), "last_item_id")

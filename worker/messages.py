@@ -24,8 +24,22 @@ class TurnStatus(str, Enum):
         return self in (TurnStatus.completed, TurnStatus.failed, TurnStatus.cancelled)
 
 
-def new_turn_id() -> str:
-    return f"turn_{secrets.token_hex(12)}"
+TURN_PREFIX = "turn_"
+_NONCE_HEX = 16
+
+
+def new_turn_id(conversation_id: str) -> str:
+    """``turn_<16 hex>_<conversation id>``: the id names its conversation, so finding a turn needs no index key
+    (one key less per turn in Redis, and no cross-slot write)."""
+    return f"{TURN_PREFIX}{secrets.token_hex(_NONCE_HEX // 2)}_{conversation_id}"
+
+
+def conversation_of(turn_id: str) -> str | None:
+    """The conversation id inside a turn id, or ``None`` for a malformed id."""
+    head = len(TURN_PREFIX) + _NONCE_HEX
+    if not turn_id.startswith(TURN_PREFIX) or len(turn_id) <= head + 1 or turn_id[head] != "_":
+        return None
+    return turn_id[head + 1:]
 
 
 class TurnError(BaseModel):
@@ -60,13 +74,19 @@ class Turn(BaseModel):
     JSON_FIELDS: ClassVar[tuple[str, ...]] = ("input", "metadata", "usage", "error")
 
     @classmethod
-    def from_hash(cls, fields: dict[str, str]) -> Turn:
-        data: dict[str, Any] = dict(fields)
+    def from_hash(cls, fields: dict[str, str], conversation_id: str) -> Turn:
+        # The conversation is implied by the key, and a fresh turn has no attempts field yet.
+        data: dict[str, Any] = {**fields, "conversation_id": conversation_id}
         for name in cls.JSON_FIELDS:
             if name in data:
                 data[name] = json.loads(data[name])
         return cls.model_validate(data)
 
     def to_hash(self) -> dict[str, str]:
-        raw = self.model_dump(mode="json", exclude_none=True)
+        # Leave out what is empty or implied: a queued turn is most of Redis's memory (issue 6 budget).
+        raw = self.model_dump(mode="json", exclude_none=True, exclude={"conversation_id"})
+        if not raw.get("metadata"):
+            raw.pop("metadata", None)
+        if not raw.get("attempts"):
+            raw.pop("attempts", None)
         return {k: json.dumps(v) if k in self.JSON_FIELDS else str(v) for k, v in raw.items()}
