@@ -18,7 +18,7 @@ from . import faultpoints, metrics
 from .errors import ConversationLocked, LeaseLost, UpstreamError
 from .lease import LeaseKeeper
 from .log import get_logger
-from .mailbox import Fenced, Mailbox, StartedTurn
+from .mailbox import Fenced, Finished, Mailbox, StartedTurn
 from .events import event_json
 from .messages import Turn, TurnError, TurnStatus
 from .policy import DeltaCoalescer, RetryPolicy
@@ -49,9 +49,10 @@ class Drainer:
     def __init__(self, mailbox: Mailbox, upstream: Upstream, keeper: LeaseKeeper, policy: RetryPolicy,
                  *, fairness_budget: int, wake: Callable[[str], None],
                  shutdown: ShutdownSignal | None = None, delta_interval_s: float = 0.05,
-                 stream: bool = True) -> None:
+                 stream: bool = True, relay: Callable[[str], object] | None = None) -> None:
         self.delta_interval_s = delta_interval_s
         self.stream = stream
+        self.relay = relay or mailbox.relay_replies
         self.mailbox = mailbox
         self.shutdown = shutdown or ShutdownSignal()
         self.upstream = upstream
@@ -61,34 +62,50 @@ class Drainer:
         self.wake = wake
 
     def drain(self, conv: str) -> DrainResult:
-        token = self.mailbox.claim(conv)
-        if token is None:
+        if self.shutdown.requested:
+            # Leaving: pass the wake-up on to a worker that stays, without touching the conversation.
+            self.wake(conv)
+            return DrainResult(claimed=False, turns=0, rewake=True)
+        claim = self.mailbox.claim(conv)
+        if claim.token is None:
             return DrainResult(claimed=False, turns=0, rewake=False)
+        if claim.started is None:
+            return DrainResult(claimed=True, turns=0, rewake=False)  # nothing queued; the lease was not kept
+        token = claim.token
         self.keeper.hold(conv, token)
-        turns = 0
+        turns, released = 0, False
+        started: StartedTurn | None = claim.started
+
+        def go_on() -> bool:
+            # Asked as each turn finishes, so a shutdown requested meanwhile stops the loop there.
+            return turns < self.fairness_budget and not self.shutdown.requested
+
         try:
-            while turns < self.fairness_budget and not self.shutdown.requested:
-                started = self.mailbox.next_turn(conv, token)
-                if started is None:
-                    break
+            while started is not None:
+                turns += 1
                 if not started.resumed:
                     self.mailbox.dequeued()
                 faultpoints.reached("claimed")
-                turns += 1
-                if not self._run_turn(conv, token, started):
+                finished = self._run_turn(conv, token, started, go_on)
+                if finished is None:  # handed back
                     break
+                released, started = finished.released, finished.next
         except (Fenced, LeaseLost):
             log.warning("lease_lost_during_drain", conversation_id=conv)
         finally:
             self.keeper.drop(conv)
+        if released:
+            return DrainResult(claimed=True, turns=turns, rewake=False)
         # Turns left after the budget go back through the Celery queue, behind other conversations.
         rewake = self.mailbox.release(conv, token)
         if rewake:
             self.wake(conv)
         return DrainResult(claimed=True, turns=turns, rewake=rewake)
 
-    def _run_turn(self, conv: str, token: str, started: StartedTurn) -> bool:
-        """Run one turn to its end; ``False`` when it was handed back (shutting down)."""
+    def _run_turn(self, conv: str, token: str, started: StartedTurn, go_on: Callable[[], bool]
+                  ) -> Finished | None:
+        """Run one turn to its end; the finish also starts the next turn when ``go_on()``. ``None`` when the
+        turn was handed back (shutting down)."""
         turn = started.turn
         structlog.contextvars.bind_contextvars(conversation_id=conv, turn_id=turn.id, attempt=started.attempts)
         if started.resumed:
@@ -99,31 +116,30 @@ class Drainer:
         outcome = "interrupted"
         try:
             if self.policy.dead_letter_on_start(started.attempts):
-                self._fail(conv, token, turn, TurnError(
-                    type="dead_lettered", message=f"gave up after {started.attempts - 1} attempts"))
                 self.mailbox.dead_letter(conv, turn.id)
+                metrics.TURNS_DEAD_LETTERED.inc()
                 outcome = "dead_lettered"
-                return True
+                return self._fail(conv, token, turn, TurnError(
+                    type="dead_lettered", message=f"gave up after {started.attempts - 1} attempts"), go_on())
             try:
                 reply = self._call_with_retries(conv, token, turn, started)
             except HandBack:
                 self.mailbox.hand_back(conv, token, turn.id)
                 outcome = "handed_back"
-                return False
+                return None
             except UpstreamError as exc:
-                self._fail(conv, token, turn, TurnError(type=exc.reason, message=exc.message, code=exc.code,
-                                                        status_code=exc.status_code))
                 outcome = "failed"
                 if exc.retryable:
                     self.mailbox.dead_letter(conv, turn.id)
                     metrics.TURNS_DEAD_LETTERED.inc()
                     outcome = "dead_lettered"
-                return True
+                return self._fail(conv, token, turn, TurnError(type=exc.reason, message=exc.message,
+                                                               code=exc.code, status_code=exc.status_code), go_on())
             faultpoints.reached("upstream_done")
-            self._complete(conv, token, turn, reply)
+            finished = self._complete(conv, token, turn, reply, go_on())
             faultpoints.reached("finished")
             outcome = "recovered" if reply.recovered else "completed"
-            return True
+            return finished
         finally:
             log.info("turn_done", outcome=outcome, first_attempt=started.attempts,
                      duration_ms=round((time.monotonic() - began) * 1000, 1))
@@ -191,7 +207,7 @@ class Drainer:
             publish_delta(rest)
         return reply
 
-    def _complete(self, conv: str, token: str, turn: Turn, reply: Reply) -> None:
+    def _complete(self, conv: str, token: str, turn: Turn, reply: Reply, go_on: bool) -> Finished:
         turn.status = TurnStatus.completed
         turn.worker = worker_id()
         turn.output_text = reply.output_text
@@ -201,18 +217,21 @@ class Drainer:
         event = event_json("turn.completed", conversation_id=conv, turn_id=turn.id, event_id=f"{turn.id}.completed",
                            output_text=turn.output_text, response_id=turn.response_id, usage=turn.usage,
                            metadata=turn.metadata)
-        self.mailbox.finish(conv, token, turn, event=event, last_item_id=reply.last_item_id)
+        finished = self.mailbox.finish(conv, token, turn, event=event, last_item_id=reply.last_item_id,
+                                       go_on=go_on)
         metrics.TURNS_COMPLETED.inc()
-        self.mailbox.relay_replies(conv)
+        self.relay(conv)
+        return finished
 
-    def _fail(self, conv: str, token: str, turn: Turn, error: TurnError) -> None:
+    def _fail(self, conv: str, token: str, turn: Turn, error: TurnError, go_on: bool) -> Finished:
         turn.status = TurnStatus.failed
         turn.worker = worker_id()
         turn.error = error
         turn.completed_at = time.time()
         event = event_json("turn.failed", conversation_id=conv, turn_id=turn.id, event_id=f"{turn.id}.failed",
                            error=error.model_dump(exclude_none=True), metadata=turn.metadata)
-        self.mailbox.finish(conv, token, turn, event=event, last_item_id=None)
+        finished = self.mailbox.finish(conv, token, turn, event=event, last_item_id=None, go_on=go_on)
         metrics.TURNS_FAILED.labels(reason=error.type).inc()
-        self.mailbox.relay_replies(conv)
         log.warning("turn_failed", error=error.type, message=error.message)
+        self.relay(conv)
+        return finished

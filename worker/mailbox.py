@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
@@ -26,6 +27,23 @@ class StartedTurn:
         return self.turn.id
 
 
+@dataclass(frozen=True)
+class Claim:
+    """``token`` is None when another worker owns the conversation; ``started`` is None when there was
+    nothing to do (and the lease was not kept)."""
+
+    token: str | None
+    started: StartedTurn | None
+
+
+@dataclass(frozen=True)
+class Finished:
+    seq: int
+    next: StartedTurn | None
+    released: bool
+    """True when nothing was left and the lease went back in the same script."""
+
+
 class Fenced(Exception):
     """The lease is no longer ours; whatever we were about to write was not written."""
 
@@ -36,24 +54,39 @@ class Mailbox:
         self.keys = Keys(settings.key_prefix)
         self.settings = settings
 
-    def claim(self, conv: str) -> str | None:
+    def _start_args(self, conv: str) -> list[str | int]:
         k = self.keys
-        token = scripts.CLAIM(self.client, [k.lease(conv), k.fence(conv), k.state(conv)],
-                              [self.settings.lease_ttl_ms])
-        return str(token) if token else None
+        return [k.turn_prefix(conv), f"{time.time():.6f}", conv, self.settings.stream_maxlen,
+                self.settings.retention_s]
+
+    @staticmethod
+    def _started(conv: str, result: list[Any]) -> StartedTurn:
+        """From ``[turn id, attempts, resumed, field, value, ...]`` as start_next (Lua) returns it."""
+        fields = dict(zip(result[3::2], result[4::2], strict=True))
+        return StartedTurn(turn=Turn.from_hash(fields, conv), attempts=int(result[1]), resumed=bool(result[2]))
+
+    def claim(self, conv: str) -> Claim:
+        """Take the lease and start the next turn, in one round trip."""
+        k = self.keys
+        result = scripts.CLAIM(self.client, [k.lease(conv), k.fence(conv), k.state(conv), k.inflight(conv),
+                                             k.inbox(conv), k.seq(conv), k.events(conv)],
+                               [self.settings.lease_ttl_ms, *self._start_args(conv)])
+        if result[0] == 0:
+            return Claim(token=None, started=None)
+        if result[0] == 1:
+            return Claim(token=str(result[1]), started=None)
+        return Claim(token=str(result[1]), started=self._started(conv, result[2:]))
 
     def next_turn(self, conv: str, token: str) -> StartedTurn | None:
         k = self.keys
         result = scripts.NEXT_TURN(
             self.client, [k.lease(conv), k.inflight(conv), k.inbox(conv), k.seq(conv), k.events(conv)],
-            [token, k.turn_prefix(conv), f"{time.time():.6f}", conv, self.settings.stream_maxlen,
-             self.settings.retention_s])
+            [token, *self._start_args(conv)])
         if result[0] == -1:
             raise Fenced(conv)
         if result[0] == 0:
             return None
-        fields = dict(zip(result[4::2], result[5::2], strict=True))
-        return StartedTurn(turn=Turn.from_hash(fields, conv), attempts=int(result[2]), resumed=bool(result[3]))
+        return self._started(conv, result[1:])
 
     def load(self, conv: str, turn_id: str) -> Turn:
         return Turn.from_hash(self.client.hgetall(self.keys.turn(conv, turn_id)), conv)
@@ -81,18 +114,22 @@ class Mailbox:
             raise Fenced(conv)
         return int(seq)
 
-    def finish(self, conv: str, token: str, turn: Turn, *, event: str, last_item_id: str | None) -> int:
-        """Record the final state of ``turn`` (already updated), clear in-flight, publish ``event``."""
+    def finish(self, conv: str, token: str, turn: Turn, *, event: str, last_item_id: str | None,
+               go_on: bool = False) -> Finished:
+        """Record the final state of ``turn`` (already updated), clear in-flight, publish ``event``; with
+        ``go_on``, also start the next turn (or give the lease back when there is none)."""
         k = self.keys
-        seq = scripts.FINISH(
+        result = scripts.FINISH(
             self.client,
             [k.lease(conv), k.inflight(conv), k.turn(conv, turn.id), k.state(conv), k.seq(conv), k.events(conv),
-             k.outbox(conv)],
+             k.outbox(conv), k.inbox(conv)],
             [token, turn.id, event, self.settings.stream_maxlen, self.settings.retention_s, last_item_id or "",
-             *scripts.flatten(dict(turn.to_hash()))])
-        if seq < 0:
+             int(go_on), *self._start_args(conv), *scripts.flatten(dict(turn.to_hash()))])
+        if result[0] < 0:
             raise Fenced(conv)
-        return int(seq)
+        if result[1] == 1:
+            return Finished(seq=int(result[0]), next=self._started(conv, result[2:]), released=False)
+        return Finished(seq=int(result[0]), next=None, released=result[1] == 2)
 
     def relay_replies(self, conv: str) -> int:
         return relay(self.client, self.keys, conv, maxlen=self.settings.replies_maxlen)

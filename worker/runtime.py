@@ -14,6 +14,7 @@ from .drain import Drainer
 from .lease import LeaseKeeper
 from .mailbox import Mailbox
 from .policy import RetryPolicy
+from .replies import RelayBatcher
 from .settings import Settings, get_settings
 from .shutdown import ShutdownSignal
 from .upstream import Upstream, make_client
@@ -49,9 +50,10 @@ def build_runtime(settings: Settings, celery: Celery) -> Runtime:
                          backoff_max_s=settings.backoff_max_s)
     wake = Wakeups(celery)
     shutdown = ShutdownSignal()
+    relay = RelayBatcher(client, mailbox.keys, maxlen=settings.replies_maxlen)
     drainer = Drainer(mailbox, upstream, keeper, policy, fairness_budget=settings.fairness_budget, wake=wake,
                       shutdown=shutdown, delta_interval_s=settings.delta_interval_ms / 1000,
-                      stream=settings.stream_upstream)
+                      stream=settings.stream_upstream, relay=relay.add)
     return Runtime(settings=settings, mailbox=mailbox, drainer=drainer, keeper=keeper, wake=wake,
                    shutdown=shutdown)
 

@@ -230,9 +230,23 @@ def test_every_script_call_touches_one_cluster_slot(settings: Settings, redis_cl
     drainer.drain(conv)
     relay(redis_client, drainer.mailbox.keys, conv, maxlen=100)
     reap(drainer.mailbox, lambda c: None)
+
+    async def one_more() -> None:
+        client = redis.asyncio.Redis.from_url(settings.redis_url_required, decode_responses=True)
+        await Ingress(client, settings).enqueue(conversation_id=conv, input="d", model=None, instructions=None,
+                                                metadata={}, idempotency_key=None)
+        await client.aclose()
+
+    asyncio.run(one_more())
+    mailbox = drainer.mailbox
+    claim = mailbox.claim(conv)
+    assert claim.token and claim.started
+    assert mailbox.next_turn(conv, claim.token)  # the in-flight turn, resumed
+    mailbox.hand_back(conv, claim.token, claim.started.turn_id)
+    mailbox.release(conv, claim.token)
     names = {name for name, _ in calls}
-    assert {"enqueue", "claim", "next_turn", "publish", "record", "finish", "release", "cancel",
-            "rekick"} <= names
+    assert {"enqueue", "claim", "next_turn", "publish", "record", "finish", "release", "cancel", "rekick",
+            "hand_back"} <= names
     for name, keys in calls:
         slots = {redis_client.execute_command("CLUSTER", "KEYSLOT", key) for key in keys}
         assert len(slots) == 1, f"{name} touches slots {slots}"

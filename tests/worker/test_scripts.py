@@ -69,28 +69,39 @@ def test_enqueue_refuses_unknown_conversation_and_full_mailbox(ingress: Ingress,
     assert enqueue(ingress, "c").status is EnqueueStatus.full
 
 
-def test_lease_is_exclusive_and_fenced(ingress: Ingress, mailbox: Mailbox) -> None:
+def test_claim_takes_the_lease_and_starts_the_head_turn(ingress: Ingress, mailbox: Mailbox) -> None:
+    idle = mailbox.claim(CONV)
+    assert idle.token is not None and idle.started is None  # nothing queued
+    assert not mailbox.client.exists(mailbox.keys.lease(CONV))  # so no lease was kept
     accepted = enqueue(ingress, "a")
-    token = mailbox.claim(CONV)
-    assert token is not None and mailbox.claim(CONV) is None
-    started = mailbox.next_turn(CONV, token)
-    assert started is not None and started.turn_id == accepted.turn_id and started.attempts == 1
+    claim = mailbox.claim(CONV)
+    assert claim.token and claim.started and claim.started.turn_id == accepted.turn_id
+    assert claim.started.attempts == 1 and not claim.started.resumed
+    assert claim.started.turn.status is TurnStatus.running and claim.started.turn.input == "a"
+    assert mailbox.claim(CONV).token is None  # exclusive
+
+
+def test_lease_is_fenced(ingress: Ingress, mailbox: Mailbox) -> None:
+    accepted = enqueue(ingress, "a")
+    token = mailbox.claim(CONV).token
+    assert token
     # The lease expires (the owner stalled); a new owner takes over and resumes the same turn.
     mailbox.client.delete(mailbox.keys.lease(CONV))
-    new_token = mailbox.claim(CONV)
-    assert new_token is not None and int(new_token) > int(token)
-    resumed = mailbox.next_turn(CONV, new_token)
-    assert resumed is not None and resumed.resumed and resumed.attempts == 2
-    # The stale owner can neither record, publish, finish nor release.
+    second = mailbox.claim(CONV)
+    assert second.token is not None and int(second.token) > int(token)
+    assert second.started and second.started.resumed and second.started.attempts == 2
+    # The stale owner can neither record, publish, start, finish nor release.
     with pytest.raises(Fenced):
         mailbox.record(CONV, accepted.turn_id, token, response_id="resp_x")
     with pytest.raises(Fenced):
         mailbox.publish(CONV, token, "turn.started", turn_id=accepted.turn_id, event_id="e")
+    with pytest.raises(Fenced):
+        mailbox.next_turn(CONV, token)
     turn = mailbox.load(CONV, accepted.turn_id)
     with pytest.raises(Fenced):
         mailbox.finish(CONV, token, turn, event=_event(turn), last_item_id=None)
     assert mailbox.release(CONV, token) is False
-    assert mailbox.client.get(mailbox.keys.lease(CONV)) == new_token
+    assert mailbox.client.get(mailbox.keys.lease(CONV)) == second.token
 
 
 def _event(turn: Turn) -> str:
@@ -98,38 +109,58 @@ def _event(turn: Turn) -> str:
                       event_id=f"{turn.id}.completed")
 
 
+def _done(mailbox: Mailbox, turn_id: str) -> Turn:
+    turn = mailbox.load(CONV, turn_id)
+    turn.status = TurnStatus.completed
+    return turn
+
+
 def test_finish_publishes_once_with_increasing_seq(ingress: Ingress, mailbox: Mailbox) -> None:
     enqueue(ingress, "a")
-    token = mailbox.claim(CONV)
-    assert token
-    started = mailbox.next_turn(CONV, token)
-    assert started
-    turn = mailbox.load(CONV, started.turn_id)
-    turn.status = TurnStatus.completed
-    seq = mailbox.finish(CONV, token, turn, event=_event(turn), last_item_id="msg_1")
+    claim = mailbox.claim(CONV)
+    assert claim.token and claim.started
+    turn = _done(mailbox, claim.started.turn_id)
+    finished = mailbox.finish(CONV, claim.token, turn, event=_event(turn), last_item_id="msg_1")
     with pytest.raises(Fenced):  # a second finish of the same turn is refused
-        mailbox.finish(CONV, token, turn, event=_event(turn), last_item_id="msg_1")
+        mailbox.finish(CONV, claim.token, turn, event=_event(turn), last_item_id="msg_1")
     entries = mailbox.client.xrange(mailbox.keys.events(CONV))
     assert [json.loads(e[1]["data"])["type"] for e in entries] == ["turn.queued", "turn.started", "turn.completed"]
-    assert [json.loads(e[1]["data"])["seq"] for e in entries] == [1, 2, 3] and seq == 3
+    assert [json.loads(e[1]["data"])["seq"] for e in entries] == [1, 2, 3] and finished.seq == 3
     assert entries[-1][0] == "3-0"
     started_event = json.loads(entries[1][1]["data"])
     assert started_event["id"] == f"{turn.id}.started.1" and started_event["attempt"] == 1
     assert mailbox.last_item_id(CONV) == "msg_1"
     assert mailbox.load(CONV, turn.id).status is TurnStatus.completed
+    assert mailbox.client.lrange(mailbox.keys.outbox(CONV), 0, -1) == [entries[-1][1]["data"]]
+
+
+def test_finish_goes_on_to_the_next_turn_or_gives_the_lease_back(ingress: Ingress, mailbox: Mailbox) -> None:
+    first, second = enqueue(ingress, "a"), enqueue(ingress, "b")
+    claim = mailbox.claim(CONV)
+    assert claim.token and claim.started and claim.started.turn_id == first.turn_id
+    finished = mailbox.finish(CONV, claim.token, _done(mailbox, first.turn_id),
+                              event=_event(_done(mailbox, first.turn_id)), last_item_id=None, go_on=True)
+    assert finished.next and finished.next.turn_id == second.turn_id and not finished.released
+    last = mailbox.finish(CONV, claim.token, _done(mailbox, second.turn_id),
+                          event=_event(_done(mailbox, second.turn_id)), last_item_id=None, go_on=True)
+    assert last.next is None and last.released
+    assert not mailbox.client.exists(mailbox.keys.lease(CONV))
+    assert enqueue(ingress, "c").need_wakeup  # nobody owns it now: the next turn asks for a wake-up
 
 
 def test_release_remarks_ready_when_work_arrived(ingress: Ingress, mailbox: Mailbox) -> None:
-    token = mailbox.claim(CONV)
-    assert token
+    first = enqueue(ingress, "a")
+    claim = mailbox.claim(CONV)
+    assert claim.token
     during = enqueue(ingress, "arrives while owned")
     assert not during.need_wakeup  # the owner will see it
-    assert mailbox.release(CONV, token) is True
+    mailbox.finish(CONV, claim.token, _done(mailbox, first.turn_id), event=_event(_done(mailbox, first.turn_id)),
+                   last_item_id=None)  # budget spent: the lease stays
+    assert mailbox.release(CONV, claim.token) is True
     assert mailbox.client.hget(mailbox.keys.state(CONV), "ready") == "1"
-    idle_token = mailbox.claim(CONV)
-    assert idle_token
-    assert mailbox.next_turn(CONV, idle_token) is not None
-    assert mailbox.release(CONV, idle_token) is True  # in-flight turn handed back
+    again = mailbox.claim(CONV)
+    assert again.token and again.started and again.started.turn_id == during.turn_id
+    assert mailbox.release(CONV, again.token) is True  # in-flight turn handed back
     assert mailbox.rekick(CONV) == 0  # ready and recent: no second wake-up
 
 
@@ -138,23 +169,20 @@ def test_rekick_wakes_an_orphaned_conversation(ingress: Ingress, mailbox: Mailbo
     assert mailbox.rekick(CONV) == 0
     mailbox.client.hset(mailbox.keys.state(CONV), "hint_at", 0)  # stale
     assert mailbox.rekick(CONV) == 1
-    token = mailbox.claim(CONV)
-    assert mailbox.rekick(CONV) == 0  # owned
-    assert token and mailbox.next_turn(CONV, token) and mailbox.next_turn(CONV, token)
+    claim = mailbox.claim(CONV)
+    assert claim.started and mailbox.rekick(CONV) == 0  # owned
 
 
 def test_cancel_only_queued_turns(ingress: Ingress, mailbox: Mailbox) -> None:
     first, second = enqueue(ingress, "a"), enqueue(ingress, "b")
     cancelled = asyncio.run(_cancel(ingress, second.turn_id))
     assert cancelled is True
-    token = mailbox.claim(CONV)
-    assert token
-    started = mailbox.next_turn(CONV, token)
-    assert started and started.turn_id == first.turn_id
+    claim = mailbox.claim(CONV)
+    assert claim.token and claim.started and claim.started.turn_id == first.turn_id
     assert asyncio.run(_cancel(ingress, first.turn_id)) is False  # running
-    mailbox.finish(CONV, token, mailbox.load(CONV, first.turn_id), event=_event(mailbox.load(CONV, first.turn_id)),
-                   last_item_id=None)
-    assert mailbox.next_turn(CONV, token) is None  # the cancelled turn is skipped
+    finished = mailbox.finish(CONV, claim.token, _done(mailbox, first.turn_id),
+                              event=_event(_done(mailbox, first.turn_id)), last_item_id=None, go_on=True)
+    assert finished.next is None and finished.released  # the cancelled turn is skipped
 
 
 async def _cancel(ingress: Ingress, turn_id: str) -> bool:

@@ -15,3 +15,36 @@ end
 local function owns(lease_key, token)
   return redis.call('GET', lease_key) == token
 end
+
+-- Start the next turn of a conversation whose lease the caller holds: the in-flight one if a previous owner
+-- died with it (or handed it back), else the inbox head, skipping cancelled turns. Counts the attempt on the
+-- turn, publishes turn.started, and returns {1, turn id, attempts, resumed, field, value, ...} or {0}.
+-- Turn keys are built from `prefix`, which carries the conversation's hash tag (one cluster slot).
+local function start_next(inflight_key, inbox_key, seq_key, events_key, token, prefix, now, conv, maxlen,
+                          retention_s)
+  local turn_id = redis.call('GET', inflight_key)
+  local resumed = 1
+  while not turn_id do
+    resumed = 0
+    turn_id = redis.call('LPOP', inbox_key)
+    if not turn_id then
+      return {0}
+    end
+    if redis.call('HGET', prefix .. turn_id, 'status') ~= 'queued' then
+      turn_id = nil
+    end
+  end
+  local turn_key = prefix .. turn_id
+  redis.call('SET', inflight_key, turn_id)
+  local attempts = redis.call('HINCRBY', turn_key, 'attempts', 1)
+  redis.call('HSET', turn_key, 'status', 'running', 'lease_token', token)
+  redis.call('HSETNX', turn_key, 'started_at', now)
+  local event = cjson.encode({id = turn_id .. '.started.' .. attempts, type = 'turn.started',
+    conversation_id = conv, turn_id = turn_id, created_at = tonumber(now), attempt = attempts})
+  emit(seq_key, events_key, event, maxlen, retention_s)
+  local reply = {1, turn_id, attempts, resumed}
+  for _, v in ipairs(redis.call('HGETALL', turn_key)) do
+    reply[#reply + 1] = v
+  end
+  return reply
+end

@@ -1,11 +1,20 @@
--- Take a conversation's lease with a new fencing token.
--- KEYS[1] lease   KEYS[2] fence counter   KEYS[3] state
--- ARGV[1] lease ttl ms
--- Returns the token, or 0 when another owner holds the lease.
+-- Take a conversation's lease with a new fencing token and start its next turn in the same round trip.
+-- KEYS[1] lease   KEYS[2] fence counter   KEYS[3] state   KEYS[4] inflight   KEYS[5] inbox   KEYS[6] seq
+-- KEYS[7] events
+-- ARGV[1] lease ttl ms   ARGV[2] turn key prefix   ARGV[3] now (s, float)   ARGV[4] conversation id
+-- ARGV[5] stream maxlen   ARGV[6] retention s
+-- Returns {0} when another owner holds the lease, {1, token} when there was nothing to do (the lease is
+-- already given back), or {2, token, turn id, attempts, resumed, field, value, ...}.
 if redis.call('EXISTS', KEYS[1]) == 1 then
-  return 0
+  return {0}
 end
-local token = redis.call('INCR', KEYS[2])
-redis.call('SET', KEYS[1], token, 'PX', ARGV[1])
+local token = tostring(redis.call('INCR', KEYS[2]))
 redis.call('HSET', KEYS[3], 'ready', '0')
-return token
+local started = start_next(KEYS[4], KEYS[5], KEYS[6], KEYS[7], token, ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
+if started[1] == 0 then
+  -- Nothing queued: never take the lease at all (an enqueue after this script sees no owner and wakes us).
+  return {1, token}
+end
+redis.call('SET', KEYS[1], token, 'PX', ARGV[1])
+started[1] = token
+return {2, unpack(started)}
