@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
 import sys
 import time
 from pathlib import Path
@@ -80,68 +81,68 @@ def _get(results: dict[str, object], scenario: str, key: str) -> float | None:
     return float(row[key])
 
 
+# (label, scenario, key, target, bound, higher is better, note made from the results)
+ROWS: list[tuple[str, str, str, str, float | None, bool, str]] = [
+    ("(1) ingress max rps ÷ bare endpoint", "ingress", "max_rps_ratio", "≥ 0.6", TARGETS["ingress_ratio"], True,
+     "parley {ingress.parley_max_rps} rps, bare LPUSH {ingress.bare_max_rps} rps"),
+    ("(1) ingress p99 at 50 % of max (ms)", "ingress", "parley_half_p99_ms", "≤ 10", TARGETS["ingress_half_p99_ms"],
+     False, "bare endpoint p99 {ingress.bare_half_p99_ms} ms"),
+    ("(2) ordered turns/s ÷ naive Celery", "ordered", "ratio", "≥ 0.7", TARGETS["ordered_ratio"], True,
+     "parley {ordered.parley_turns_per_s}/s, naive {ordered.naive_turns_per_s}/s; worker CPU "
+     "{ordered.parley_worker_cpu_ms_per_turn} vs {ordered.naive_worker_cpu_ms_per_turn} ms/turn"),
+    ("(3) non-streamed, 1 s latency: ÷ direct SDK", "io_nonstream", "ratio_to_direct", "≥ 0.8",
+     TARGETS["io_ratio_to_direct"], True,
+     "direct {io_nonstream.direct_sdk_per_s}/s, ideal {io_nonstream.ideal_per_s}/s"),
+    ("(3) non-streamed turns/s per worker process", "io_nonstream", "parley_per_s", "≥ 300",
+     TARGETS["io_nonstream_per_s"], True, "naive threads {io_nonstream.naive_threads_per_s}/s, prefork c=2 "
+     "{io_nonstream.naive_prefork_per_s}/s; peak in flight {io_nonstream.parley_peak_inflight}"),
+    ("(3) streamed, 1 s latency: ÷ direct SDK", "io_stream", "ratio_to_direct", "≥ 0.8",
+     TARGETS["io_ratio_to_direct"], True, "parley {io_stream.parley_per_s}/s, direct {io_stream.direct_sdk_per_s}/s"),
+    ("(4) accept → upstream start p50 (ms)", "overhead", "accept_to_upstream_p50_ms", "≤ 3",
+     TARGETS["overhead_p50_ms"], False, "at {overhead.offered_rps} turns/s"),
+    ("(4) accept → upstream start p99 (ms)", "overhead", "accept_to_upstream_p99_ms", "≤ 20",
+     TARGETS["overhead_p99_ms"], False, ""),
+    ("(4) upstream end → subscriber p50 (ms)", "overhead", "upstream_to_subscriber_p50_ms", "≤ 3",
+     TARGETS["overhead_p50_ms"], False, ""),
+    ("(4) upstream end → subscriber p99 (ms)", "overhead", "upstream_to_subscriber_p99_ms", "≤ 20",
+     TARGETS["overhead_p99_ms"], False, ""),
+    ("(5) new conversations' first turn p99 (ms)", "fairness", "first_turn_p99_ms", "≤ 50",
+     TARGETS["fairness_p99_ms"], False, "p50 {fairness.first_turn_p50_ms} ms, behind a {fairness.backlog}-turn backlog"),
+    ("(6) Redis bytes per queued turn", "memory", "redis_bytes_per_turn", "≤ 1024", TARGETS["redis_bytes_per_turn"],
+     False, "MEMORY USAGE of a turn's hash: {memory.memory_usage_turn_keys_bytes} B"),
+    ("(6) worker RSS at peak in flight (MB)", "worker_rss", "worker_peak_rss_mb", "≤ 300", TARGETS["worker_rss_mb"],
+     False, "{worker_rss.peak_inflight} turns in flight"),
+    ("(6) API RSS after the ingress runs (MB)", "ingress", "api_rss_mb", "–", None, False, ""),
+]
+
+
 def render(results: dict[str, object]) -> str:
-    def line(what: str, value: float | None, target: str, ok: bool | None, note: str = "") -> str:
+    def fill(note: str) -> str:
+        for name in re.findall(r"\{([a-z_]+\.[a-z_0-9]+)\}", note):
+            scenario, key = name.split(".")
+            value = _get(results, scenario, key)
+            note = note.replace("{" + name + "}", "–" if value is None else f"{value:g}")
+        return note
+
+    table = ["| measure | value | target | verdict | baseline / note |", "|---|---:|---|---|---|"]
+    for label, scenario, key, target, bound, higher, note in ROWS:
+        value = _get(results, scenario, key)
+        if value is None or bound is None:
+            verdict = "–"
+        else:
+            verdict = "met" if (value >= bound if higher else value <= bound) else "**missed**"
         shown = "–" if value is None else f"{value:g}"
-        verdict = "–" if ok is None else ("met" if ok else "**missed**")
-        return f"| {what} | {shown} | {target} | {verdict} | {note} |"
-
-    def check(value: float | None, bound: float, above: bool) -> bool | None:
-        if value is None:
-            return None
-        return value >= bound if above else value <= bound
-
-    g = lambda s, k: _get(results, s, k)  # noqa: E731
-    rows = [
-        "| measure | value | target | verdict | baseline / note |", "|---|---:|---|---|---|",
-        line("(1) ingress max rps ÷ bare endpoint", g("ingress", "max_rps_ratio"), "≥ 0.6",
-             check(g("ingress", "max_rps_ratio"), TARGETS["ingress_ratio"], True),
-             f"parley {g('ingress', 'parley_max_rps')} rps, bare LPUSH {g('ingress', 'bare_max_rps')} rps"),
-        line("(1) ingress p99 at 50 % of max (ms)", g("ingress", "parley_half_p99_ms"), "≤ 10",
-             check(g("ingress", "parley_half_p99_ms"), TARGETS["ingress_half_p99_ms"], False),
-             f"bare endpoint p99 {g('ingress', 'bare_half_p99_ms')} ms"),
-        line("(2) ordered turns/s ÷ naive Celery", g("ordered", "ratio"), "≥ 0.7",
-             check(g("ordered", "ratio"), TARGETS["ordered_ratio"], True),
-             f"parley {g('ordered', 'parley_turns_per_s')}/s, naive {g('ordered', 'naive_turns_per_s')}/s"),
-        line("(3) non-streamed, 1 s latency: turns/s ÷ direct SDK", g("io_nonstream", "ratio_to_direct"), "≥ 0.8",
-             check(g("io_nonstream", "ratio_to_direct"), TARGETS["io_ratio_to_direct"], True),
-             f"direct {g('io_nonstream', 'direct_sdk_per_s')}/s, ideal {g('io_nonstream', 'ideal_per_s')}/s"),
-        line("(3) non-streamed turns/s per worker process", g("io_nonstream", "parley_per_s"), "≥ 300",
-             check(g("io_nonstream", "parley_per_s"), TARGETS["io_nonstream_per_s"], True),
-             f"naive threads {g('io_nonstream', 'naive_threads_per_s')}/s, prefork c=2 "
-             f"{g('io_nonstream', 'naive_prefork_per_s')}/s; peak in flight {g('io_nonstream', 'parley_peak_inflight')}"),
-        line("(3) streamed, 1 s latency: turns/s ÷ direct SDK", g("io_stream", "ratio_to_direct"), "≥ 0.8",
-             check(g("io_stream", "ratio_to_direct"), TARGETS["io_ratio_to_direct"], True),
-             f"parley {g('io_stream', 'parley_per_s')}/s, direct {g('io_stream', 'direct_sdk_per_s')}/s"),
-        line("(4) accept → upstream start p50 (ms)", g("overhead", "accept_to_upstream_p50_ms"), "≤ 3",
-             check(g("overhead", "accept_to_upstream_p50_ms"), TARGETS["overhead_p50_ms"], False),
-             f"at {g('overhead', 'offered_rps')} turns/s"),
-        line("(4) accept → upstream start p99 (ms)", g("overhead", "accept_to_upstream_p99_ms"), "≤ 20",
-             check(g("overhead", "accept_to_upstream_p99_ms"), TARGETS["overhead_p99_ms"], False), ""),
-        line("(4) upstream end → subscriber p50 (ms)", g("overhead", "upstream_to_subscriber_p50_ms"), "≤ 3",
-             check(g("overhead", "upstream_to_subscriber_p50_ms"), TARGETS["overhead_p50_ms"], False), ""),
-        line("(4) upstream end → subscriber p99 (ms)", g("overhead", "upstream_to_subscriber_p99_ms"), "≤ 20",
-             check(g("overhead", "upstream_to_subscriber_p99_ms"), TARGETS["overhead_p99_ms"], False), ""),
-        line("(5) new conversations' first turn p99 (ms)", g("fairness", "first_turn_p99_ms"), "≤ 50",
-             check(g("fairness", "first_turn_p99_ms"), TARGETS["fairness_p99_ms"], False),
-             f"p50 {g('fairness', 'first_turn_p50_ms')} ms, behind a {g('fairness', 'backlog')}-turn backlog"),
-        line("(6) Redis bytes per queued turn", g("memory", "redis_bytes_per_turn"), "≤ 1024",
-             check(g("memory", "redis_bytes_per_turn"), TARGETS["redis_bytes_per_turn"], False),
-             f"MEMORY USAGE of one turn's keys: {g('memory', 'memory_usage_turn_keys_bytes')} B"),
-        line("(6) worker RSS at peak in flight (MB)", g("worker_rss", "worker_peak_rss_mb"), "≤ 300",
-             check(g("worker_rss", "worker_peak_rss_mb"), TARGETS["worker_rss_mb"], False),
-             f"{g('worker_rss', 'peak_inflight')} turns in flight"),
-        line("(6) API RSS after the ingress runs (MB)", g("ingress", "api_rss_mb"), "–", None, ""),
-    ]
+        table.append(f"| {label} | {shown} | {target} | {verdict} | {fill(note)} |")
     head = [f"# parley benchmark ({results['size']} size, {results['repeats']} repeats, {results['date']})", "",
             "Every process on one 2-core machine over loopback; figures are medians, ratios are against a "
             "baseline measured in the same run. Raw numbers with spreads: report.json.", ""]
-    sweep = results.get("ingress", {}).get("parley_sweep", []) if isinstance(results.get("ingress"), dict) else []
+    ingress = results.get("ingress")
+    sweep = ingress.get("parley_sweep", []) if isinstance(ingress, dict) else []
     sweep_rows = ["", "Ingress latency against offered load (open loop):", "",
                   "| offered rps | achieved rps | p50 ms | p99 ms | errors |", "|---:|---:|---:|---:|---:|"]
     sweep_rows += [f"| {r['offered_rps']} | {r['rps']} | {r['p50_ms']} | {r['p99_ms']} | {int(r['errors'])} |"
                    for r in sweep]
-    return "\n".join(head + rows + sweep_rows) + f"\n\nTotal time: {results.get('seconds')} s.\n"
+    return "\n".join(head + table + sweep_rows) + f"\n\nTotal time: {results.get('seconds')} s.\n"
 
 
 def plot(results: dict[str, object], path: Path) -> None:

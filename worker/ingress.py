@@ -111,7 +111,7 @@ class Ingress:
         if conv is None:
             return None
         fields = await self.client.hgetall(self.keys.turn(conv, turn_id))
-        return Turn.from_hash(fields, conv) if fields else None
+        return Turn.from_hash(fields, conv, turn_id) if fields else None
 
     async def cancel(self, turn: Turn) -> bool:
         k, conv = self.keys, turn.conversation_id

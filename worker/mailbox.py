@@ -63,7 +63,8 @@ class Mailbox:
     def _started(conv: str, result: list[Any]) -> StartedTurn:
         """From ``[turn id, attempts, resumed, field, value, ...]`` as start_next (Lua) returns it."""
         fields = dict(zip(result[3::2], result[4::2], strict=True))
-        return StartedTurn(turn=Turn.from_hash(fields, conv), attempts=int(result[1]), resumed=bool(result[2]))
+        turn = Turn.from_hash(fields, conv, result[0])
+        return StartedTurn(turn=turn, attempts=int(result[1]), resumed=bool(result[2]))
 
     def claim(self, conv: str) -> Claim:
         """Take the lease and start the next turn, in one round trip."""
@@ -89,7 +90,7 @@ class Mailbox:
         return self._started(conv, result[1:])
 
     def load(self, conv: str, turn_id: str) -> Turn:
-        return Turn.from_hash(self.client.hgetall(self.keys.turn(conv, turn_id)), conv)
+        return Turn.from_hash(self.client.hgetall(self.keys.turn(conv, turn_id)), conv, turn_id)
 
     def last_item_id(self, conv: str) -> str | None:
         value = self.client.hget(self.keys.state(conv), "last_item_id")

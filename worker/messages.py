@@ -74,9 +74,9 @@ class Turn(BaseModel):
     JSON_FIELDS: ClassVar[tuple[str, ...]] = ("input", "metadata", "usage", "error")
 
     @classmethod
-    def from_hash(cls, fields: dict[str, str], conversation_id: str) -> Turn:
-        # The conversation is implied by the key, and a fresh turn has no attempts field yet.
-        data: dict[str, Any] = {**fields, "conversation_id": conversation_id}
+    def from_hash(cls, fields: dict[str, str], conversation_id: str, turn_id: str) -> Turn:
+        # Id and conversation are implied by the key, and a fresh turn has no attempts field yet.
+        data: dict[str, Any] = {**fields, "id": turn_id, "conversation_id": conversation_id}
         for name in cls.JSON_FIELDS:
             if name in data:
                 data[name] = json.loads(data[name])
@@ -84,7 +84,7 @@ class Turn(BaseModel):
 
     def to_hash(self) -> dict[str, str]:
         # Leave out what is empty or implied: a queued turn is most of Redis's memory (issue 6 budget).
-        raw = self.model_dump(mode="json", exclude_none=True, exclude={"conversation_id"})
+        raw = self.model_dump(mode="json", exclude_none=True, exclude={"id", "conversation_id"})
         if not raw.get("metadata"):
             raw.pop("metadata", None)
         if not raw.get("attempts"):
