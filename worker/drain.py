@@ -16,10 +16,10 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_never
 
 from . import faultpoints, metrics
 from .errors import ConversationLocked, LeaseLost, UpstreamError
+from .events import event_json
 from .lease import LeaseKeeper
 from .log import get_logger
 from .mailbox import Fenced, Finished, Mailbox, StartedTurn
-from .events import event_json
 from .messages import Turn, TurnError, TurnStatus
 from .policy import DeltaCoalescer, RetryPolicy
 from .shutdown import HandBack, ShutdownSignal

@@ -14,8 +14,8 @@ from typing import Any
 import redis.asyncio
 
 from . import scripts
-from .keys import Keys
 from .events import event_json
+from .keys import Keys
 from .messages import Turn, TurnInput, TurnStatus, conversation_of, new_turn_id
 from .settings import Settings
 

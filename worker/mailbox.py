@@ -9,8 +9,8 @@ from typing import Any
 import redis
 
 from . import scripts
-from .keys import Keys
 from .events import EventType, event_json
+from .keys import Keys
 from .messages import Turn
 from .replies import relay
 from .settings import Settings

@@ -6,9 +6,9 @@ import gc
 import sys
 
 import structlog
-from prometheus_client import start_http_server
 from celery import shared_task
 from celery.signals import worker_process_init, worker_ready, worker_shutting_down
+from prometheus_client import start_http_server
 
 from . import metrics
 from .celery_app import DRAIN_TASK, REAP_TASK

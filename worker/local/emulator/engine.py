@@ -52,7 +52,7 @@ class ResponseRun:
             if self.done:
                 return
             async with self.changed:
-                await self.changed.wait_for(lambda: index < len(self.events) or self.done)
+                await self.changed.wait_for(lambda seen=index: seen < len(self.events) or self.done)
 
 
 @dataclass
