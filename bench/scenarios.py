@@ -35,7 +35,7 @@ class Size:
 
     @classmethod
     def full(cls) -> Size:
-        return cls(ingress_s=4.0, ordered_convs=1000, ordered_turns=5, io_turns=2000, fairness_backlog=5000,
+        return cls(ingress_s=3.0, ordered_convs=1000, ordered_turns=5, io_turns=2000, fairness_backlog=5000,
                    fairness_new=100, memory_turns=10_000, inflight=500)
 
     @classmethod
