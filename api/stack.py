@@ -5,12 +5,9 @@ from __future__ import annotations
 import secrets
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
-import httpx
-
-from worker.local.background import free_port
+from worker.local.background import free_port, wait_http
 from worker.local.processes import spawn, stop
 from worker.local.redis_server import EmbeddedRedis
 from worker.settings import Settings
@@ -52,7 +49,7 @@ class LocalStack:
             self.processes["emulator"] = spawn(["python", "-m", "api.cli", "emulator", "--port", str(port)])
             self.emulator_url = f"http://127.0.0.1:{port}/v1"
             env["PARLEY_OPENAI_BASE_URL"] = self.emulator_url
-            _wait_http(f"http://127.0.0.1:{port}/_emulator/state")
+            wait_http(f"http://127.0.0.1:{port}/_emulator/state", READY_TIMEOUT_S)
         if self.flower:
             env["PARLEY_WORKER_SEND_TASK_EVENTS"] = "true"
             if self.settings.flower_basic_auth is None:
@@ -63,7 +60,7 @@ class LocalStack:
         self.processes["worker"] = spawn(["python", "-m", "api.cli", "worker"], env=env)
         self.processes["beat"] = spawn(["python", "-m", "api.cli", "beat", "-s",
                                         str(self.workdir / "beat-schedule")], env=env)
-        _wait_http(f"http://127.0.0.1:{self.api_port}/readyz")
+        wait_http(f"http://127.0.0.1:{self.api_port}/readyz", READY_TIMEOUT_S)
 
     def banner(self) -> str:
         lines = [
@@ -94,14 +91,3 @@ class LocalStack:
             self.redis.close()
             self.redis = None
 
-
-def _wait_http(url: str) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer within {READY_TIMEOUT_S}s")

@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from chaos import ChaosConfig, run_chaos  # noqa: E402
+
 from worker.local.emulator import EmulatorServer  # noqa: E402
 
 

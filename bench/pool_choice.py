@@ -22,12 +22,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from stack import start_worker, wait_ready  # noqa: E402
+
 from worker.ingress import Ingress  # noqa: E402
 from worker.keys import Keys  # noqa: E402
 from worker.local.background import free_port  # noqa: E402
 from worker.local.processes import spawn, stop  # noqa: E402
 from worker.local.redis_server import EmbeddedRedis  # noqa: E402
 from worker.settings import Settings  # noqa: E402
+
 
 def cpu_s(pid: int) -> float:
     """User + system CPU seconds of a process and its children that were waited for."""

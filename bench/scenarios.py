@@ -13,8 +13,8 @@ import httpx
 import openai
 import redis
 import redis.asyncio
+from harness import api, bare_api, cpu_s, emulator, naive_workers, parley_workers, percentile, rss_mb
 
-from harness import (api, bare_api, cpu_s, emulator, naive_workers, parley_workers, percentile, rss_mb)
 from worker.celery_app import create_celery
 from worker.ingress import Ingress
 from worker.keys import Keys

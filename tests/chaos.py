@@ -16,8 +16,8 @@ from pathlib import Path
 
 import httpx
 import redis
-
 from stack import start_beat, start_worker
+
 from worker.keys import Keys
 from worker.local.background import BackgroundServer
 from worker.local.emulator import EmulatorServer

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from celery import Celery
-
 from conftest import settings_env
+
 from worker.local.processes import spawn, stop
 from worker.settings import Settings
 

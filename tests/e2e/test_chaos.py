@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from chaos import ChaosConfig, run_chaos
+
 from worker.local.emulator import EmulatorServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.chaos]

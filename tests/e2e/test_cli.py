@@ -10,11 +10,10 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
-
 from conftest import wait_until
-from worker.local.background import free_port
+
+from worker.local.background import free_port, http_ok
 
 pytestmark = pytest.mark.slow
 
@@ -53,13 +52,7 @@ def test_up_send_and_ctrl_c(tmp_path: Path) -> None:
     up = subprocess.Popen([sys.executable, "-m", "api.cli", "up", "--port", str(port)], env=_clean_env(),
                           cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        def ready() -> bool:
-            try:
-                return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_until(ready, timeout_s=60, interval_s=0.2, message="parley up to be ready")
+        wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/readyz"), timeout_s=60, interval_s=0.2, message="parley up to be ready")
         children = _descendants(up.pid)
         assert len(children) >= 5  # redis, emulator, api, worker, beat
         send = [sys.executable, "-m", "api.cli", "send", "hello", "--conversation", "demo", "--url",
@@ -86,6 +79,7 @@ def test_api_refuses_public_bind_without_keys() -> None:
 def test_dead_letter_commands(settings, redis_client) -> None:  # type: ignore[no-untyped-def]
     """`parley dead-letter list|show|requeue|drop` on a real dead-lettered turn."""
     from conftest import settings_env
+
     from worker.keys import Keys
     from worker.messages import Turn, TurnStatus
 

@@ -17,10 +17,10 @@ import httpx
 import jsonschema
 import pytest
 import redis
-
-from api.client import AsyncParleyClient, ParleyClient
 from conftest import settings_env, wait_until
 from stack import workers
+
+from api.client import AsyncParleyClient, ParleyClient
 from worker.keys import Keys
 from worker.local.emulator import EmulatorServer
 from worker.replies import ReplyConsumer

@@ -14,15 +14,15 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-from prometheus_client.parser import text_string_to_metric_families
-
-from api.client import ParleyClient
 from conftest import settings_env, wait_until
 from drain_support import make_drainer
+from prometheus_client.parser import text_string_to_metric_families
 from stack import start_worker, wait_ready, workers
-from worker.local.background import free_port
-from worker.local.emulator import EmulatorServer
+
+from api.client import ParleyClient
 from worker.keys import Keys
+from worker.local.background import free_port, http_ok
+from worker.local.emulator import EmulatorServer
 from worker.local.processes import spawn, stop
 from worker.local.redis_server import EmbeddedRedis
 from worker.mailbox import Mailbox
@@ -100,14 +100,8 @@ def test_flower_requires_basic_auth(settings: Settings) -> None:
                    quiet=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        def up() -> bool:
-            try:
-                return httpx.get(f"{base}/healthcheck", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
         with workers(settings, 1, concurrency=2):
-            wait_until(up, timeout_s=30, message="Flower to start")
+            wait_until(lambda: http_ok(f"{base}/healthcheck"), timeout_s=30, message="Flower to start")
             assert httpx.get(f"{base}/api/workers", timeout=10).status_code == 401
             assert httpx.get(f"{base}/api/workers", auth=("admin", "wrong"), timeout=10).status_code == 401
             authorized = httpx.get(f"{base}/api/workers", auth=("admin", "s3cret"), timeout=10)
@@ -133,7 +127,7 @@ def test_logs_are_json_with_context_and_never_hold_secrets(settings: Settings, e
         api = spawn(["python", "-m", "api.cli", "api", "--port", str(port)], env=env, log_path=str(api_log))
         worker = spawn(["python", "-m", "api.cli", "worker", "-n", "logs@%h"], env=env, log_path=str(worker_log))
         try:
-            wait_until(lambda: _ready(port), timeout_s=30, message="the API")
+            wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/readyz"), timeout_s=30, message="the API")
             wait_ready(local, ["logs"])
             with ParleyClient(f"http://127.0.0.1:{port}", api_key=SECRET_API) as client:
                 conv = client.create_conversation(key="logs").id
@@ -156,13 +150,6 @@ def test_logs_are_json_with_context_and_never_hold_secrets(settings: Settings, e
     api_lines = [json.loads(line) for line in api_log.read_text().splitlines() if line.startswith("{")]
     requests = [line for line in api_lines if line.get("event") == "request"]
     assert requests and all(line["request_id"].startswith("req_") for line in requests)
-
-
-def _ready(port: int) -> bool:
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def test_work_spreads_over_three_workers_and_order_holds(settings: Settings, client: ParleyClient,

@@ -12,9 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 import redis
-
 from conftest import wait_until
 from stack import workers
+
 from worker.keys import Keys
 from worker.local.emulator import EmulatorServer
 from worker.settings import Settings

@@ -12,9 +12,9 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 import redis
-
 from conftest import wait_until
 from stack import start_beat, start_worker, wait_ready, workers
+
 from worker.celery_app import create_celery
 from worker.keys import Keys
 from worker.local.background import BackgroundServer

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import httpx
 import pytest
-
 from openapi_spec import validate
+
 from worker.local.emulator import EmulatorServer
 
 

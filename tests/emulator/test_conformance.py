@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import openai
 import pytest
-
 from openapi_spec import SSE_EVENT_SCHEMAS, validate
+
 from worker.local.emulator import EmulatorServer
 
 

@@ -10,8 +10,8 @@ import time
 
 import pytest
 import redis
-
 from conftest import wait_until
+
 from worker.local.redis_server import EmbeddedRedis, pid_alive
 
 

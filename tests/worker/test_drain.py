@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 import redis
 import redis.asyncio
-
 from drain_support import make_drainer
+
 from worker.ingress import Ingress
 from worker.local.emulator import EmulatorServer
 from worker.mailbox import Mailbox

@@ -12,10 +12,10 @@ import redis.asyncio
 from redis.crc import key_slot
 
 from worker import scripts
+from worker.events import event_json
 from worker.ingress import EnqueueStatus, Ingress
 from worker.keys import Keys
 from worker.mailbox import Fenced, Mailbox
-from worker.events import event_json
 from worker.messages import Turn, TurnStatus
 from worker.settings import Settings
 

@@ -7,6 +7,7 @@ import threading
 import time
 from typing import Any
 
+import httpx
 import uvicorn
 
 
@@ -14,6 +15,23 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def http_ok(url: str) -> bool:
+    """True when ``url`` answers 200 now; False when it does not answer (yet) or answers otherwise."""
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def wait_http(url: str, timeout_s: float = 30.0) -> None:
+    """Poll ``url`` until it answers 200; RuntimeError after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not http_ok(url):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{url} did not answer within {timeout_s}s")
+        time.sleep(0.05)
 
 
 class BackgroundServer:
