@@ -134,6 +134,32 @@ def test_graceful_shutdown_hands_running_turns_back(settings: Settings, http: ht
     assert len([r for r in emulator.store.snapshot_requests() if r.input_texts == ["long reply"]]) == 1
 
 
+def test_graceful_shutdown_passes_prefetched_wakeups_on(settings: Settings, http: httpx.Client,
+                                                       emulator: EmulatorServer) -> None:
+    """Wake-ups the leaving worker took but never started reach the next worker at once, not after the
+    reaper's hint retry (there is no reaper here, and the retry is far away): without ack emulation, kombu
+    still puts the unacked messages it holds back on the queue when it closes."""
+    emulator.config.latency_ms = (4000, 4000)
+    # The running turns hold their threads through the grace period, so the pool's shutdown finds the
+    # prefetched wake-ups still waiting (and cancels them).
+    patient = settings.model_copy(update={"shutdown_grace_s": 1.5, "hint_retry_s": 600.0})
+    convs = [conversation(http) for _ in range(8)]
+    worker = start_worker(patient, "leaving", concurrency=2)  # runs 2, prefetches the rest
+    try:
+        wait_ready(patient, ["leaving"])
+        turns = [post(http, conv, "hello") for conv in convs]
+        wait_until(lambda: sum(status(http, t) == "running" for t in turns) == 2, timeout_s=10)
+        time.sleep(0.3)
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=15)
+    finally:
+        stop(worker)
+    emulator.config.latency_ms = (0, 0)
+    with workers(patient, 1, concurrency=8):
+        wait_until(lambda: all(status(http, t) == "completed" for t in turns), timeout_s=15)
+    assert all([role for role, _ in items(emulator, conv)] == ["user", "assistant"] for conv in convs)
+
+
 def test_redis_restart_loses_no_turn(settings: Settings, emulator: EmulatorServer,
                                      api_http: Callable[..., httpx.Client]) -> None:
     """AOF everysec: turns accepted before a restart complete; while Redis is down the API answers 503 with
