@@ -49,10 +49,13 @@ class Drainer:
     def __init__(self, mailbox: Mailbox, upstream: Upstream, keeper: LeaseKeeper, policy: RetryPolicy,
                  *, fairness_budget: int, wake: Callable[[str], None],
                  shutdown: ShutdownSignal | None = None, delta_interval_s: float = 0.05,
-                 stream: bool = True, relay: Callable[[str], object] | None = None) -> None:
+                 stream: bool = True, relay: Callable[[str], object] | None = None,
+                 dequeued: Callable[[], object] | None = None) -> None:
         self.delta_interval_s = delta_interval_s
         self.stream = stream
+        # Both done at once unless the process defers them (worker/deferred.py).
         self.relay = relay or mailbox.relay_replies
+        self.dequeued = dequeued or mailbox.dequeued
         self.mailbox = mailbox
         self.shutdown = shutdown or ShutdownSignal()
         self.upstream = upstream
@@ -84,7 +87,7 @@ class Drainer:
             while started is not None:
                 turns += 1
                 if not started.resumed:
-                    self.mailbox.dequeued()
+                    self.dequeued()
                 faultpoints.reached("claimed")
                 finished = self._run_turn(conv, token, started, go_on)
                 if finished is None:  # handed back

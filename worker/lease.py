@@ -67,8 +67,10 @@ class LeaseKeeper:
         held = self.held()
         if not held:
             return
-        results = {conv: scripts.HEARTBEAT(self.client, [self.keys.lease(conv)], [token, self.ttl_ms])
-                   for conv, token in held.items()}
+        # One round trip for all of them: the beat runs beside hundreds of turn threads.
+        results = dict(zip(held, scripts.HEARTBEAT.pipelined(
+            self.client, [([self.keys.lease(conv)], [token, self.ttl_ms]) for conv, token in held.items()]),
+            strict=True))
         with self._lock:
             for conv, extended in results.items():
                 if not extended and self._held.get(conv) == held[conv]:

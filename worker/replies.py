@@ -9,8 +9,6 @@ copy and the trim can copy an entry twice, so consumers dedupe by the event ``id
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 
@@ -47,44 +45,6 @@ def relay_many(client: redis.Redis, keys: Keys, conversation_ids: Collection[str
             write.ltrim(keys.outbox(conv), len(entries), -1)
     write.execute()
     return sum(len(entries) for entries in batches)
-
-
-class RelayBatcher:
-    """Relays outboxes from one thread per process, a batch every ``interval_s``: two round trips per batch
-    instead of two per turn, for at most ``interval_s`` more latency on the replies stream (the conversation's
-    own stream and channel are not delayed)."""
-
-    def __init__(self, client: redis.Redis, keys: Keys, *, maxlen: int, interval_s: float = 0.02) -> None:
-        self.client, self.keys, self.maxlen, self.interval_s = client, keys, maxlen, interval_s
-        self._pending: set[str] = set()
-        self._lock = threading.Lock()
-        self._wakeup = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def add(self, conversation_id: str) -> None:
-        with self._lock:
-            self._pending.add(conversation_id)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="parley-relay", daemon=True)
-                self._thread.start()
-        self._wakeup.set()
-
-    def flush(self) -> None:
-        with self._lock:
-            batch, self._pending = self._pending, set()
-        if batch:
-            relay_many(self.client, self.keys, batch, maxlen=self.maxlen)
-
-    def _run(self) -> None:
-        while True:
-            self._wakeup.wait()
-            self._wakeup.clear()
-            time.sleep(self.interval_s)  # let a batch gather
-            try:
-                self.flush()
-            except redis.RedisError as exc:
-                # Left in the outboxes: the reaper relays them.
-                log.warning("relay_failed", error=str(exc))
 
 
 @dataclass(frozen=True)

@@ -10,14 +10,14 @@ from celery import Celery
 
 from .celery_app import DRAIN_TASK, QUEUE
 from .connections import sync_client
+from .deferred import DeferredWrites
 from .drain import Drainer
 from .lease import LeaseKeeper
 from .mailbox import Mailbox
 from .policy import RetryPolicy
-from .replies import RelayBatcher
 from .settings import Settings, get_settings
 from .shutdown import ShutdownSignal
-from .upstream import Upstream, make_client
+from .upstream import Upstream, make_clients
 
 
 class Wakeups:
@@ -45,15 +45,16 @@ def build_runtime(settings: Settings, celery: Celery) -> Runtime:
     mailbox = Mailbox(client, settings)
     keeper = LeaseKeeper(client, mailbox.keys, ttl_ms=settings.lease_ttl_ms,
                          interval_ms=settings.heartbeat_interval_ms)
-    upstream = Upstream(make_client(settings, concurrency=settings.worker_concurrency), settings)
+    upstream = Upstream(make_clients(settings, concurrency=settings.worker_concurrency), settings)
     policy = RetryPolicy(max_attempts=settings.max_attempts, backoff_base_s=settings.backoff_base_s,
                          backoff_max_s=settings.backoff_max_s)
     wake = Wakeups(celery)
     shutdown = ShutdownSignal()
-    relay = RelayBatcher(client, mailbox.keys, maxlen=settings.replies_maxlen)
+    deferred = DeferredWrites(client, mailbox.keys, maxlen=settings.replies_maxlen)
     drainer = Drainer(mailbox, upstream, keeper, policy, fairness_budget=settings.fairness_budget, wake=wake,
                       shutdown=shutdown, delta_interval_s=settings.delta_interval_ms / 1000,
-                      stream=settings.stream_upstream, relay=relay.add)
+                      stream=settings.stream_upstream, relay=deferred.relay,
+                      dequeued=deferred.dequeued)
     return Runtime(settings=settings, mailbox=mailbox, drainer=drainer, keeper=keeper, wake=wake,
                    shutdown=shutdown)
 

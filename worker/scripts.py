@@ -27,6 +27,21 @@ class LuaScript:
         except redis.exceptions.NoScriptError:
             return client.eval(self.source, len(keys), *keys, *args)
 
+    def pipelined(self, client: redis.Redis, calls: list[tuple[list[str], list[Arg]]]) -> list[Any]:
+        """Several calls in one round trip (not atomic together); each call's result, in order."""
+
+        def run() -> list[Any]:
+            pipe = client.pipeline(transaction=False)
+            for keys, args in calls:
+                pipe.evalsha(self.sha, len(keys), *keys, *args)
+            return pipe.execute()
+
+        try:
+            return run()
+        except redis.exceptions.NoScriptError:
+            client.script_load(self.source)
+            return run()
+
     async def run_async(self, client: redis.asyncio.Redis, keys: list[str], args: list[Arg]) -> Any:
         try:
             return await client.evalsha(self.sha, len(keys), *keys, *args)

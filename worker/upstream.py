@@ -13,15 +13,17 @@ Exactly-once strategy (README "Exactly-once upstream append"):
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import httpx2
 import openai
-from openai.types.responses import Response
 
 from .errors import PermanentUpstreamError, RetryableUpstreamError, translate
 from .messages import Turn
@@ -38,6 +40,17 @@ class Reply:
     usage: dict[str, Any] | None
     last_item_id: str | None
     recovered: bool = False
+
+
+CONNECTIONS_PER_CLIENT = 32
+"""httpcore's pool scans all of its connections on every request and every release; with 400 connections in
+one client that scan was a quarter of a busy worker's CPU (py-spy), so a worker spreads its threads over
+several clients of at most this many connections."""
+
+
+def make_clients(settings: Settings, *, concurrency: int) -> list[openai.OpenAI]:
+    shards = max(1, math.ceil(concurrency / CONNECTIONS_PER_CLIENT))
+    return [make_client(settings, concurrency=math.ceil(concurrency / shards)) for _ in range(shards)]
 
 
 def make_client(settings: Settings, *, concurrency: int) -> openai.OpenAI:
@@ -79,24 +92,42 @@ def _sse_data(line: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def _reply_from(response: Any, *, recovered: bool = False) -> Reply:
-    if response.status != "completed":
-        if response.status == "failed":
-            error = response.error
-            raise RetryableUpstreamError(getattr(error, "message", "response failed"), reason="response_failed",
-                                         code=getattr(error, "code", None))
-        reason = getattr(response.incomplete_details, "reason", None) or response.status
-        raise PermanentUpstreamError(f"response {response.status}: {reason}", reason=f"response_{reason}")
-    usage = response.usage.model_dump(mode="json") if response.usage is not None else None
-    last_item = response.output[-1].id if response.output else None
-    return Reply(output_text=response.output_text, response_id=response.id, usage=usage,
-                 last_item_id=last_item, recovered=recovered)
+def _reply_from(response: dict[str, Any], *, recovered: bool = False) -> Reply:
+    """The reply in a response's JSON. Read as a dict: the SDK's parse of a ``Response`` builds a pydantic
+    TypeAdapter on every call, a tenth of a busy worker's CPU (py-spy)."""
+    status = response.get("status")
+    if status != "completed":
+        if status == "failed":
+            error = response.get("error") or {}
+            raise RetryableUpstreamError(error.get("message") or "response failed", reason="response_failed",
+                                         code=error.get("code"))
+        reason = (response.get("incomplete_details") or {}).get("reason") or status
+        raise PermanentUpstreamError(f"response {status}: {reason}", reason=f"response_{reason}")
+    output = response.get("output") or []
+    # What the SDK's ``Response.output_text`` joins: the output_text parts of the message items.
+    text = "".join(part.get("text", "") for item in output if item.get("type") == "message"
+                   for part in item.get("content") or [] if part.get("type") == "output_text")
+    return Reply(output_text=text, response_id=response.get("id"), usage=response.get("usage"),
+                 last_item_id=output[-1].get("id") if output else None, recovered=recovered)
 
 
 class Upstream:
-    def __init__(self, client: openai.OpenAI, settings: Settings) -> None:
-        self.client = client
+    def __init__(self, clients: openai.OpenAI | Sequence[openai.OpenAI], settings: Settings) -> None:
+        self.clients = [clients] if isinstance(clients, openai.OpenAI) else list(clients)
         self.settings = settings
+        for client in self.clients:
+            # Resources are built lazily on first use; build them now rather than in the first busy second.
+            client.responses, client.conversations  # noqa: B018
+        self._local = threading.local()
+        self._assigned = itertools.count()
+
+    @property
+    def client(self) -> openai.OpenAI:
+        """The client of the calling thread: each thread keeps one, and the threads are spread evenly."""
+        client: openai.OpenAI | None = getattr(self._local, "client", None)
+        if client is None:
+            client = self._local.client = self.clients[next(self._assigned) % len(self.clients)]
+        return client
 
     def _params(self, turn: Turn) -> dict[str, Any]:
         params: dict[str, Any] = {
@@ -115,7 +146,8 @@ class Upstream:
         """One non-streamed attempt: cheaper on CPU, but the response id is only known at the end, so a crash
         mid-call is recovered from the conversation's items (strategy 3) rather than by the id."""
         try:
-            return _reply_from(self.client.responses.create(**self._params(turn)))
+            raw = self.client.responses.with_raw_response.create(**self._params(turn))
+            return _reply_from(json.loads(raw.http_response.content))
         except (openai.OpenAIError, httpx2.TransportError) as exc:
             raise translate(exc) from exc
 
@@ -125,8 +157,7 @@ class Upstream:
         reply: Reply | None = None
         try:
             # The raw event stream, read with json.loads: the SDK's per-event models were about half of a
-            # worker's CPU (py-spy). Requests, auth and HTTP errors still go through the SDK; only the final
-            # response is validated into its model.
+            # worker's CPU (py-spy). Requests, auth and HTTP errors still go through the SDK.
             with self.client.responses.with_streaming_response.create(stream=True, **self._params(turn)) as raw:
                 # Read to the end even after the terminal event: a response closed early takes its
                 # keep-alive connection with it, and reconnecting on every turn costs more than the read.
@@ -140,7 +171,7 @@ class Upstream:
                     elif kind == "response.created":
                         on_created(event["response"]["id"])
                     elif kind in ("response.completed", "response.failed", "response.incomplete"):
-                        reply = _reply_from(Response.model_validate(event["response"]))
+                        reply = _reply_from(event["response"])
                     elif kind == "error" or event.get("error"):
                         error = event.get("error") if isinstance(event.get("error"), dict) else event
                         raise RetryableUpstreamError(str(error.get("message") or "stream error"),
@@ -175,7 +206,7 @@ class Upstream:
         if response.status in ("failed", "cancelled"):
             # A failed or cancelled response appends nothing to the conversation: sending again is safe.
             return None
-        return _reply_from(response, recovered=True)
+        return _reply_from(response.model_dump(mode="json"), recovered=True)
 
     def _recover_from_items(self, turn: Turn, last_item_id: str | None) -> Reply | None:
         page = self.client.conversations.items.list(
