@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+from collections import Counter
 from collections.abc import Iterator
 
 import pytest
@@ -17,7 +19,7 @@ from worker.mailbox import Mailbox
 from worker.messages import TurnStatus
 from worker.policy import RetryPolicy
 from worker.settings import Settings
-from worker.upstream import Upstream, make_client
+from worker.upstream import Upstream, make_client, make_clients
 
 
 class Harness:
@@ -223,6 +225,24 @@ def test_dead_letters_can_be_listed_requeued_and_dropped(h: Harness) -> None:
     assert [role for role, _ in h.items()] == ["user", "assistant"]
 
 
+def test_threads_are_spread_evenly_over_the_http_clients(settings: Settings) -> None:
+    upstream = Upstream(make_clients(settings, concurrency=100), settings)
+    assert len(upstream.clients) == 4
+    picked: list[tuple[int, int]] = []
+
+    def pick() -> None:
+        first = upstream.client
+        picked.append((id(first), id(upstream.client)))
+
+    threads = [threading.Thread(target=pick) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert all(first == again for first, again in picked)  # a thread keeps its client
+    assert sorted(Counter(first for first, _ in picked).values()) == [2, 2, 2, 2]
+
+
 def test_non_streamed_mode(settings: Settings, redis_client: redis.Redis, emulator: EmulatorServer) -> None:
     """Without streaming: same order and results, no deltas, and a crash is still recovered from the items."""
     plain = Harness(settings.model_copy(update={"stream_upstream": False}), redis_client, emulator)
@@ -230,6 +250,7 @@ def test_non_streamed_mode(settings: Settings, redis_client: redis.Redis, emulat
     plain.drainer.drain(plain.conv)
     assert [plain.turn(t).status for t in (first, second)] == [TurnStatus.completed] * 2
     assert plain.turn(first).response_id and plain.turn(first).usage
+    assert plain.turn(first).output_text == [text for role, text in plain.items() if role == "assistant"][0]
     assert "response.delta" not in [e["type"] for e in plain.events()]
     assert [text for role, text in plain.items() if role == "user"] == ["one", "two"]
     retried = plain.post("flaky", emulator_fault="500;times=1")

@@ -207,3 +207,11 @@ def test_every_conversation_key_is_in_one_cluster_slot() -> None:
 def test_scripts_survive_a_script_flush(mailbox: Mailbox) -> None:
     mailbox.client.script_flush()
     assert scripts.HEARTBEAT(mailbox.client, [mailbox.keys.lease(CONV)], ["1", 1000]) == 0
+
+
+def test_pipelined_calls_survive_a_script_flush(mailbox: Mailbox) -> None:
+    mailbox.client.script_flush()
+    lease = mailbox.keys.lease(CONV)
+    mailbox.client.set(lease, "7", px=1000)
+    assert scripts.HEARTBEAT.pipelined(mailbox.client, [([lease], ["7", 5000]), ([lease], ["8", 5000])]) == [1, 0]
+    assert mailbox.client.pttl(lease) > 1000
