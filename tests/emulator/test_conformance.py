@@ -75,6 +75,9 @@ class TestResponses:
             ("user", "hello"), ("assistant", first.output_text), ("user", "again"),
             ("assistant", second.output_text)]
         assert items[1].id == first.output[0].id
+        client.conversations.items.delete(items[0].id, conversation_id=conv.id)
+        third = client.responses.create(conversation=conv.id, input="once more", model="m")
+        assert third.output_text.startswith("Reply 2 to: once more")  # one user message was deleted
 
     def test_stream_matches_non_streamed(self, client: openai.OpenAI, emulator: EmulatorServer) -> None:
         """The SSE sequence is the one the SDK expects, each event is spec-valid, deltas join to the text, and

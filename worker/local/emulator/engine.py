@@ -103,12 +103,11 @@ class Engine:
     # --- the run itself ------------------------------------------------------------------------------
 
     def _reply(self, run: ResponseRun) -> str:
-        history = self.store.snapshot_items(run.conversation_id) if run.conversation_id else []
+        earlier, last_text = self.store.history(run.conversation_id) if run.conversation_id else (0, "")
         user_text = next((model.text_of(i) for i in reversed(run.input_items) if i["role"] == "user"), "")
-        if not user_text:
-            user_text = next((model.text_of(i) for i in reversed(history) if i.get("role") == "user"), "")
-        number = model.user_turn_count(history) + model.user_turn_count(run.input_items)
-        return model.reply_text(turn_number=number, user_text=user_text, words=self.config.reply_words)
+        number = earlier + model.user_turn_count(run.input_items)
+        return model.reply_text(turn_number=number, user_text=user_text or last_text,
+                                words=self.config.reply_words)
 
     async def _generate(self, run: ResponseRun, fault: Fault) -> None:
         obj = run.obj

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import objects
+from . import model, objects
 from .objects import JSON
 
 
@@ -35,6 +35,13 @@ class Conversation:
     created_at: int
     metadata: dict[str, str]
     items: list[JSON] = field(default_factory=list)
+    user_turns: int = 0
+    """User messages among ``items``, kept as they change: counting them per reply made a long conversation's
+    replies O(items) on the emulator's one event loop, stalling every other conversation."""
+
+    def add(self, items: list[JSON]) -> None:
+        self.items.extend(items)
+        self.user_turns += model.user_turn_count(items)
 
 
 @dataclass
@@ -71,19 +78,20 @@ class Store:
     def create_conversation(self, metadata: dict[str, str], items: list[JSON]) -> Conversation:
         conv = Conversation(id=objects.new_id("conv"), created_at=objects.now_s(), metadata=metadata)
         with self.mutex:
-            conv.items.extend(items)
+            conv.add(items)
             self.conversations[conv.id] = conv
         return conv
 
     def append_items(self, conv: Conversation, items: list[JSON]) -> None:
         with self.mutex:
-            conv.items.extend(items)
+            conv.add(items)
 
     def delete_item(self, conv: Conversation, item_id: str) -> None:
         with self.mutex:
             for index, item in enumerate(conv.items):
                 if item["id"] == item_id:
                     del conv.items[index]
+                    conv.user_turns -= model.user_turn_count([item])
                     return
         raise ApiError(404, f"Item with id '{item_id}' not found.", param="item_id")
 
@@ -105,6 +113,15 @@ class Store:
             self.requests.append(record)
 
     # --- inspection (tests and the /_emulator debug routes) ------------------------------------------
+
+    def history(self, conv_id: str) -> tuple[int, str]:
+        """How many user messages the conversation has, and the text of the last one."""
+        with self.mutex:
+            conv = self.conversations.get(conv_id)
+            if conv is None:
+                return 0, ""
+            last = next((model.text_of(i) for i in reversed(conv.items) if i.get("role") == "user"), "")
+            return conv.user_turns, last
 
     def snapshot_items(self, conv_id: str) -> list[JSON]:
         with self.mutex:
