@@ -130,6 +130,9 @@ class Upstream:
         return client
 
     def _params(self, turn: Turn) -> dict[str, Any]:
+        """The request body of ``responses.create``. It is passed as ``extra_body``: given as typed arguments,
+        the SDK walks each value against its TypedDict annotations (hashing Literal unions of every model
+        name), a sixth of the call's CPU for a body that is plain JSON already and goes out the same."""
         params: dict[str, Any] = {
             "conversation": turn.conversation_id,
             "input": turn.input,
@@ -146,7 +149,7 @@ class Upstream:
         """One non-streamed attempt: cheaper on CPU, but the response id is only known at the end, so a crash
         mid-call is recovered from the conversation's items (strategy 3) rather than by the id."""
         try:
-            raw = self.client.responses.with_raw_response.create(**self._params(turn))
+            raw = self.client.responses.with_raw_response.create(extra_body=self._params(turn))
             return _reply_from(json.loads(raw.http_response.content))
         except (openai.OpenAIError, httpx2.TransportError) as exc:
             raise translate(exc) from exc
@@ -158,7 +161,8 @@ class Upstream:
         try:
             # The raw event stream, read with json.loads: the SDK's per-event models were about half of a
             # worker's CPU (py-spy). Requests, auth and HTTP errors still go through the SDK.
-            with self.client.responses.with_streaming_response.create(stream=True, **self._params(turn)) as raw:
+            create = self.client.responses.with_streaming_response.create
+            with create(stream=True, extra_body=self._params(turn)) as raw:
                 # Read to the end even after the terminal event: a response closed early takes its
                 # keep-alive connection with it, and reconnecting on every turn costs more than the read.
                 for line in raw.iter_lines():

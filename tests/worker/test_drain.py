@@ -225,6 +225,22 @@ def test_dead_letters_can_be_listed_requeued_and_dropped(h: Harness) -> None:
     assert [role for role, _ in h.items()] == ["user", "assistant"]
 
 
+@pytest.mark.parametrize("stream", [True, False])
+def test_the_request_carries_the_turns_fields(stream: bool, settings: Settings, redis_client: redis.Redis,
+                                             emulator: EmulatorServer) -> None:
+    h = Harness(settings.model_copy(update={"stream_upstream": stream}), redis_client, emulator)
+    result = h._ingress(lambda i: i.enqueue(conversation_id=h.conv, input="hi", model="gpt-test",
+                                            instructions="Be brief.", metadata={"channel": "C1"},
+                                            idempotency_key=None))
+    h.drainer.drain(h.conv)
+    turn = h.turn(result.turn_id)
+    response = h.upstream.client.responses.retrieve(turn.response_id)
+    assert (response.model, response.instructions) == ("gpt-test", "Be brief.")
+    assert response.metadata == {"channel": "C1", "parley_turn_id": turn.id}
+    assert response.conversation is not None and response.conversation.id == h.conv
+    assert h.items()[0] == ("user", "hi")
+
+
 def test_threads_are_spread_evenly_over_the_http_clients(settings: Settings) -> None:
     upstream = Upstream(make_clients(settings, concurrency=100), settings)
     assert len(upstream.clients) == 4
