@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import sys
 
 import structlog
 from celery import shared_task
@@ -23,16 +22,10 @@ log = get_logger(__name__)
 
 @worker_process_init.connect
 def _prepare_child(**_: object) -> None:
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
     configure_logging(get_settings())
     get_runtime()
     warm_up()
     _settle_memory()
-
-
-SWITCH_INTERVAL_S = 0.001
-"""Hand the GIL over every 1 ms instead of 5: with hundreds of turn threads, one busy thread otherwise makes
-the others wait up to 5 ms at every step back from I/O (fairness and p99 in bench/report.md)."""
 
 
 def _settle_memory() -> None:
@@ -48,7 +41,6 @@ GC_THRESHOLDS = (50_000, 20, 20)
 
 @worker_ready.connect
 def _prepare(**_: object) -> None:
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
     # The threads and solo pools run tasks in this process: build clients before the first wake-up arrives.
     get_runtime()
     warm_up()
