@@ -107,7 +107,8 @@ ROWS: list[tuple[str, str, str, str, float | None, bool, str]] = [
     ("(4) upstream end → subscriber p99 (ms)", "overhead", "upstream_to_subscriber_p99_ms", "≤ 20",
      TARGETS["overhead_p99_ms"], False, ""),
     ("(5) new conversations' first turn p99 (ms)", "fairness", "first_turn_p99_ms", "≤ 50",
-     TARGETS["fairness_p99_ms"], False, "p50 {fairness.first_turn_p50_ms} ms, behind a {fairness.backlog}-turn backlog"),
+     TARGETS["fairness_p99_ms"], False, "p50 {fairness.first_turn_p50_ms} ms, behind a {fairness.backlog}-turn backlog "
+     "({fairness.backlog_left_when_new_done} still queued when the new ones were done)"),
     ("(6) Redis bytes per queued turn", "memory", "redis_bytes_per_turn", "≤ 1024", TARGETS["redis_bytes_per_turn"],
      False, "MEMORY USAGE of a turn's hash: {memory.memory_usage_turn_keys_bytes} B"),
     ("(6) worker RSS at peak in flight (MB)", "worker_rss", "worker_peak_rss_mb", "≤ 300", TARGETS["worker_rss_mb"],
