@@ -322,7 +322,7 @@ def io_concurrency(size: Size, *, stream: bool, latency_ms: int = 1000, concurre
         direct_convs = make_conversations(upstream, settings, turns)
         out["direct_sdk_per_s"] = round(_direct(upstream, direct_convs, concurrency, stream=stream), 1)
         out["ratio_to_direct"] = round(float(out["parley_per_s"]) / float(out["direct_sdk_per_s"]), 2)
-        for pool, workers_c, n in (("threads", concurrency, turns), ("prefork", 2, min(turns, 20))):
+        for pool, workers_c, n in (("threads", concurrency, turns), ("prefork", 2, min(turns, 10))):
             naive_convs = make_conversations(upstream, settings, n)
             done = Completions(server.url, "naive:replies")
             with naive_workers(server.url, upstream, pool=pool, concurrency=workers_c, stream=stream):
@@ -344,14 +344,19 @@ def io_concurrency(size: Size, *, stream: bool, latency_ms: int = 1000, concurre
 
 
 def overhead(size: Size, *, rate: float) -> dict[str, object]:
-    turns = max(200, int(rate * 5))
+    turns, warm_up = max(200, int(rate * 5)), max(50, int(rate))
     with EmbeddedRedis() as server, emulator() as upstream:
         settings = settings_for(server.url, upstream)
-        convs = make_conversations(upstream, settings, turns)
+        convs = make_conversations(upstream, settings, warm_up + turns)
+        warm_convs, convs = convs[:warm_up], convs[warm_up:]
         completions = Completions(server.url, Keys().events("*"))
         with parley_workers(settings, 2, concurrency=100):
+            # One second at the same rate first, not measured: the workers' first turns open HTTP connections
+            # and start pool threads, which is start-up, not steady-state overhead.
+            asyncio.run(_enqueue(settings, [(c, "t") for c in warm_convs], rate=rate))
+            completions.wait(warm_up, timeout_s=60)
             accepted = asyncio.run(_enqueue(settings, [(c, "t") for c in convs], rate=rate))
-            completions.wait(turns, timeout_s=120)
+            completions.wait(warm_up + turns, timeout_s=120)
         completions.close()
         log = httpx.get(upstream.replace("/v1", "/_emulator/requests"), timeout=30).json()
     by_conv = {r["conversation_id"]: r for r in log}
@@ -371,15 +376,23 @@ def overhead(size: Size, *, rate: float) -> dict[str, object]:
 def fairness(size: Size) -> dict[str, object]:
     with EmbeddedRedis() as server, emulator() as upstream:
         settings = settings_for(server.url, upstream)
-        busy, *fresh = make_conversations(upstream, settings, 1 + size.fairness_new)
-        asyncio.run(_enqueue(settings, [(busy, f"b{i}") for i in range(size.fairness_backlog)], rate=None))
+        busy, *others = make_conversations(upstream, settings, 1 + 2 * size.fairness_new)
+        warm, fresh = others[:size.fairness_new], others[size.fairness_new:]
         # Only the new conversations' channels, as their bot would listen: the measuring process is not kept
         # busy by the backlog's events.
-        completions = Completions(server.url, channels=[Keys().events(c) for c in fresh])
+        completions = Completions(server.url, channels=[Keys().events(c) for c in warm + fresh])
         with parley_workers(settings, 1, concurrency=50):
+            # A worker that has been running: its pool threads and HTTP connections exist (start-up is not
+            # what this scenario measures).
+            asyncio.run(_enqueue(settings, [(c, "warm") for c in warm], rate=200))
+            completions.wait(len(warm), timeout_s=60)
+            held: list[str] = []
+            asyncio.run(_enqueue(settings, [(busy, f"b{i}") for i in range(size.fairness_backlog)], rate=None,
+                                 held=held))
+            _wake(settings, held)
             time.sleep(0.5)  # the backlog is draining
             accepted = asyncio.run(_enqueue(settings, [(c, "first") for c in fresh], rate=200))
-            completions.wait(size.fairness_new, timeout_s=300)
+            completions.wait(len(warm) + len(fresh), timeout_s=300)
             backlog_left = redis.Redis.from_url(server.url).llen(Keys().inbox(busy))
         completions.close()
     latencies = [completions.at[t] - at for t, at in accepted.items() if t in completions.at]
