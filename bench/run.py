@@ -1,7 +1,7 @@
 """parley's benchmark suite (issue 6): every scenario, each against a baseline measured in the same run, as
 ratios. Writes bench/report.md, bench/report.json and bench/latency.png.
 
-    python bench/run.py            # full size, about 10 minutes on 2 cores
+    python bench/run.py            # full size, about 8 minutes on 2 cores
     python bench/run.py --quick    # small sizes, a smoke run
 """
 
@@ -92,7 +92,8 @@ ROWS: list[tuple[str, str, str, str, float | None, bool, str]] = [
      "{ordered.parley_worker_cpu_ms_per_turn} vs {ordered.naive_worker_cpu_ms_per_turn} ms/turn"),
     ("(3) non-streamed, 1 s latency: ÷ direct SDK", "io_nonstream", "ratio_to_direct", "≥ 0.8",
      TARGETS["io_ratio_to_direct"], True,
-     "direct {io_nonstream.direct_sdk_per_s}/s, ideal {io_nonstream.ideal_per_s}/s"),
+     "direct {io_nonstream.direct_sdk_per_s}/s (plain `responses.create`, one client), ideal "
+     "{io_nonstream.ideal_per_s}/s"),
     ("(3) non-streamed turns/s per worker process", "io_nonstream", "parley_per_s", "≥ 300",
      TARGETS["io_nonstream_per_s"], True, "naive threads {io_nonstream.naive_threads_per_s}/s, prefork c=2 "
      "{io_nonstream.naive_prefork_per_s}/s; peak in flight {io_nonstream.parley_peak_inflight}"),
