@@ -275,8 +275,8 @@ def _peak_inflight(upstream: str, stop: threading.Event, peak: list[int]) -> Non
         time.sleep(0.05)
 
 
-def _direct(upstream: str, convs: list[str], concurrency: int, *, stream: bool) -> float:
-    """The physical anchor: the same calls from a thread pool, no queue."""
+def _direct(upstream: str, convs: list[str], warm: list[str], concurrency: int, *, stream: bool) -> float:
+    """The physical anchor: the same calls from a thread pool, no queue; ``warm`` first, untimed."""
     sdk = openai.OpenAI(base_url=upstream, api_key="x", max_retries=0)
 
     def call(conv: str) -> None:
@@ -286,29 +286,56 @@ def _direct(upstream: str, convs: list[str], concurrency: int, *, stream: bool) 
         else:
             sdk.responses.create(conversation=conv, input="t", model="m")
 
-    began = time.monotonic()
     with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(call, warm))
+        began = time.monotonic()
         list(pool.map(call, convs))
-    return len(convs) / (time.monotonic() - began)
+        return len(convs) / (time.monotonic() - began)
+
+
+def _naive_rate(server_url: str, upstream: str, convs: list[str], warm: list[str], *, pool: str,
+                concurrency: int, stream: bool) -> float:
+    from celery import Celery
+
+    done = Completions(server_url, "naive:replies")
+    with naive_workers(server_url, upstream, pool=pool, concurrency=concurrency, stream=stream):
+        app = Celery(broker=server_url)
+        began = 0.0
+        for batch, tag in ((warm, "warm"), (convs, pool)):
+            began = time.time()
+            with app.producer_or_acquire() as producer:
+                for k, conv in enumerate(batch):
+                    app.send_task("naive.turn", args=[conv, "t", f"{tag}{k}"], queue="naive",
+                                  producer=producer)
+            ended = done.wait(len(warm) + (len(convs) if tag == pool else 0), timeout_s=300)
+    done.close()
+    return sum(1 for turn in done.at if not turn.startswith("warm")) / (ended - began)
 
 
 def io_concurrency(size: Size, *, stream: bool, latency_ms: int = 1000, concurrency: int = 400
                    ) -> dict[str, object]:
+    """Each side first runs one untimed wave of ``concurrency`` turns, so what is timed is a worker (or pool)
+    whose threads and HTTP connections are up, as after its first second in production."""
     turns = size.io_turns
     out: dict[str, object] = {"turns": turns, "latency_ms": latency_ms, "concurrency": concurrency,
                               "ideal_per_s": round(concurrency / (latency_ms / 1000), 1)}
     with EmbeddedRedis() as server, emulator(latency_ms) as upstream:
         settings = settings_for(server.url, upstream, stream_upstream=stream, worker_concurrency=concurrency)
-        convs = make_conversations(upstream, settings, turns)
-        completions = Completions(server.url, Keys().events("*"))
+        warm, convs = _split(make_conversations(upstream, settings, concurrency + turns), concurrency)
+        warm_done = Completions(server.url, channels=[Keys().events(c) for c in warm])
+        completions = Completions(server.url, channels=[Keys().events(c) for c in convs])
         stop, peak = threading.Event(), [0]
         watcher = threading.Thread(target=_peak_inflight, args=(upstream, stop, peak), daemon=True)
         # The turns are accepted into their mailboxes before the clock starts, as an API process elsewhere
         # would (scenario 1 measures that); the clock covers their wake-ups, as it covers naive Celery's
         # messages, so the figure is the worker's and not this process's.
+        held_warm: list[str] = []
         held: list[str] = []
+        asyncio.run(_enqueue(settings, [(c, "t") for c in warm], rate=None, held=held_warm))
         asyncio.run(_enqueue(settings, [(c, "t") for c in convs], rate=None, held=held))
         with parley_workers(settings, 1, concurrency=concurrency) as pids:
+            _wake(settings, held_warm)
+            warm_done.wait(len(warm), timeout_s=120)
             watcher.start()
             began = time.time()
             _wake(settings, held)
@@ -316,28 +343,25 @@ def io_concurrency(size: Size, *, stream: bool, latency_ms: int = 1000, concurre
             out["worker_rss_mb"] = round(rss_mb(pids[0]), 1)
         stop.set()
         watcher.join()
+        warm_done.close()
         completions.close()
         out["parley_per_s"] = round(len(completions.at) / (ended - began), 1)
         out["parley_peak_inflight"] = peak[0]
-        direct_convs = make_conversations(upstream, settings, turns)
-        out["direct_sdk_per_s"] = round(_direct(upstream, direct_convs, concurrency, stream=stream), 1)
+        direct_warm, direct_convs = _split(make_conversations(upstream, settings, concurrency + turns),
+                                           concurrency)
+        direct_rate = _direct(upstream, direct_convs, direct_warm, concurrency, stream=stream)
+        out["direct_sdk_per_s"] = round(direct_rate, 1)
         out["ratio_to_direct"] = round(float(out["parley_per_s"]) / float(out["direct_sdk_per_s"]), 2)
         for pool, workers_c, n in (("threads", concurrency, turns), ("prefork", 2, min(turns, 10))):
-            naive_convs = make_conversations(upstream, settings, n)
-            done = Completions(server.url, "naive:replies")
-            with naive_workers(server.url, upstream, pool=pool, concurrency=workers_c, stream=stream):
-                from celery import Celery
-
-                app = Celery(broker=server.url)
-                began = time.time()
-                with app.producer_or_acquire() as producer:
-                    for k, conv in enumerate(naive_convs):
-                        app.send_task("naive.turn", args=[conv, "t", f"{pool}{k}"], queue="naive",
-                                      producer=producer)
-                ended = done.wait(n, timeout_s=300)
-            done.close()
-            out[f"naive_{pool}_per_s"] = round(len(done.at) / (ended - began), 1)
+            naive_warm, naive_convs = _split(make_conversations(upstream, settings, workers_c + n), workers_c)
+            naive_rate = _naive_rate(server.url, upstream, naive_convs, naive_warm, pool=pool,
+                                     concurrency=workers_c, stream=stream)
+            out[f"naive_{pool}_per_s"] = round(naive_rate, 1)
     return out
+
+
+def _split(items: list[str], head: int) -> tuple[list[str], list[str]]:
+    return items[:head], items[head:]
 
 
 # --- 4. overhead ----------------------------------------------------------------------------------------------
