@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from worker.settings import Settings
+from parley.worker.settings import Settings
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -33,7 +33,7 @@ def cmd_api(args: argparse.Namespace) -> int:
         _print(f"refusing to bind {host}: no PARLEY_API_KEYS are set, so the API would be open to anyone. "
                "Set PARLEY_API_KEYS, or bind to 127.0.0.1.")
         return 2
-    uvicorn.run("api.main:create_app", factory=True, host=host, port=port, log_level="warning",
+    uvicorn.run("parley.api.main:create_app", factory=True, host=host, port=port, log_level="warning",
                 access_log=False, workers=args.workers, timeout_keep_alive=30)
     return 0
 
@@ -41,7 +41,7 @@ def cmd_api(args: argparse.Namespace) -> int:
 def _celery(*argv: str) -> int:
     from celery.__main__ import main as celery_main
 
-    sys.argv = ["celery", "-A", "worker.celery_app", *argv]
+    sys.argv = ["celery", "-A", "parley.worker.celery_app", *argv]
     celery_main()
     return 0
 
@@ -73,7 +73,7 @@ def cmd_flower(args: argparse.Namespace) -> int:
         _print("refusing to start Flower without PARLEY_FLOWER_BASIC_AUTH (user:password): its UI and API can "
                "revoke tasks and resize pools. Set PARLEY_FLOWER_ALLOW_UNAUTHENTICATED=true to run it open.")
         return 2
-    argv = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "flower",
+    argv = [sys.executable, "-m", "celery", "-A", "parley.worker.celery_app", "flower",
             f"--address={settings.flower_address}", f"--port={settings.flower_port}",
             # Flower keeps every task in memory; bound it (research.md §3.1).
             "--max_tasks=10000", "--persistent=False"]
@@ -82,8 +82,8 @@ def cmd_flower(args: argparse.Namespace) -> int:
 
 
 def cmd_emulator(args: argparse.Namespace) -> int:
-    from worker.local.emulator.faults import EmulatorConfig
-    from worker.local.emulator.server import serve_forever
+    from parley.worker.local.emulator.faults import EmulatorConfig
+    from parley.worker.local.emulator.server import serve_forever
 
     config = EmulatorConfig(seed=args.seed, latency_ms=(args.latency_ms, args.latency_ms),
                             delta_interval_ms=args.delta_interval_ms)
@@ -153,11 +153,11 @@ def cmd_chat(args: argparse.Namespace) -> int:
 def cmd_dead_letter(args: argparse.Namespace) -> int:
     import json
 
-    from worker.celery_app import create_celery
-    from worker.connections import sync_client
-    from worker.dead_letters import DeadLetters
-    from worker.keys import Keys
-    from worker.runtime import Wakeups
+    from parley.worker.celery_app import create_celery
+    from parley.worker.connections import sync_client
+    from parley.worker.dead_letters import DeadLetters
+    from parley.worker.keys import Keys
+    from parley.worker.runtime import Wakeups
 
     settings = Settings()
     letters = DeadLetters(sync_client(settings), Keys(settings.key_prefix))

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 from httpx_sse import aconnect_sse, connect_sse
 
-from worker.events import TERMINAL_TYPES, Event, parse_event
+from parley.worker.events import TERMINAL_TYPES, Event, parse_event
 
 from .schemas import Conversation, ConversationWithQueue, TurnAccepted, TurnOut
 

@@ -10,10 +10,10 @@ import openai
 from celery import Celery
 from fastapi import Depends, Request
 
-from worker.celery_app import DRAIN_TASK, QUEUE
-from worker.ingress import Ingress
-from worker.log import get_logger
-from worker.settings import Settings
+from parley.worker.celery_app import DRAIN_TASK, QUEUE
+from parley.worker.ingress import Ingress
+from parley.worker.log import get_logger
+from parley.worker.settings import Settings
 
 from .errors import ApiError
 

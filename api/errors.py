@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from worker.log import get_logger
+from parley.worker.log import get_logger
 
 log = get_logger(__name__)
 

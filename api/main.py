@@ -12,11 +12,11 @@ import structlog
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from worker.celery_app import create_celery
-from worker.connections import async_client
-from worker.ingress import Ingress
-from worker.log import configure_logging, get_logger
-from worker.settings import Settings, get_settings
+from parley.worker.celery_app import create_celery
+from parley.worker.connections import async_client
+from parley.worker.ingress import Ingress
+from parley.worker.log import configure_logging, get_logger
+from parley.worker.settings import Settings, get_settings
 
 from . import errors
 from .deps import Services

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from worker.messages import Turn, TurnError, TurnStatus
+from parley.worker.messages import Turn, TurnError, TurnStatus
 
 MAX_METADATA_PAIRS = 16
 MAX_METADATA_KEY = 64

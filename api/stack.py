@@ -7,10 +7,10 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from worker.local.background import free_port, wait_http
-from worker.local.processes import spawn, stop
-from worker.local.redis_server import EmbeddedRedis
-from worker.settings import Settings
+from parley.worker.local.background import free_port, wait_http
+from parley.worker.local.processes import spawn, stop
+from parley.worker.local.redis_server import EmbeddedRedis
+from parley.worker.settings import Settings
 
 READY_TIMEOUT_S = 30.0
 
@@ -46,7 +46,7 @@ class LocalStack:
             env["PARLEY_REDIS_URL"] = redis_url
         if self.settings.openai_api_key is None and not self.settings.openai_base_url:
             port = free_port()
-            self.processes["emulator"] = spawn(["python", "-m", "api.cli", "emulator", "--port", str(port)])
+            self.processes["emulator"] = spawn(["python", "-m", "parley", "emulator", "--port", str(port)])
             self.emulator_url = f"http://127.0.0.1:{port}/v1"
             env["PARLEY_OPENAI_BASE_URL"] = self.emulator_url
             wait_http(f"http://127.0.0.1:{port}/_emulator/state", READY_TIMEOUT_S)
@@ -55,10 +55,10 @@ class LocalStack:
             if self.settings.flower_basic_auth is None:
                 self.flower_credentials = f"admin:{secrets.token_urlsafe(12)}"
                 env["PARLEY_FLOWER_BASIC_AUTH"] = self.flower_credentials
-            self.processes["flower"] = spawn(["python", "-m", "api.cli", "flower"], env=env)
-        self.processes["api"] = spawn(["python", "-m", "api.cli", "api", "--port", str(self.api_port)], env=env)
-        self.processes["worker"] = spawn(["python", "-m", "api.cli", "worker"], env=env)
-        self.processes["beat"] = spawn(["python", "-m", "api.cli", "beat", "-s",
+            self.processes["flower"] = spawn(["python", "-m", "parley", "flower"], env=env)
+        self.processes["api"] = spawn(["python", "-m", "parley", "api", "--port", str(self.api_port)], env=env)
+        self.processes["worker"] = spawn(["python", "-m", "parley", "worker"], env=env)
+        self.processes["beat"] = spawn(["python", "-m", "parley", "beat", "-s",
                                         str(self.workdir / "beat-schedule")], env=env)
         wait_http(f"http://127.0.0.1:{self.api_port}/readyz", READY_TIMEOUT_S)
 

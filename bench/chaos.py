@@ -17,7 +17,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from chaos import ChaosConfig, run_chaos  # noqa: E402
 
-from worker.local.emulator import EmulatorServer  # noqa: E402
+from parley.worker.local.emulator import EmulatorServer  # noqa: E402
 
 
 def main() -> int:

@@ -17,9 +17,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 from conftest import settings_env  # noqa: E402
 from stack import start_worker, wait_ready  # noqa: E402
 
-from worker.local.background import free_port, wait_http  # noqa: E402
-from worker.local.processes import spawn, stop  # noqa: E402
-from worker.settings import Settings  # noqa: E402
+from parley.worker.local.background import free_port, wait_http  # noqa: E402
+from parley.worker.local.processes import spawn, stop  # noqa: E402
+from parley.worker.settings import Settings  # noqa: E402
 
 
 def cpu_s(pid: int) -> float:
@@ -38,7 +38,7 @@ def rss_mb(pid: int) -> float:
 def emulator(latency_ms: int = 0) -> Iterator[str]:
     """The emulator in a process of its own (so its CPU is not the measured process's); yields its base URL."""
     port = free_port()
-    proc = spawn(["python", "-m", "api.cli", "emulator", "--port", str(port), "--latency-ms", str(latency_ms)],
+    proc = spawn(["python", "-m", "parley", "emulator", "--port", str(port), "--latency-ms", str(latency_ms)],
                  quiet=True)
     try:
         wait_http(f"http://127.0.0.1:{port}/_emulator/state")
@@ -50,7 +50,7 @@ def emulator(latency_ms: int = 0) -> Iterator[str]:
 @contextmanager
 def api(settings: Settings) -> Iterator[tuple[str, int]]:
     port = free_port()
-    proc = spawn(["python", "-m", "api.cli", "api", "--port", str(port)], env=settings_env(settings), quiet=True)
+    proc = spawn(["python", "-m", "parley", "api", "--port", str(port)], env=settings_env(settings), quiet=True)
     try:
         wait_http(f"http://127.0.0.1:{port}/readyz")
         yield f"http://127.0.0.1:{port}", proc.pid

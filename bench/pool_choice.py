@@ -23,12 +23,12 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from stack import start_worker, wait_ready  # noqa: E402
 
-from worker.ingress import Ingress  # noqa: E402
-from worker.keys import Keys  # noqa: E402
-from worker.local.background import free_port  # noqa: E402
-from worker.local.processes import spawn, stop  # noqa: E402
-from worker.local.redis_server import EmbeddedRedis  # noqa: E402
-from worker.settings import Settings  # noqa: E402
+from parley.worker.ingress import Ingress  # noqa: E402
+from parley.worker.keys import Keys  # noqa: E402
+from parley.worker.local.background import free_port  # noqa: E402
+from parley.worker.local.processes import spawn, stop  # noqa: E402
+from parley.worker.local.redis_server import EmbeddedRedis  # noqa: E402
+from parley.worker.settings import Settings  # noqa: E402
 
 
 def cpu_s(pid: int) -> float:
@@ -48,7 +48,7 @@ async def enqueue_all(settings: Settings, convs: list[str]) -> None:
     ingress = Ingress(client, settings)
     for conv in convs:
         await ingress.register_conversation(conv, created_at=0, metadata={}, key=None)
-    from worker.celery_app import create_celery
+    from parley.worker.celery_app import create_celery
 
     celery = create_celery(settings)
     for conv in convs:
@@ -103,7 +103,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "pool_choice.json"))
     args = parser.parse_args()
     port = free_port()
-    emulator = spawn(["python", "-m", "api.cli", "emulator", "--port", str(port), "--latency-ms",
+    emulator = spawn(["python", "-m", "parley", "emulator", "--port", str(port), "--latency-ms",
                       str(args.latency_ms)], quiet=True)
     rows = []
     try:

@@ -15,11 +15,11 @@ import redis
 import redis.asyncio
 from harness import api, bare_api, cpu_s, emulator, naive_workers, parley_workers, percentile, rss_mb
 
-from worker.celery_app import create_celery
-from worker.ingress import Ingress
-from worker.keys import Keys
-from worker.local.redis_server import EmbeddedRedis
-from worker.settings import Settings
+from parley.worker.celery_app import create_celery
+from parley.worker.ingress import Ingress
+from parley.worker.keys import Keys
+from parley.worker.local.redis_server import EmbeddedRedis
+from parley.worker.settings import Settings
 
 
 @dataclass(frozen=True)

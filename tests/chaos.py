@@ -18,12 +18,12 @@ import httpx
 import redis
 from stack import start_beat, start_worker
 
-from worker.keys import Keys
-from worker.local.background import BackgroundServer
-from worker.local.emulator import EmulatorServer
-from worker.local.processes import stop
-from worker.local.redis_server import EmbeddedRedis
-from worker.settings import Settings
+from parley.worker.keys import Keys
+from parley.worker.local.background import BackgroundServer
+from parley.worker.local.emulator import EmulatorServer
+from parley.worker.local.processes import stop
+from parley.worker.local.redis_server import EmbeddedRedis
+from parley.worker.settings import Settings
 
 
 @dataclass
@@ -108,7 +108,7 @@ class _Chaos:
 
 
 def run_chaos(cfg: ChaosConfig, emulator: EmulatorServer) -> ChaosReport:
-    from api.main import create_app
+    from parley.api.main import create_app
 
     report = ChaosReport(config=asdict(cfg))
     began = time.monotonic()

@@ -14,9 +14,9 @@ import pytest
 import redis
 import structlog
 
-from worker.local.emulator import EmulatorConfig, EmulatorServer
-from worker.local.redis_server import EmbeddedRedis
-from worker.settings import Settings
+from parley.worker.local.emulator import EmulatorConfig, EmulatorServer
+from parley.worker.local.redis_server import EmbeddedRedis
+from parley.worker.settings import Settings
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 DEFAULT_EMULATOR = EmulatorConfig()
@@ -107,8 +107,8 @@ def api_http() -> Callable[..., httpx.Client]:
 @pytest.fixture
 def api_server(settings: Settings) -> Iterator[str]:
     """The API app served by uvicorn on a loopback port, with the test settings; yields its base URL."""
-    from api.main import create_app
-    from worker.local.background import BackgroundServer
+    from parley.api.main import create_app
+    from parley.worker.local.background import BackgroundServer
 
     with BackgroundServer(create_app(settings)) as server:
         yield server.url

@@ -6,12 +6,12 @@ from collections.abc import Callable
 
 import redis
 
-from worker.drain import Drainer
-from worker.lease import LeaseKeeper
-from worker.mailbox import Mailbox
-from worker.policy import RetryPolicy
-from worker.settings import Settings
-from worker.upstream import Upstream
+from parley.worker.drain import Drainer
+from parley.worker.lease import LeaseKeeper
+from parley.worker.mailbox import Mailbox
+from parley.worker.policy import RetryPolicy
+from parley.worker.settings import Settings
+from parley.worker.upstream import Upstream
 
 
 def make_drainer(settings: Settings, client: redis.Redis, upstream: Upstream,

@@ -10,14 +10,14 @@ from contextlib import contextmanager
 from celery import Celery
 from conftest import settings_env
 
-from worker.local.processes import spawn, stop
-from worker.settings import Settings
+from parley.worker.local.processes import spawn, stop
+from parley.worker.settings import Settings
 
 
 def start_worker(settings: Settings, name: str, *, concurrency: int | None = None, pool: str = "threads",
                  extra_env: dict[str, str] | None = None, log_path: str | None = None) -> subprocess.Popen[bytes]:
     env = {**settings_env(settings), **(extra_env or {})}
-    return spawn(["python", "-m", "celery", "-A", "worker.celery_app", "worker", "-P", pool,
+    return spawn(["python", "-m", "celery", "-A", "parley.worker.celery_app", "worker", "-P", pool,
                   "-c", str(concurrency or settings.worker_concurrency), "-n", f"{name}@%h", "-Q", "parley",
                   "-l", "WARNING", "--without-mingle", "--without-gossip", "--without-heartbeat"], env=env,
                  log_path=log_path)
@@ -55,7 +55,7 @@ def start_beat(settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
     import tempfile
 
     schedule = tempfile.mktemp(prefix="parley-beat-")
-    proc = spawn(["python", "-m", "celery", "-A", "worker.celery_app", "beat", "-l", "WARNING",
+    proc = spawn(["python", "-m", "celery", "-A", "parley.worker.celery_app", "beat", "-l", "WARNING",
                   "-s", schedule], env=settings_env(settings))
     try:
         yield proc

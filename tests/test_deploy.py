@@ -63,7 +63,7 @@ def test_keda_scaled_object_matches_the_crd_model() -> None:
 
 
 def test_worker_grace_period_outlasts_the_shutdown_grace() -> None:
-    from worker.settings import Settings
+    from parley.worker.settings import Settings
 
     deployments = {doc["metadata"]["name"]: doc for _, doc in K8S_DOCS if doc["kind"] == "Deployment"}
     grace = deployments["parley-worker"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
@@ -91,7 +91,7 @@ def test_dockerfile_is_multistage_non_root_with_healthcheck() -> None:
 
 
 def test_grafana_dashboard_uses_real_metrics() -> None:
-    from worker import metrics
+    from parley.worker import metrics
 
     known = {m._name for m in (metrics.TURNS_ACCEPTED, metrics.TURNS_COMPLETED, metrics.TURNS_FAILED,  # noqa: SLF001
                                metrics.TURNS_DEAD_LETTERED, metrics.RETRIES, metrics.LEASE_RECOVERIES,

@@ -6,7 +6,7 @@ import ast
 import re
 from pathlib import Path
 
-from worker.settings import Settings
+from parley.worker.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,19 +37,33 @@ def test_every_setting_is_documented() -> None:
 
 
 def _imports(path: Path) -> set[str]:
+    """The absolute module names ``path`` imports."""
     tree = ast.parse(path.read_text())
     names: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            names.update(alias.name.split(".")[0] for alias in node.names)
+            names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module.split(".")[0])
+            names.add(node.module)
     return names
 
 
+def _python_files() -> list[Path]:
+    return [p for folder in ("api", "worker", "parley", "tests", "bench", "docs") for p in (ROOT / folder).rglob("*.py")]
+
+
 def test_worker_never_imports_api() -> None:
-    offenders = [str(p.relative_to(ROOT)) for p in (ROOT / "worker").rglob("*.py") if "api" in _imports(p)]
+    offenders = [str(p.relative_to(ROOT)) for p in (ROOT / "worker").rglob("*.py")
+                 if any(name == "parley.api" or name.startswith("parley.api.") for name in _imports(p))]
     assert offenders == []
+
+
+def test_code_imports_parley_never_the_bare_folders() -> None:
+    """``api`` and ``worker`` are folders of the source tree, installed as ``parley.api`` and ``parley.worker``:
+    importing them by their folder names would load a second copy of every module (or a bot's own ``api``)."""
+    offenders = {str(p.relative_to(ROOT)): sorted(bad) for p in _python_files()
+                 if (bad := {n for n in _imports(p) if n.split(".")[0] in ("api", "worker")})}
+    assert offenders == {}
 
 
 def test_redis_keys_are_spelled_only_in_keys_module() -> None:
@@ -68,6 +82,6 @@ def test_modules_stay_small() -> None:
 def test_event_schema_file_is_current() -> None:
     import json
 
-    from worker.events import json_schema
+    from parley.worker.events import json_schema
 
     assert json.loads((ROOT / "docs" / "events.schema.json").read_text()) == json_schema()

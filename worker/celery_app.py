@@ -1,7 +1,7 @@
 """The Celery app. Its messages are only wake-ups ("conversation X may have work"), so losing, duplicating or
 reordering them is harmless: order and exactly-once live in Redis (design §2-§3).
 
-Run a worker with ``celery -A worker.celery_app worker``; pool and concurrency come from Settings.
+Run a worker with ``celery -A parley.worker.celery_app worker``; pool and concurrency come from Settings.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ FALLBACK_BROKER = "redis://127.0.0.1:6379/0"
 
 
 def create_celery(settings: Settings) -> Celery:
-    app = Celery("parley", broker=settings.redis_url or FALLBACK_BROKER, include=["worker.tasks"])
+    app = Celery("parley", broker=settings.redis_url or FALLBACK_BROKER, include=["parley.worker.tasks"])
     app.conf.update(
         task_default_queue=QUEUE,
         task_ignore_result=True,

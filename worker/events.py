@@ -90,5 +90,5 @@ def event_json(type_: EventType, *, conversation_id: str, turn_id: str, event_id
     return json.dumps(body, separators=(",", ":"))
 
 
-if __name__ == "__main__":  # python -m worker.events > docs/events.schema.json
+if __name__ == "__main__":  # python -m parley.worker.events > docs/events.schema.json
     print(json.dumps(json_schema(), indent=2, sort_keys=True))

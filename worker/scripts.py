@@ -9,7 +9,7 @@ from typing import Any
 import redis
 import redis.asyncio
 
-LUA_DIR = resources.files("worker") / "lua"
+LUA_DIR = resources.files("parley.worker") / "lua"
 _LIB = (LUA_DIR / "_lib.lua").read_text()
 
 Arg = str | int | float

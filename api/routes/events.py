@@ -12,8 +12,8 @@ import redis.asyncio
 from fastapi import APIRouter, Header, Query, Request
 from sse_starlette import EventSourceResponse
 
-from worker.event_log import LoggedEvent, follow, last_seq
-from worker.messages import Turn
+from parley.worker.event_log import LoggedEvent, follow, last_seq
+from parley.worker.messages import Turn
 
 from ..deps import Authenticated, Services, ServicesDep
 from ..errors import ApiError, not_found

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from worker import metrics
+from parley.worker import metrics
 
 from ..deps import ServicesDep
 

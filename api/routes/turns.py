@@ -6,9 +6,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
-from worker import metrics
-from worker.ingress import EnqueueStatus
-from worker.messages import TurnStatus
+from parley.worker import metrics
+from parley.worker.ingress import EnqueueStatus
+from parley.worker.messages import TurnStatus
 
 from ..deps import Authenticated, ServicesDep
 from ..errors import ApiError, not_found

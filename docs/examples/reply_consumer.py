@@ -13,7 +13,7 @@ import argparse
 
 import redis
 
-from worker.replies import ReplyConsumer
+from parley import ReplyConsumer
 
 
 def main() -> None:

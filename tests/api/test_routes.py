@@ -9,9 +9,9 @@ import httpx
 import pytest
 import redis
 
-from worker.keys import Keys
-from worker.local.background import BackgroundServer
-from worker.settings import Settings
+from parley.worker.keys import Keys
+from parley.worker.local.background import BackgroundServer
+from parley.worker.settings import Settings
 
 
 @pytest.fixture(name="http")
@@ -97,7 +97,7 @@ class TestTurns:
 
     def test_full_mailbox_is_429_with_retry_after(self, settings: Settings, conv: str,
                                                  api_http: Callable[..., httpx.Client]) -> None:
-        from api.main import create_app
+        from parley.api.main import create_app
 
         small = settings.model_copy(update={"mailbox_cap": 2})
         with BackgroundServer(create_app(small)) as server, api_http(server.url) as http:
@@ -156,7 +156,7 @@ def test_unknown_ids_are_404(http: httpx.Client) -> None:
 class TestAuth:
     @pytest.fixture(name="secured")
     def _secured(self, settings: Settings) -> Iterator[str]:
-        from api.main import create_app
+        from parley.api.main import create_app
 
         with BackgroundServer(create_app(settings.model_copy(update={"api_keys": _keys("k-one,k-two")}))) as s:
             yield s.url

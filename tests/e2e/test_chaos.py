@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from chaos import ChaosConfig, run_chaos
 
-from worker.local.emulator import EmulatorServer
+from parley.worker.local.emulator import EmulatorServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.chaos]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import wait_until
 
-from worker.local.background import free_port, http_ok
+from parley.worker.local.background import free_port, http_ok
 
 pytestmark = pytest.mark.slow
 
@@ -49,13 +49,13 @@ def _alive(pid: int) -> bool:
 
 def test_up_send_and_ctrl_c(tmp_path: Path) -> None:
     port = free_port()
-    up = subprocess.Popen([sys.executable, "-m", "api.cli", "up", "--port", str(port)], env=_clean_env(),
+    up = subprocess.Popen([sys.executable, "-m", "parley", "up", "--port", str(port)], env=_clean_env(),
                           cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/readyz"), timeout_s=60, interval_s=0.2, message="parley up to be ready")
         children = _descendants(up.pid)
         assert len(children) >= 5  # redis, emulator, api, worker, beat
-        send = [sys.executable, "-m", "api.cli", "send", "hello", "--conversation", "demo", "--url",
+        send = [sys.executable, "-m", "parley", "send", "hello", "--conversation", "demo", "--url",
                 f"http://127.0.0.1:{port}"]
         first = subprocess.run(send, env=_clean_env(), capture_output=True, text=True, timeout=60)
         assert first.returncode == 0, first.stderr
@@ -71,7 +71,7 @@ def test_up_send_and_ctrl_c(tmp_path: Path) -> None:
 
 
 def test_api_refuses_public_bind_without_keys() -> None:
-    result = subprocess.run([sys.executable, "-m", "api.cli", "api", "--host", "0.0.0.0", "--port",
+    result = subprocess.run([sys.executable, "-m", "parley", "api", "--host", "0.0.0.0", "--port",
                              str(free_port())], env=_clean_env(), capture_output=True, text=True, timeout=30)
     assert result.returncode == 2 and "PARLEY_API_KEYS" in result.stderr
 
@@ -80,8 +80,8 @@ def test_dead_letter_commands(settings, redis_client) -> None:  # type: ignore[n
     """`parley dead-letter list|show|requeue|drop` on a real dead-lettered turn."""
     from conftest import settings_env
 
-    from worker.keys import Keys
-    from worker.messages import Turn, TurnStatus
+    from parley.worker.keys import Keys
+    from parley.worker.messages import Turn, TurnStatus
 
     keys = Keys()
     conv, turn_id = "conv_dl", "turn_dead1"
@@ -91,7 +91,7 @@ def test_dead_letter_commands(settings, redis_client) -> None:  # type: ignore[n
     env = {**_clean_env(), **settings_env(settings)}
 
     def parley(*argv: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "api.cli", "dead-letter", *argv], env=env,
+        return subprocess.run([sys.executable, "-m", "parley", "dead-letter", *argv], env=env,
                               capture_output=True, text=True, timeout=30)
 
     assert turn_id in parley("list").stdout

@@ -20,11 +20,11 @@ import redis
 from conftest import settings_env, wait_until
 from stack import workers
 
-from api.client import AsyncParleyClient, ParleyClient
-from worker.keys import Keys
-from worker.local.emulator import EmulatorServer
-from worker.replies import ReplyConsumer
-from worker.settings import Settings
+from parley.api.client import AsyncParleyClient, ParleyClient
+from parley.worker.keys import Keys
+from parley.worker.local.emulator import EmulatorServer
+from parley.worker.replies import ReplyConsumer
+from parley.worker.settings import Settings
 
 pytestmark = pytest.mark.slow
 SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "docs" / "events.schema.json").read_text())
@@ -201,8 +201,8 @@ def test_consumer_group_redelivers_a_dead_consumers_replies(settings: Settings, 
 
 
 def test_reaper_relays_replies_a_crash_left_in_the_outbox(settings: Settings, redis_client: redis.Redis) -> None:
-    from worker.mailbox import Mailbox
-    from worker.reaper import reap
+    from parley.worker.mailbox import Mailbox
+    from parley.worker.reaper import reap
 
     keys = Keys()
     payload = json.dumps({"id": "t.completed", "type": "turn.completed", "conversation_id": "conv_x",
@@ -236,7 +236,7 @@ def test_bad_last_event_id_is_400(api_server: str, client: ParleyClient) -> None
 
 def test_parley_chat_streams_a_reply(settings: Settings, api_server: str, chatty: EmulatorServer) -> None:
     with workers(settings, 1, concurrency=8):
-        chat = subprocess.run([sys.executable, "-m", "api.cli", "chat", "--url", api_server, "--conversation",
+        chat = subprocess.run([sys.executable, "-m", "parley", "chat", "--url", api_server, "--conversation",
                                "terminal"], input="hello there\nsecond line\n", capture_output=True, text=True,
                               timeout=60, env={**settings_env(settings), "PATH": "/usr/bin:/bin"})
     assert chat.returncode == 0, chat.stderr

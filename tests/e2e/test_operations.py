@@ -19,15 +19,15 @@ from drain_support import make_drainer
 from prometheus_client.parser import text_string_to_metric_families
 from stack import start_worker, wait_ready, workers
 
-from api.client import ParleyClient
-from worker.keys import Keys
-from worker.local.background import free_port, http_ok
-from worker.local.emulator import EmulatorServer
-from worker.local.processes import spawn, stop
-from worker.local.redis_server import EmbeddedRedis
-from worker.mailbox import Mailbox
-from worker.reaper import reap
-from worker.settings import Settings
+from parley.api.client import ParleyClient
+from parley.worker.keys import Keys
+from parley.worker.local.background import free_port, http_ok
+from parley.worker.local.emulator import EmulatorServer
+from parley.worker.local.processes import spawn, stop
+from parley.worker.local.redis_server import EmbeddedRedis
+from parley.worker.mailbox import Mailbox
+from parley.worker.reaper import reap
+from parley.worker.settings import Settings
 
 pytestmark = pytest.mark.slow
 
@@ -93,10 +93,10 @@ def test_metrics_after_a_known_workload(settings: Settings, api_server: str, cli
 def test_flower_requires_basic_auth(settings: Settings) -> None:
     port = free_port()
     env = {**settings_env(settings), "PARLEY_FLOWER_PORT": str(port)}
-    refused = subprocess.run([sys.executable, "-m", "api.cli", "flower"], env={**os.environ, **env},
+    refused = subprocess.run([sys.executable, "-m", "parley", "flower"], env={**os.environ, **env},
                              capture_output=True, text=True, timeout=60)
     assert refused.returncode == 2 and "PARLEY_FLOWER_BASIC_AUTH" in refused.stderr
-    flower = spawn(["python", "-m", "api.cli", "flower"], env={**env, "PARLEY_FLOWER_BASIC_AUTH": "admin:s3cret"},
+    flower = spawn(["python", "-m", "parley", "flower"], env={**env, "PARLEY_FLOWER_BASIC_AUTH": "admin:s3cret"},
                    quiet=True)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -124,8 +124,8 @@ def test_logs_are_json_with_context_and_never_hold_secrets(settings: Settings, e
         env = {**settings_env(local), "PARLEY_OPENAI_API_KEY": SECRET_OPENAI, "PARLEY_API_KEYS": SECRET_API}
         port = free_port()
         api_log, worker_log = tmp_path / "api.log", tmp_path / "worker.log"
-        api = spawn(["python", "-m", "api.cli", "api", "--port", str(port)], env=env, log_path=str(api_log))
-        worker = spawn(["python", "-m", "api.cli", "worker", "-n", "logs@%h"], env=env, log_path=str(worker_log))
+        api = spawn(["python", "-m", "parley", "api", "--port", str(port)], env=env, log_path=str(api_log))
+        worker = spawn(["python", "-m", "parley", "worker", "-n", "logs@%h"], env=env, log_path=str(worker_log))
         try:
             wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/readyz"), timeout_s=30, message="the API")
             wait_ready(local, ["logs"])
@@ -177,10 +177,10 @@ def test_every_script_call_touches_one_cluster_slot(settings: Settings, redis_cl
 
     import redis.asyncio
 
-    from worker import scripts
-    from worker.ingress import Ingress
-    from worker.replies import relay
-    from worker.upstream import Upstream, make_client
+    from parley.worker import scripts
+    from parley.worker.ingress import Ingress
+    from parley.worker.replies import relay
+    from parley.worker.upstream import Upstream, make_client
 
     calls: list[tuple[str, list[str]]] = []
     real_call, real_async = scripts.LuaScript.__call__, scripts.LuaScript.run_async

@@ -15,9 +15,9 @@ import redis
 from conftest import wait_until
 from stack import workers
 
-from worker.keys import Keys
-from worker.local.emulator import EmulatorServer
-from worker.settings import Settings
+from parley.worker.keys import Keys
+from parley.worker.local.emulator import EmulatorServer
+from parley.worker.settings import Settings
 
 pytestmark = pytest.mark.slow
 

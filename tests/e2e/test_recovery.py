@@ -15,13 +15,13 @@ import redis
 from conftest import wait_until
 from stack import start_beat, start_worker, wait_ready, workers
 
-from worker.celery_app import create_celery
-from worker.keys import Keys
-from worker.local.background import BackgroundServer
-from worker.local.emulator import EmulatorServer
-from worker.local.processes import stop
-from worker.local.redis_server import EmbeddedRedis
-from worker.settings import Settings
+from parley.worker.celery_app import create_celery
+from parley.worker.keys import Keys
+from parley.worker.local.background import BackgroundServer
+from parley.worker.local.emulator import EmulatorServer
+from parley.worker.local.processes import stop
+from parley.worker.local.redis_server import EmbeddedRedis
+from parley.worker.settings import Settings
 
 pytestmark = pytest.mark.slow
 RECOVERY_BOUND_S = 3.0 + 1.0 + 6.0  # lease TTL + reaper interval (test settings) + slack for a busy machine
@@ -164,7 +164,7 @@ def test_redis_restart_loses_no_turn(settings: Settings, emulator: EmulatorServe
                                      api_http: Callable[..., httpx.Client]) -> None:
     """AOF everysec: turns accepted before a restart complete; while Redis is down the API answers 503 with
     Retry-After, quickly; workers reconnect by themselves."""
-    from api.main import create_app
+    from parley.api.main import create_app
 
     with EmbeddedRedis(appendonly=True) as server:
         local = settings.model_copy(update={"redis_url": server.url})
@@ -191,7 +191,7 @@ def test_redis_restart_loses_no_turn(settings: Settings, emulator: EmulatorServe
 
 
 def test_global_queue_cap(settings: Settings, api_http: Callable[..., httpx.Client]) -> None:
-    from api.main import create_app
+    from parley.api.main import create_app
 
     capped = settings.model_copy(update={"global_queue_cap": 3})
     with BackgroundServer(create_app(capped)) as api, api_http(api.url) as http:

@@ -6,7 +6,7 @@ import httpx
 import pytest
 from openapi_spec import validate
 
-from worker.local.emulator import EmulatorServer
+from parley.worker.local.emulator import EmulatorServer
 
 
 @pytest.fixture(name="http")

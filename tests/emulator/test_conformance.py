@@ -11,7 +11,7 @@ import openai
 import pytest
 from openapi_spec import SSE_EVENT_SCHEMAS, validate
 
-from worker.local.emulator import EmulatorServer
+from parley.worker.local.emulator import EmulatorServer
 
 
 @pytest.fixture(name="client")

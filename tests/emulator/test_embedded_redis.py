@@ -12,7 +12,7 @@ import pytest
 import redis
 from conftest import wait_until
 
-from worker.local.redis_server import EmbeddedRedis, pid_alive
+from parley.worker.local.redis_server import EmbeddedRedis, pid_alive
 
 
 def test_starts_in_under_a_second() -> None:
@@ -51,7 +51,7 @@ def test_stop_leaves_no_process() -> None:
 
 def _parent_with_server() -> tuple[subprocess.Popen[str], int]:
     """A Python process that starts an embedded Redis and then idles; returns it and the server's pid."""
-    script = ("from worker.local.redis_server import EmbeddedRedis; import time; "
+    script = ("from parley.worker.local.redis_server import EmbeddedRedis; import time; "
               "s = EmbeddedRedis().start(); print(s.pid, flush=True); time.sleep(60)")
     parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
                               env={**os.environ, "PYTHONPATH": os.getcwd()})

@@ -13,13 +13,13 @@ import redis
 import redis.asyncio
 from drain_support import make_drainer
 
-from worker.ingress import Ingress
-from worker.local.emulator import EmulatorServer
-from worker.mailbox import Mailbox
-from worker.messages import TurnStatus
-from worker.policy import RetryPolicy
-from worker.settings import Settings
-from worker.upstream import Upstream, make_client, make_clients
+from parley.worker.ingress import Ingress
+from parley.worker.local.emulator import EmulatorServer
+from parley.worker.mailbox import Mailbox
+from parley.worker.messages import TurnStatus
+from parley.worker.policy import RetryPolicy
+from parley.worker.settings import Settings
+from parley.worker.upstream import Upstream, make_client, make_clients
 
 
 class Harness:
@@ -209,7 +209,7 @@ def test_hand_back_on_shutdown(h: Harness) -> None:
 
 
 def test_dead_letters_can_be_listed_requeued_and_dropped(h: Harness) -> None:
-    from worker.dead_letters import DeadLetters
+    from parley.worker.dead_letters import DeadLetters
 
     h.settings.max_attempts = 2
     h.drainer.policy = RetryPolicy(2, 0.01, 0.05)

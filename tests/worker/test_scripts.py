@@ -11,13 +11,13 @@ import redis
 import redis.asyncio
 from redis.crc import key_slot
 
-from worker import scripts
-from worker.events import event_json
-from worker.ingress import EnqueueStatus, Ingress
-from worker.keys import Keys
-from worker.mailbox import Fenced, Mailbox
-from worker.messages import Turn, TurnStatus
-from worker.settings import Settings
+from parley.worker import scripts
+from parley.worker.events import event_json
+from parley.worker.ingress import EnqueueStatus, Ingress
+from parley.worker.keys import Keys
+from parley.worker.mailbox import Fenced, Mailbox
+from parley.worker.messages import Turn, TurnStatus
+from parley.worker.settings import Settings
 
 CONV = "conv_test"
 

@@ -1,0 +1,73 @@
+"""parley: ordered, crash-safe chat-bot turns on the OpenAI Responses and Conversations APIs.
+
+The public surface. Bot code imports only from here::
+
+    from parley import ParleyClient, AsyncParleyClient, ReplyConsumer, tool
+
+Names are imported on first use (PEP 562), so ``from parley import ParleyClient`` loads the HTTP client alone:
+neither Celery nor Redis nor the OpenAI SDK, which only the server side needs.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
+
+try:
+    __version__ = version("parley")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree that was never installed
+    __version__ = "0.0.0"
+
+_EXPORTS = {
+    # the HTTP client (httpx and pydantic only)
+    "ParleyClient": "parley.api.client",
+    "AsyncParleyClient": "parley.api.client",
+    "ParleyAPIError": "parley.api.client",
+    # events, as the client, webhooks and consumers see them
+    "Event": "parley.worker.events",
+    "TurnQueued": "parley.worker.events",
+    "TurnStarted": "parley.worker.events",
+    "ResponseDelta": "parley.worker.events",
+    "TurnCompleted": "parley.worker.events",
+    "TurnFailed": "parley.worker.events",
+    "TurnCancelled": "parley.worker.events",
+    "TERMINAL_TYPES": "parley.worker.events",
+    "parse_event": "parley.worker.events",
+    # the replies stream, read with a consumer group (needs redis)
+    "ReplyConsumer": "parley.worker.replies",
+    "Delivery": "parley.worker.replies",
+    # server tools (pydantic only)
+    "tool": "parley.worker.tools",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+if TYPE_CHECKING:
+    from parley.api.client import AsyncParleyClient, ParleyAPIError, ParleyClient
+    from parley.worker.events import (
+        TERMINAL_TYPES,
+        Event,
+        ResponseDelta,
+        TurnCancelled,
+        TurnCompleted,
+        TurnFailed,
+        TurnQueued,
+        TurnStarted,
+        parse_event,
+    )
+    from parley.worker.replies import Delivery, ReplyConsumer
+    from parley.worker.tools import tool
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'parley' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value  # the next lookup skips __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
