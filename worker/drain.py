@@ -35,7 +35,10 @@ def worker_id() -> str:
 def _note_retry(retry_state: RetryCallState) -> None:
     error = retry_state.outcome.exception() if retry_state.outcome else None
     metrics.RETRIES.labels(cause=getattr(error, "reason", type(error).__name__)).inc()
-    log.info("turn_retry", error=repr(error))
+    # The provider's own reason, so an operator sees why (a bad network, a rate limit) without a debugger.
+    log.info("turn_retry", error=getattr(error, "reason", type(error).__name__),
+             status_code=getattr(error, "status_code", None), message=getattr(error, "message", str(error)),
+             wait_s=round(retry_state.upcoming_sleep, 2))
 
 
 @dataclass(frozen=True)

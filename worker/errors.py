@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx2
 import openai
+
+from .log import redact_text
 
 
 class ParleyError(Exception):
@@ -59,24 +63,44 @@ def _retry_after_s(headers: httpx2.Headers) -> float | None:
     return None
 
 
+def upstream_message(exc: openai.APIStatusError) -> str:
+    """The provider's own sentence (``error.message`` of its body) rather than the SDK's "Error code: 401 - {...}"
+    dump, with anything that looks like a key masked: a provider or proxy may echo the Authorization header."""
+    body: Any = exc.body
+    message = body.get("message") if isinstance(body, dict) else None
+    return redact_text(str(message or exc.message))
+
+
+def _transport_message(exc: Exception) -> str:
+    cause = exc.__cause__ or exc.__context__
+    detail = f"{exc}: {cause}" if cause is not None and str(cause) not in str(exc) else str(exc)
+    return redact_text(detail)
+
+
 def translate(exc: Exception) -> UpstreamError:
     """Map an SDK or transport exception to parley's tree (call as ``raise translate(e) from e``)."""
     if isinstance(exc, UpstreamError):
         return exc
     if isinstance(exc, openai.APIStatusError):
-        status, code = exc.status_code, exc.code
+        status, code, message = exc.status_code, exc.code, upstream_message(exc)
         common = {"status_code": status, "code": code, "request_id": exc.request_id}
         if code == "conversation_locked":
-            return ConversationLocked(exc.message, reason="conversation_locked", **common)
-        if status == 429 and code != "insufficient_quota":
-            return RetryableUpstreamError(exc.message, reason="rate_limited",
+            return ConversationLocked(message, reason="conversation_locked", **common)
+        if status in (401, 403):
+            # A wrong or revoked key, or a project without access: no retry can help, and the operator must
+            # hear it as that, not as "unavailable, retry shortly".
+            return PermanentUpstreamError(message, reason="upstream_auth_failed", **common)
+        if status == 429 and code == "insufficient_quota":
+            return PermanentUpstreamError(message, reason="upstream_quota_exceeded", **common)
+        if status == 429:
+            return RetryableUpstreamError(message, reason="rate_limited",
                                           retry_after_s=_retry_after_s(exc.response.headers), **common)
         if status in (408, 409) or status >= 500:
-            return RetryableUpstreamError(exc.message, reason=f"http_{status}",
+            return RetryableUpstreamError(message, reason=f"http_{status}",
                                           retry_after_s=_retry_after_s(exc.response.headers), **common)
-        return PermanentUpstreamError(exc.message, reason=f"http_{status}", **common)
+        return PermanentUpstreamError(message, reason=f"http_{status}", **common)
     if isinstance(exc, openai.APITimeoutError):
-        return RetryableUpstreamError(str(exc), reason="timeout")
+        return RetryableUpstreamError(_transport_message(exc), reason="timeout")
     if isinstance(exc, openai.APIConnectionError | httpx2.TransportError):
-        return RetryableUpstreamError(str(exc), reason="connection")
+        return RetryableUpstreamError(_transport_message(exc), reason="connection")
     raise exc

@@ -18,7 +18,8 @@ _SECRET_PATTERNS = (
 )
 
 
-def _redact_text(text: str) -> str:
+def redact_text(text: str) -> str:
+    """``text`` with API keys, bearer tokens and Redis passwords masked."""
     text = _SECRET_PATTERNS[0].sub("[redacted]", text)
     text = _SECRET_PATTERNS[1].sub(r"\1[redacted]", text)
     return _SECRET_PATTERNS[2].sub(r"\1[redacted]\2", text)
@@ -28,7 +29,7 @@ def redact(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
     """Last line of defence: mask API keys, bearer tokens and Redis passwords in any string value."""
     for key, value in event_dict.items():
         if isinstance(value, str):
-            event_dict[key] = _redact_text(value)
+            event_dict[key] = redact_text(value)
     return event_dict
 
 

@@ -12,11 +12,13 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from . import inputs, objects
+from .auth import KeyCheck
 from .engine import Engine, ResponseRun, StreamDropped
 from .faults import EmulatorConfig, FaultPlanner, parse_spec
 from .objects import JSON
@@ -34,7 +36,8 @@ class Emulator:
         self.faults = FaultPlanner(self.config)
         self.engine = Engine(self.store, self.config)
         self.app = Starlette(routes=self._routes(), exception_handlers={
-            ApiError: _api_error, HTTPException: _http_error, Exception: _crash})
+            ApiError: _api_error, HTTPException: _http_error, Exception: _crash},
+            middleware=[Middleware(KeyCheck, config=self.config)])
 
     def reset(self) -> None:
         self.store.reset()

@@ -37,6 +37,8 @@ class EmulatorConfig:
     reject_empty_input: bool = False
     """UNKNOWN upstream behaviour (openai-api.md §5): by default, a conversation-bound request without input is
     accepted, as the schema allows; this switch makes it a 400 on ``input`` instead."""
+    api_keys: tuple[str, ...] = ()
+    """Bearer keys the emulator accepts; empty accepts any. Others get OpenAI's 401 ``invalid_api_key``."""
     drop_completes: bool = True
     """UNKNOWN upstream behaviour: whether a response finishes server-side after the client's stream drops.
     By default it does (the harder case for exactly-once), and its items are appended."""

@@ -1,0 +1,74 @@
+"""Honest upstream errors: the provider's own reason reaches the turn, its event, the logs and the API answer;
+a wrong OpenAI key is ``upstream_auth_failed``, permanent, never "retry shortly"."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import httpx
+import pytest
+import redis
+import structlog
+from parley.api.main import create_app
+from parley.worker.local.background import BackgroundServer, free_port
+from parley.worker.local.emulator import EmulatorServer
+from parley.worker.settings import Settings
+from pydantic import SecretStr
+from test_drain import Harness
+
+RIGHT_KEY = "sk-right-0123456789abcdef"
+WRONG_KEY = "sk-wrong-0123456789abcdef"
+
+
+@pytest.fixture(name="wrong_key")
+def _wrong_key(settings: Settings) -> Settings:
+    return settings.model_copy(update={"openai_api_key": SecretStr(WRONG_KEY)})
+
+
+def test_a_wrong_key_fails_the_turn_at_once_with_the_providers_reason(
+        wrong_key: Settings, redis_client: redis.Redis, emulator: EmulatorServer) -> None:
+    """One attempt, no retry, not dead-lettered; the turn, its ``turn.failed`` event and the log line say
+    ``upstream_auth_failed`` with OpenAI's sentence, and the key itself is not repeated in full."""
+    h = Harness(wrong_key, redis_client, emulator)
+    emulator.config.api_keys = (RIGHT_KEY,)
+    turn_id = h.post("hello")
+    with structlog.testing.capture_logs() as logs:
+        h.drainer.drain(h.conv)
+    turn = h.turn(turn_id)
+    assert turn.status.value == "failed" and turn.attempts == 1
+    assert turn.error is not None and turn.error.type == "upstream_auth_failed" and turn.error.status_code == 401
+    assert turn.error.message.startswith("Incorrect API key provided") and WRONG_KEY not in turn.error.message
+    failed = [e for e in h.events() if e["type"] == "turn.failed"]
+    assert [e["error"]["type"] for e in failed] == ["upstream_auth_failed"]  # type: ignore[index]
+    assert redis_client.zcard(h.mailbox.keys.dead_letters) == 0
+    lines = [line for line in logs if line["event"] == "turn_failed"]
+    assert lines and lines[0]["error"] == "upstream_auth_failed" and "Incorrect API key" in lines[0]["message"]
+    assert WRONG_KEY not in json.dumps(logs, default=str)
+
+
+def _api(settings: Settings) -> BackgroundServer:
+    return BackgroundServer(create_app(settings))
+
+
+def test_api_answers_a_wrong_key_with_502_upstream_auth_failed(
+        wrong_key: Settings, emulator: EmulatorServer, api_http: Callable[..., httpx.Client]) -> None:
+    """Creating a conversation with a rejected key is the operator's problem to fix: 502, no Retry-After, and
+    the provider's reason in the message."""
+    emulator.config.api_keys = (RIGHT_KEY,)
+    with _api(wrong_key) as server, api_http(server.url) as http:
+        response = http.post("/v1/conversations", json={})
+    assert response.status_code == 502, response.text
+    error = response.json()["error"]
+    assert error["type"] == "upstream_auth_failed" and "Incorrect API key provided" in error["message"]
+    assert "retry-after" not in response.headers and WRONG_KEY not in response.text
+
+
+def test_api_names_the_cause_when_upstream_cannot_be_reached(
+        settings: Settings, api_http: Callable[..., httpx.Client]) -> None:
+    """No network (here: a closed port) is 503 with Retry-After, and the message says it was the connection."""
+    unreachable = settings.model_copy(update={"openai_base_url": f"http://127.0.0.1:{free_port()}/v1"})
+    with _api(unreachable) as server, api_http(server.url) as http:
+        response = http.post("/v1/conversations", json={})
+    assert response.status_code == 503 and int(response.headers["retry-after"]) >= 1
+    assert "connection" in response.json()["error"]["message"].lower()
