@@ -5,6 +5,7 @@ Owned by the worker package because it is one protocol with ``mailbox.py``: the 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ class EnqueueStatus(str, Enum):
     full = "full"
     missing = "missing"
     overloaded = "overloaded"
+    reused = "reused"
+    """The idempotency key names an earlier turn that asked for something else."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,14 @@ class EnqueueResult:
 class QueueState:
     pending: int
     running_turn: str | None
+
+
+def request_fingerprint(turn: Turn) -> str:
+    """What a turn asks for, hashed: the same idempotency key with another request is a client bug that would
+    silently drop the new message, so the ingress compares this instead of trusting the key alone."""
+    asked = {"input": turn.input, "model": turn.model, "instructions": turn.instructions, "metadata": turn.metadata}
+    canonical = json.dumps(asked, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.blake2b(canonical.encode(), digest_size=8).hexdigest()
 
 
 class Ingress:
@@ -100,7 +111,7 @@ class Ingress:
              k.turn(conv, turn.id), k.idempotency(conv, idempotency_key or ""), k.seq(conv), k.events(conv)],
             [turn.id, int(idempotency_key is not None), self.settings.mailbox_cap, self.settings.idempotency_ttl_s,
              int(now * 1000), self.settings.retention_s, self.settings.stream_maxlen, event,
-             *scripts.flatten(dict(turn.to_hash()))])
+             request_fingerprint(turn), *scripts.flatten(dict(turn.to_hash()))])
         if status == EnqueueStatus.ok:
             await self.client.incr(k.queued_total)
         return EnqueueResult(status=EnqueueStatus(status), turn_id=turn_id, position=int(position),

@@ -36,6 +36,10 @@ async def create_turn(conversation_id: str, body: CreateTurn, services: Services
     if result.status is EnqueueStatus.overloaded:
         raise ApiError(429, "overloaded", "parley has too many queued turns; retry shortly.",
                        headers={"Retry-After": str(FULL_RETRY_AFTER_S)})
+    if result.status is EnqueueStatus.reused:
+        raise ApiError(409, "idempotency_key_reused", f"idempotency_key {body.idempotency_key!r} was already used "
+                       f"by turn {result.turn_id} with a different request; use a new key for a new message.",
+                       param="idempotency_key")
     if result.need_wakeup:
         services.wake(conversation_id)
     if result.status is EnqueueStatus.ok:

@@ -83,6 +83,19 @@ class TestTurns:
         turn = http.get(f"/v1/turns/{first.json()['id']}").json()
         assert turn["status"] == "queued" and turn["metadata"] == {"ch": "C1"} and turn["attempts"] == 0
 
+    def test_idempotency_key_reused_with_another_request_is_409(self, http: httpx.Client, conv: str,
+                                                              redis_client: redis.Redis) -> None:
+        """A retried POST gets its turn back (200); a new message under an old key is refused, not dropped."""
+        url = f"/v1/conversations/{conv}/turns"
+        first = http.post(url, json={"input": "hi", "idempotency_key": "Ev9"})
+        assert http.post(url, json={"input": "hi", "idempotency_key": "Ev9"}).status_code == 200
+        for changed in ({"input": "bye"}, {"input": "hi", "model": "other"}, {"input": "hi", "metadata": {"a": "b"}}):
+            reused = http.post(url, json={**changed, "idempotency_key": "Ev9"})
+            assert_envelope(reused, 409, "idempotency_key")
+            assert reused.json()["error"]["type"] == "idempotency_key_reused"
+            assert first.json()["id"] in reused.json()["error"]["message"]
+        assert queued(redis_client, conv) == 1
+
     def test_idempotency_key_20_in_parallel(self, http: httpx.Client, conv: str,
                                             redis_client: redis.Redis) -> None:
         def post(_: int) -> tuple[int, str]:

@@ -62,6 +62,23 @@ def test_enqueue_dedupes_on_idempotency_key(ingress: Ingress) -> None:
     assert again.position == 1
 
 
+def test_enqueue_refuses_an_idempotency_key_reused_for_another_request(ingress: Ingress) -> None:
+    """The same key with another input is ``reused`` and enqueues nothing, instead of returning the old turn
+    while the new message is dropped."""
+    first, other = enqueue(ingress, "a", key="evt-2"), enqueue(ingress, "b", key="evt-2")
+    assert other.status is EnqueueStatus.reused and other.turn_id == first.turn_id
+    assert enqueue(ingress, "a", key="evt-2").status is EnqueueStatus.duplicate
+    assert ingress.settings.mailbox_cap > 1 and len(asyncio.run(_inbox(ingress))) == 1
+
+
+async def _inbox(ingress: Ingress) -> list[str]:
+    client = redis.asyncio.Redis.from_url(ingress.settings.redis_url_required, decode_responses=True)
+    try:
+        return list(await client.lrange(ingress.keys.inbox(CONV), 0, -1))
+    finally:
+        await client.aclose()
+
+
 def test_enqueue_refuses_unknown_conversation_and_full_mailbox(ingress: Ingress, settings: Settings) -> None:
     assert enqueue(ingress, "a", conv="conv_other").status is EnqueueStatus.missing
     ingress.settings.mailbox_cap = 2

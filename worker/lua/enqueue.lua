@@ -4,15 +4,21 @@
 -- KEYS[8] seq                 KEYS[9] events stream/channel
 -- ARGV[1] turn id  ARGV[2] has idempotency key (1/0)  ARGV[3] mailbox cap  ARGV[4] idempotency ttl s
 -- ARGV[5] now ms   ARGV[6] retention s   ARGV[7] stream maxlen   ARGV[8] turn.queued event json (no seq)
--- ARGV[9..] turn hash field/value pairs
--- Returns {status, turn id, position, need_hint}; status is ok | duplicate | full | missing.
+-- ARGV[9] request fingerprint (what the turn asks for; an idempotency key reused for another request is refused)
+-- ARGV[10..] turn hash field/value pairs
+-- The idempotency key holds "<turn id> <fingerprint>" (a bare turn id from before fingerprints matches any).
+-- Returns {status, turn id, position, need_hint}; status is ok | duplicate | reused | full | missing.
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return {'missing', '', 0, 0}
 end
 local busy = redis.call('EXISTS', KEYS[5])
 if ARGV[2] == '1' then
-  local existing = redis.call('GET', KEYS[7])
-  if existing then
+  local stored = redis.call('GET', KEYS[7])
+  if stored then
+    local existing, fingerprint = string.match(stored, '^(%S+) ?(%S*)$')
+    if fingerprint ~= '' and fingerprint ~= ARGV[9] then
+      return {'reused', existing, 0, 0}
+    end
     local index = redis.call('LPOS', KEYS[2], existing)
     local position = 0
     if index then position = index + 1 + busy end
@@ -23,10 +29,10 @@ local queued = redis.call('LLEN', KEYS[2])
 if queued >= tonumber(ARGV[3]) then
   return {'full', '', queued, 0}
 end
-redis.call('HSET', KEYS[6], unpack(ARGV, 9))
+redis.call('HSET', KEYS[6], unpack(ARGV, 10))
 redis.call('EXPIRE', KEYS[6], ARGV[6])
 if ARGV[2] == '1' then
-  redis.call('SET', KEYS[7], ARGV[1], 'EX', ARGV[4])
+  redis.call('SET', KEYS[7], ARGV[1] .. ' ' .. ARGV[9], 'EX', ARGV[4])
 end
 local position = redis.call('RPUSH', KEYS[2], ARGV[1]) + busy
 emit(KEYS[8], KEYS[9], ARGV[8], ARGV[7], ARGV[6])
