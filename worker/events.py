@@ -61,6 +61,8 @@ class TurnFailed(_Event):
 class TurnCancelled(_Event):
     type: Literal["turn.cancelled"]
     metadata: dict[str, str] | None = None
+    reason: Literal["cancelled", "conversation_deleted"] | None = None
+    """Why: cancelled by a client (``POST /v1/turns/{id}/cancel``), or its conversation was deleted."""
 
 
 Event = Annotated[TurnQueued | TurnStarted | ResponseDelta | TurnCompleted | TurnFailed | TurnCancelled,

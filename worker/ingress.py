@@ -83,11 +83,17 @@ class Ingress:
         value = await self.client.get(self.keys.conversation_key(key))
         return str(value) if value else None
 
-    async def delete_conversation(self, conv: str, key: str | None) -> None:
-        names = [self.keys.conversation(conv)]
+    async def delete_conversation(self, conv: str, key: str | None) -> int:
+        """Delete the record and cancel the queued turns (``turn.cancelled``); returns how many were cancelled."""
+        k = self.keys
+        cancelled = await scripts.DELETE.run_async(
+            self.client, [k.conversation(conv), k.inbox(conv), k.seq(conv), k.events(conv)],
+            [k.turn_prefix(conv), f"{time.time():.6f}", conv, self.settings.stream_maxlen, self.settings.retention_s])
         if key:
-            names.append(self.keys.conversation_key(key))
-        await self.client.delete(*names)
+            await self.client.delete(k.conversation_key(key))
+        if cancelled > 0:
+            await self.client.decrby(k.queued_total, cancelled)
+        return max(0, int(cancelled))
 
     async def enqueue(self, *, conversation_id: str, input: TurnInput, model: str | None,
                       instructions: str | None, metadata: dict[str, str],
@@ -127,7 +133,7 @@ class Ingress:
     async def cancel(self, turn: Turn) -> bool:
         k, conv = self.keys, turn.conversation_id
         event = event_json("turn.cancelled", conversation_id=conv, turn_id=turn.id,
-                           event_id=f"{turn.id}.cancelled", metadata=turn.metadata or None)
+                           event_id=f"{turn.id}.cancelled", metadata=turn.metadata or None, reason="cancelled")
         result = await scripts.CANCEL.run_async(
             self.client, [k.turn(conv, turn.id), k.inbox(conv), k.seq(conv), k.events(conv)],
             [turn.id, f"{time.time():.6f}", event, self.settings.stream_maxlen, self.settings.retention_s])

@@ -9,6 +9,7 @@ import httpx
 import pytest
 import redis
 
+from parley.worker.events import parse_event
 from parley.worker.keys import Keys
 from parley.worker.local.background import BackgroundServer
 from parley.worker.settings import Settings
@@ -40,6 +41,22 @@ def queued(redis_client: redis.Redis, conv: str) -> int:
 
 
 class TestConversations:
+    def test_delete_cancels_the_queued_turns(self, http: httpx.Client, conv: str, redis_client: redis.Redis
+                                             ) -> None:
+        """Deleting a conversation ends its queued turns as ``cancelled`` with a ``turn.cancelled`` event each
+        (reason ``conversation_deleted``), instead of leaving them to run and fail later; nothing new is taken."""
+        turns = [http.post(f"/v1/conversations/{conv}/turns", json={"input": f"m{i}", "metadata": {"n": str(i)}}
+                           ).json()["id"] for i in range(3)]
+        before = int(redis_client.get(Keys().queued_total) or 0)
+        assert http.delete(f"/v1/conversations/{conv}").status_code == 200
+        assert [http.get(f"/v1/turns/{t}").json()["status"] for t in turns] == ["cancelled"] * 3
+        events = [parse_event(fields["data"]) for _, fields in redis_client.xrange(Keys().events(conv))]
+        cancelled = [e for e in events if e.type == "turn.cancelled"]
+        assert [(e.turn_id, e.reason, e.metadata) for e in cancelled] == [  # type: ignore[union-attr]
+            (t, "conversation_deleted", {"n": str(i)}) for i, t in enumerate(turns)]
+        assert int(redis_client.get(Keys().queued_total) or 0) == before - 3
+        assert_envelope(http.post(f"/v1/conversations/{conv}/turns", json={"input": "late"}), 404)
+
     def test_get_or_create_by_key(self, http: httpx.Client) -> None:
         first = http.post("/v1/conversations", json={"key": "slack:T1:C2:1712345.678"})
         again = http.post("/v1/conversations", json={"key": "slack:T1:C2:1712345.678"})
