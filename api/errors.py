@@ -12,6 +12,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from parley.worker.log import get_logger
 
+from .validation import explain
+
 log = get_logger(__name__)
 
 REDIS_RETRY_AFTER_S = 2
@@ -49,10 +51,11 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     first = exc.errors()[0] if exc.errors() else {}
     if first.get("type") == "json_invalid":
         return JSONResponse(envelope("invalid_json", "The request body is not valid JSON."), status_code=400)
-    loc = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path", "header")]
-    # The top-level field is what a client can act on; deeper parts name pydantic's union branches.
-    param = loc[0] if loc else None
-    message = f"{param}: {first.get('msg', 'invalid value')}" if param else str(first.get("msg", "invalid body"))
+    try:
+        message, param = explain(exc.errors(), exc.body, request.headers.get("content-type"))
+    except Exception:  # noqa: BLE001 - a bad sentence must never turn a 422 into a 500
+        log.exception("validation_message_failed")
+        message, param = str(first.get("msg", "The request is invalid.")), None
     return JSONResponse(envelope("invalid_request", message, param), status_code=422)
 
 

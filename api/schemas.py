@@ -16,10 +16,10 @@ MAX_METADATA_VALUE = 512
 def _check_metadata(value: dict[str, str]) -> dict[str, str]:
     # OpenAI's limits, checked here so a bad turn is refused at the door instead of failing upstream later.
     if len(value) > MAX_METADATA_PAIRS:
-        raise ValueError(f"at most {MAX_METADATA_PAIRS} keys")
+        raise ValueError(f"at most {MAX_METADATA_PAIRS} keys are allowed")
     for key, val in value.items():
         if not key or len(key) > MAX_METADATA_KEY:
-            raise ValueError(f"keys must be 1-{MAX_METADATA_KEY} characters")
+            raise ValueError(f"keys must be 1 to {MAX_METADATA_KEY} characters long")
         if len(val) > MAX_METADATA_VALUE:
             raise ValueError(f"values must be at most {MAX_METADATA_VALUE} characters")
     return value

@@ -171,6 +171,38 @@ def test_bad_turns_get_4xx_and_enqueue_nothing(http: httpx.Client, conv: str, re
     assert queued(redis_client, conv) == 0
 
 
+PLAIN_MESSAGES = [
+    (b'{"input": [{"role": "robot", "content": "x"}]}', "input[0].role",
+     "input[0].role must be one of 'user', 'assistant', 'system' or 'developer' (got 'robot')."),
+    (b'{"input": 5}', "input", "input must be a string or a list."),
+    (b"{}", "input", "input is required."),
+    (b'{"input": ""}', "input", "input must not be empty."),
+    (b'{"input": [{"role": "user"}]}', "input[0].content", "input[0].content is required."),
+    (b'{"input": "x", "surprise": 1}', "surprise", "surprise is not a field of this request."),
+    (b'{"input": "x", "idempotency_key": "a b"}', "idempotency_key",
+     "idempotency_key must not contain spaces or curly braces (got 'a b')."),
+    (b'{"input": "x", "metadata": {"k": 1}}', "metadata.k", "metadata.k must be a string."),
+    (b"[]", None, "The request body must be a JSON object."),
+]
+
+
+@pytest.mark.parametrize(("body", "param", "message"), PLAIN_MESSAGES)
+def test_422s_are_plain_sentences_naming_the_field_and_rule(http: httpx.Client, conv: str, body: bytes,
+                                                           param: str | None, message: str) -> None:
+    """Validation errors say which field broke which rule in words, not pydantic's union-branch jargon."""
+    response = http.post(f"/v1/conversations/{conv}/turns", content=body,
+                         headers={"content-type": "application/json"})
+    assert_envelope(response, 422)
+    assert (response.json()["error"]["message"], response.json()["error"].get("param")) == (message, param)
+
+
+def test_a_body_without_a_json_content_type_says_so(http: httpx.Client, conv: str) -> None:
+    """A JSON body sent without ``Content-Type: application/json`` is told to send the header."""
+    response = http.post(f"/v1/conversations/{conv}/turns", content=b'{"input": "x"}')
+    assert_envelope(response, 422)
+    assert "Content-Type: application/json" in response.json()["error"]["message"]
+
+
 def test_oversized_body_is_413(http: httpx.Client, conv: str) -> None:
     assert_envelope(http.post(f"/v1/conversations/{conv}/turns", content=b"x" * 300_000,
                               headers={"content-type": "application/json"}), 413)
