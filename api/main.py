@@ -11,14 +11,16 @@ import openai
 import structlog
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 
+from parley import __version__
 from parley.worker.celery_app import create_celery
 from parley.worker.connections import async_client
 from parley.worker.ingress import Ingress
 from parley.worker.log import configure_logging, get_logger
 from parley.worker.settings import Settings, get_settings
 
-from . import errors
+from . import errors, openapi
 from .deps import Services
 from .routes import conversations, events, health, turns
 
@@ -51,9 +53,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await services.openai.close()
             await redis.aclose()
 
-    app = FastAPI(title="parley", version="0.1.0", lifespan=lifespan,
-                  description="Ordered chat-bot turns on the OpenAI Responses and Conversations APIs.")
+    # FastAPIOffline serves Swagger UI and ReDoc from files in its wheel: /docs works without a CDN.
+    app = FastAPIOffline(title="parley", version=__version__, lifespan=lifespan,
+                         description="Ordered chat-bot turns on the OpenAI Responses and Conversations APIs.")
     errors.install(app)
+    openapi.install(app)
 
     @app.middleware("http")
     async def request_context(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
