@@ -67,6 +67,8 @@ class Store:
     requests: list[RequestRecord] = field(default_factory=list)
     overlaps: list[tuple[str, str]] = field(default_factory=list)
     """(conversation id, response id in progress) for each request that arrived while another was running."""
+    peak_locked: int = 0
+    """The most conversations that had a response in progress at once: how parallel the callers were."""
     mutex: threading.Lock = field(default_factory=threading.Lock)
 
     def conversation(self, conv_id: str) -> Conversation:
@@ -102,6 +104,7 @@ class Store:
                 self.overlaps.append((conv_id, holder))
                 raise ApiError(400, LOCKED_MESSAGE, param="conversation", code="conversation_locked")
             self.locks[conv_id] = response_id
+            self.peak_locked = max(self.peak_locked, len(self.locks))
 
     def unlock(self, conv_id: str, response_id: str) -> None:
         with self.mutex:
@@ -142,6 +145,7 @@ class Store:
             self.locks.clear()
             self.requests.clear()
             self.overlaps.clear()
+            self.peak_locked = 0
 
     def summary(self) -> dict[str, Any]:
         with self.mutex:
@@ -149,5 +153,6 @@ class Store:
                 "conversations": len(self.conversations),
                 "requests": len(self.requests),
                 "overlaps": len(self.overlaps),
+                "peak_locked": self.peak_locked,
                 "locked": dict(self.locks),
             }
