@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import secrets
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import openai
-import structlog
-from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from parley import __version__
@@ -22,11 +18,10 @@ from parley.worker.settings import Settings, get_settings
 
 from . import errors, openapi
 from .deps import Services
+from .middleware import BodyLimit, RequestContext
 from .routes import conversations, events, health, turns
 
 log = get_logger(__name__)
-
-QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 def _openai(settings: Settings) -> openai.AsyncOpenAI:
@@ -59,24 +54,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     openapi.install(app)
 
-    @app.middleware("http")
-    async def request_context(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        request_id = request.headers.get("x-request-id") or f"req_{secrets.token_hex(8)}"
-        structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(request_id=request_id)
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
-            return JSONResponse(errors.envelope("body_too_large", f"The body is over {settings.max_body_bytes} "
-                                                                  "bytes."), status_code=413)
-        started = time.perf_counter()
-        response = await call_next(request)
-        response.headers["x-request-id"] = request_id
-        if request.url.path not in QUIET_PATHS:
-            # One canonical line per request; the bound request_id joins it to anything logged on the way.
-            log.info("request", method=request.method, path=request.url.path, status=response.status_code,
-                     duration_ms=round((time.perf_counter() - started) * 1000, 2))
-        return response
-
+    # Added last, so outermost: a body too large is refused before anything reads it.
+    app.add_middleware(RequestContext)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.include_router(health.router)
     app.include_router(conversations.router)
     app.include_router(turns.router)

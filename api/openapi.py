@@ -1,7 +1,7 @@
 """The OpenAPI document as the API really answers: every error in the one ``{"error": ...}`` envelope.
 
-FastAPI documents its own ``{"detail": [...]}`` body for 422s, which parley never sends (api/errors.py rewrites
-them); this replaces it and lists, per operation, the errors a client must handle.
+FastAPI documents its own ``{"detail": [...]}`` body for 422s, which parley never sends (api/errors.py
+rewrites them); this replaces it and lists, per operation, the errors a client must handle.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 import redis
+from pydantic import SecretStr
 
 from parley.worker.events import parse_event
 from parley.worker.keys import Keys
@@ -206,6 +207,26 @@ def test_a_body_without_a_json_content_type_says_so(http: httpx.Client, conv: st
 def test_oversized_body_is_413(http: httpx.Client, conv: str) -> None:
     assert_envelope(http.post(f"/v1/conversations/{conv}/turns", content=b"x" * 300_000,
                               headers={"content-type": "application/json"}), 413)
+
+
+def test_chunked_body_over_the_limit_is_413_before_it_is_read(settings: Settings, conv: str,
+                                                             api_http: Callable[..., httpx.Client]) -> None:
+    """A body without Content-Length (chunked) is cut off at PARLEY_MAX_BODY_BYTES: 413 in the envelope, with or
+    without a key (tests/e2e/test_operations.py shows the API's memory stays flat)."""
+    from parley.api.main import create_app
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"input": "'
+        for _ in range(2 * 1024):
+            yield b"x" * 1024
+
+    keyed = settings.model_copy(update={"api_keys": [SecretStr("k-1")]})
+    with BackgroundServer(create_app(keyed)) as server, api_http(server.url) as http:
+        for headers in ({}, {"authorization": "Bearer k-1"}):
+            response = http.post(f"/v1/conversations/{conv}/turns", content=chunks(),
+                                 headers={"content-type": "application/json", **headers})
+            assert_envelope(response, 413)
+            assert response.json()["error"]["type"] == "body_too_large"
 
 
 def test_unknown_ids_are_404(http: httpx.Client) -> None:

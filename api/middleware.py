@@ -1,0 +1,101 @@
+"""The two layers every request passes: its context (request id, one log line) and the body cap.
+
+Both are plain ASGI rather than ``@app.middleware("http")``: Starlette's BaseHTTPMiddleware runs the app in a
+task group, which wraps an exception raised while the body is read (the cap's) in an ExceptionGroup that
+FastAPI then reports as a 400 "error parsing the body".
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+
+import structlog
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from parley.worker.log import get_logger
+
+from .errors import envelope
+
+log = get_logger(__name__)
+
+QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+class RequestContext:
+    """Binds ``request_id`` (the client's ``x-request-id`` or a new one) for everything logged on the way,
+    returns it as ``x-request-id``, and logs one canonical ``request`` line."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        request_id = given or f"req_{secrets.token_hex(8)}"
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        started, status = time.perf_counter(), 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            if scope["path"] not in QUIET_PATHS:
+                log.info("request", method=scope["method"], path=scope["path"], status=status,
+                         duration_ms=round((time.perf_counter() - started) * 1000, 2))
+
+
+class BodyTooLarge(HTTPException):
+    """Raised from ``receive`` past the cap; FastAPI passes HTTPExceptions from body reading on to the error
+    handlers, which answer 413 in the envelope."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(status_code=413, detail=f"The body is over {max_bytes} bytes.")
+
+
+class BodyLimit:
+    """Counts a body as it arrives: a chunked body (no Content-Length) is cut off at the cap too, before the
+    route buffers or parses it and before authentication has looked at the request."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.max_bytes:
+            await self._refuse(send)
+            return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLarge(self.max_bytes)
+            return message
+
+        await self.app(scope, limited, send)
+
+    async def _refuse(self, send: Send) -> None:
+        body = json.dumps(envelope("body_too_large", f"The body is over {self.max_bytes} bytes.")).encode()
+        await send({"type": "http.response.start", "status": 413, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
