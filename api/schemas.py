@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from parley.worker.messages import Turn, TurnError, TurnStatus
 
@@ -29,8 +29,33 @@ Metadata = Annotated[dict[str, str], AfterValidator(_check_metadata)]
 Ident = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^{}\s]+$")]
 
 
+def _encodable(value: Any) -> bool:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, dict):
+        return all(_encodable(k) and _encodable(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return all(_encodable(v) for v in value)
+    if isinstance(value, BaseModel):
+        return all(_encodable(v) for v in value.__dict__.values())
+    return True
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _unicode_text(cls, value: Any) -> Any:
+        # JSON may spell a lone surrogate ("\udfff"); Python takes it, but it cannot be encoded, so it would
+        # fail every later step (Redis, upstream, every read of the turn): refuse it at the door.
+        if not _encodable(value):
+            raise ValueError("text must be valid Unicode (it holds a lone surrogate such as \\udfff)")
+        return value
 
 
 class CreateConversation(Strict):

@@ -158,6 +158,9 @@ BAD_TURNS = [
     (b'{"input": "x", "metadata": {' + b",".join(b'"k%d": "v"' % i for i in range(17)) + b"}}", 422, "metadata"),
     (b'{"input": "x", "metadata": {"k": "' + b"v" * 513 + b'"}}', 422, "metadata"),
     (b'{"input": "x", "surprise": 1}', 422, "surprise"),
+    (b'{"input": "ok", "metadata": {"k": "\\udfff"}}', 422, "metadata"),
+    (b'{"input": "\\ud800 alone"}', 422, "input"),
+    (b'{"input": [{"role": "user", "content": "\\udfff"}]}', 422, "input[0].content"),
     (b'{"input": "x", "idempotency_key": ""}', 422, "idempotency_key"),
     (b'{"input": "' + b"x" * 40_000 + b'"}', 413, "input"),
 ]
@@ -227,6 +230,13 @@ def test_chunked_body_over_the_limit_is_413_before_it_is_read(settings: Settings
                                  headers={"content-type": "application/json", **headers})
             assert_envelope(response, 413)
             assert response.json()["error"]["type"] == "body_too_large"
+
+
+def test_lone_surrogate_in_conversation_metadata_is_422(http: httpx.Client) -> None:
+    """A string that is not encodable text is refused at the door, not a 500 (issue: poison turns)."""
+    response = http.post("/v1/conversations", content=b'{"metadata": {"k": "\\udfff"}}',
+                         headers={"content-type": "application/json"})
+    assert_envelope(response, 422, "metadata")
 
 
 def test_unknown_ids_are_404(http: httpx.Client) -> None:
