@@ -120,6 +120,10 @@ class Ingress:
              request_fingerprint(turn), *scripts.flatten(dict(turn.to_hash()))])
         if status == EnqueueStatus.ok:
             await self.client.incr(k.queued_total)
+        elif status == EnqueueStatus.missing:
+            # No such conversation: take back the index entry, or any id a client makes up (up to the URL's
+            # length) would sit in the reaper's index for its idle time.
+            await self.client.zrem(k.active, conv)
         return EnqueueResult(status=EnqueueStatus(status), turn_id=turn_id, position=int(position),
                              need_wakeup=bool(need), created_at=now)
 

@@ -239,6 +239,15 @@ def test_lone_surrogate_in_conversation_metadata_is_422(http: httpx.Client) -> N
     assert_envelope(response, 422, "metadata")
 
 
+def test_turns_for_unknown_conversations_leave_nothing_in_redis(http: httpx.Client,
+                                                                redis_client: redis.Redis) -> None:
+    """A 404 for a made-up conversation id (here 8 KB long) writes nothing that stays: not even the reaper's
+    index entry."""
+    made_up = "conv_" + "x" * 8000
+    assert_envelope(http.post(f"/v1/conversations/{made_up}/turns", json={"input": "x"}), 404)
+    assert redis_client.zcard(Keys().active) == 0 and redis_client.dbsize() == 0
+
+
 def test_unknown_ids_are_404(http: httpx.Client) -> None:
     assert_envelope(http.get("/v1/turns/turn_nope"), 404)
     assert_envelope(http.get("/v1/conversations/conv_nope"), 404)
