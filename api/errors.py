@@ -66,7 +66,16 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
                         status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
 
+PASSING_REDIS_ERRORS = ("LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "READONLY", "CLUSTERDOWN", "OOM",
+                        "NOREPLICAS")
+"""Error replies of a Redis that is restarting, failing over or full: they pass, so 503 + Retry-After is true."""
+
+
 async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, redis.ResponseError) and not str(exc).startswith(PASSING_REDIS_ERRORS):
+        # A script error or a wrong-type reply fails the same way every time: a client told "retry shortly"
+        # would retry it forever.
+        return await _crash(request, exc)
     log.warning("redis_unavailable", error=str(exc))
     return JSONResponse(envelope("unavailable", "The queue is temporarily unavailable; retry shortly."),
                         status_code=503, headers={"Retry-After": str(REDIS_RETRY_AFTER_S)})

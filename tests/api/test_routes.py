@@ -248,6 +248,15 @@ def test_turns_for_unknown_conversations_leave_nothing_in_redis(http: httpx.Clie
     assert redis_client.zcard(Keys().active) == 0 and redis_client.dbsize() == 0
 
 
+def test_a_deterministic_redis_error_is_not_retry_shortly(http: httpx.Client, redis_client: redis.Redis) -> None:
+    """A Redis error reply that repeats on every try (here WRONGTYPE) is a 500, not a 503 with Retry-After that
+    clients would honour forever."""
+    redis_client.set(Keys().conversation("conv_wrong"), "not a hash")
+    response = http.get("/v1/conversations/conv_wrong")
+    assert response.status_code == 500 and "retry-after" not in response.headers
+    assert response.json()["error"]["type"] == "internal_error"
+
+
 def test_unknown_ids_are_404(http: httpx.Client) -> None:
     assert_envelope(http.get("/v1/turns/turn_nope"), 404)
     assert_envelope(http.get("/v1/conversations/conv_nope"), 404)
