@@ -23,7 +23,18 @@ _EXPORTS = {
     # the HTTP client (httpx and pydantic only)
     "ParleyClient": "parley.api.client",
     "AsyncParleyClient": "parley.api.client",
+    "ParleyError": "parley.api.client",
     "ParleyAPIError": "parley.api.client",
+    "InvalidRequestError": "parley.api.client",
+    "AuthenticationError": "parley.api.client",
+    "NotFoundError": "parley.api.client",
+    "ConflictError": "parley.api.client",
+    "RateLimitError": "parley.api.client",
+    "InternalServerError": "parley.api.client",
+    "UnavailableError": "parley.api.client",
+    "ParleyConnectionError": "parley.api.client",
+    "ParleyTimeoutError": "parley.api.client",
+    "RetryPolicy": "parley.api.client",
     # events, as the client, webhooks and consumers see them
     "Event": "parley.worker.events",
     "TurnQueued": "parley.worker.events",
@@ -44,7 +55,22 @@ _EXPORTS = {
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
-    from parley.api.client import AsyncParleyClient, ParleyAPIError, ParleyClient
+    from parley.api.client import (
+        AsyncParleyClient,
+        AuthenticationError,
+        ConflictError,
+        InternalServerError,
+        InvalidRequestError,
+        NotFoundError,
+        ParleyAPIError,
+        ParleyClient,
+        ParleyConnectionError,
+        ParleyError,
+        ParleyTimeoutError,
+        RateLimitError,
+        RetryPolicy,
+        UnavailableError,
+    )
     from parley.worker.events import (
         TERMINAL_TYPES,
         Event,
