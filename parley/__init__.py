@@ -55,35 +55,38 @@ _EXPORTS = {
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
+    # ``import X as X`` marks each name as re-exported for type checkers, which cannot read ``__all__`` built
+    # from ``_EXPORTS``.
     from parley.api.client import (
-        AsyncParleyClient,
-        AuthenticationError,
-        ConflictError,
-        InternalServerError,
-        InvalidRequestError,
-        NotFoundError,
-        ParleyAPIError,
-        ParleyClient,
-        ParleyConnectionError,
-        ParleyError,
-        ParleyTimeoutError,
-        RateLimitError,
-        RetryPolicy,
-        UnavailableError,
+        AsyncParleyClient as AsyncParleyClient,
+        AuthenticationError as AuthenticationError,
+        ConflictError as ConflictError,
+        InternalServerError as InternalServerError,
+        InvalidRequestError as InvalidRequestError,
+        NotFoundError as NotFoundError,
+        ParleyAPIError as ParleyAPIError,
+        ParleyClient as ParleyClient,
+        ParleyConnectionError as ParleyConnectionError,
+        ParleyError as ParleyError,
+        ParleyTimeoutError as ParleyTimeoutError,
+        RateLimitError as RateLimitError,
+        RetryPolicy as RetryPolicy,
+        UnavailableError as UnavailableError,
     )
     from parley.worker.events import (
-        TERMINAL_TYPES,
-        Event,
-        ResponseDelta,
-        TurnCancelled,
-        TurnCompleted,
-        TurnFailed,
-        TurnQueued,
-        TurnStarted,
-        parse_event,
+        TERMINAL_TYPES as TERMINAL_TYPES,
+        Event as Event,
+        ResponseDelta as ResponseDelta,
+        TurnCancelled as TurnCancelled,
+        TurnCompleted as TurnCompleted,
+        TurnFailed as TurnFailed,
+        TurnQueued as TurnQueued,
+        TurnStarted as TurnStarted,
+        parse_event as parse_event,
     )
-    from parley.worker.replies import Delivery, ReplyConsumer
-    from parley.worker.tools import tool
+    from parley.worker.replies import Delivery as Delivery
+    from parley.worker.replies import ReplyConsumer as ReplyConsumer
+    from parley.worker.tools import tool as tool
 
 
 def __getattr__(name: str) -> Any:

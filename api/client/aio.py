@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, TypeVar
 
 import httpx
@@ -117,7 +117,8 @@ class AsyncParleyClient:
 
     # --- events -------------------------------------------------------------------------------------------
 
-    async def stream_turn(self, turn_id: str, *, last_event_id: int | None = None) -> AsyncIterator[Event]:
+    async def stream_turn(self, turn_id: str, *, last_event_id: int | None = None
+                          ) -> AsyncGenerator[Event, None]:
         """The turn's events as they happen, ending with its terminal event."""
         reader = EventReader(last_event_id=last_event_id, idle_timeout_s=self.idle_timeout_s,
                              stop_on_terminal=True)
@@ -125,8 +126,9 @@ class AsyncParleyClient:
             yield event
 
     async def stream_conversation(self, conversation_id: str, *, last_event_id: int | None = None
-                            ) -> AsyncIterator[Event]:
-        """Every event of the conversation after ``last_event_id``, then live ones; never ends by itself."""
+                            ) -> AsyncGenerator[Event, None]:
+        """Every event of the conversation after ``last_event_id``, then live ones; never ends by itself
+        (``aclose()`` it, or use ``contextlib.aclosing``, to hang up)."""
         reader = EventReader(last_event_id=last_event_id, idle_timeout_s=self.idle_timeout_s,
                              stop_on_terminal=False)
         async for event in self._stream(core.conversation_events_path(conversation_id), reader):
@@ -149,7 +151,7 @@ class AsyncParleyClient:
     def _timeout(self, extra_read_s: float = 0.0) -> httpx.Timeout:
         return httpx.Timeout(self.timeout_s, read=self.timeout_s + extra_read_s)
 
-    async def _stream(self, path: str, reader: EventReader) -> AsyncIterator[Event]:
+    async def _stream(self, path: str, reader: EventReader) -> AsyncGenerator[Event, None]:
         failures = 0
         while True:
             try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any, TypeVar
 
 import httpx
@@ -117,15 +117,16 @@ class ParleyClient:
 
     # --- events -------------------------------------------------------------------------------------------
 
-    def stream_turn(self, turn_id: str, *, last_event_id: int | None = None) -> Iterator[Event]:
+    def stream_turn(self, turn_id: str, *, last_event_id: int | None = None) -> Generator[Event, None, None]:
         """The turn's events as they happen, ending with its terminal event."""
         reader = EventReader(last_event_id=last_event_id, idle_timeout_s=self.idle_timeout_s,
                              stop_on_terminal=True)
         yield from self._stream(core.turn_events_path(turn_id), reader)
 
     def stream_conversation(self, conversation_id: str, *, last_event_id: int | None = None
-                            ) -> Iterator[Event]:
-        """Every event of the conversation after ``last_event_id``, then live ones; never ends by itself."""
+                            ) -> Generator[Event, None, None]:
+        """Every event of the conversation after ``last_event_id``, then live ones; never ends by itself
+        (``close()`` it, or use ``contextlib.closing``, to hang up)."""
         reader = EventReader(last_event_id=last_event_id, idle_timeout_s=self.idle_timeout_s,
                              stop_on_terminal=False)
         yield from self._stream(core.conversation_events_path(conversation_id), reader)
@@ -147,7 +148,7 @@ class ParleyClient:
     def _timeout(self, extra_read_s: float = 0.0) -> httpx.Timeout:
         return httpx.Timeout(self.timeout_s, read=self.timeout_s + extra_read_s)
 
-    def _stream(self, path: str, reader: EventReader) -> Iterator[Event]:
+    def _stream(self, path: str, reader: EventReader) -> Generator[Event, None, None]:
         failures = 0
         while True:
             try:

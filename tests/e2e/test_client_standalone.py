@@ -24,7 +24,7 @@ API_KEY = "k-client-tests"
 @pytest.fixture(name="settings")
 def _client_settings(settings: Settings) -> Settings:
     # A key, so the client's 401 can be tested; a mailbox cap of 2, so its 429 can.
-    keys = Settings(_env_file=None, api_keys=API_KEY).api_keys
+    keys = Settings(_env_file=None, api_keys=API_KEY).api_keys  # type: ignore[call-arg, arg-type]
     return settings.model_copy(update={"api_keys": keys, "mailbox_cap": 2})
 
 
