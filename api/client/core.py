@@ -38,7 +38,9 @@ TurnInput = str | list[dict[str, str]]
 Order = Literal["asc", "desc"]
 
 LONG_POLL_S = 30.0
-"""The longest single ``GET /v1/turns/{id}?wait=`` the client sends (the server allows 60)."""
+"""The long-poll ``wait_for_reply`` sends at a time (short enough for proxies that cut idle requests)."""
+MAX_WAIT_S = 60.0
+"""The longest ``GET /v1/turns/{id}?wait=`` the server takes."""
 DEFAULT_IDLE_TIMEOUT_S = 60.0
 """Four of the server's 15 s pings without an event: the stream is considered stuck."""
 
@@ -113,7 +115,7 @@ def send_turn(conversation_id: str, input: TurnInput, *, idempotency_key: str | 
 
 
 def get_turn(turn_id: str, wait_s: float | None) -> Call[TurnOut]:
-    wait = min(wait_s, LONG_POLL_S) if wait_s else None
+    wait = min(wait_s, MAX_WAIT_S) if wait_s else None
     return Call("GET", f"/v1/turns/{turn_id}", TurnOut.model_validate, params=_present(wait=wait),
                 extra_read_s=wait or 0.0)
 

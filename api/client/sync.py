@@ -99,7 +99,7 @@ class ParleyClient:
                                          instructions=instructions, metadata=metadata))
 
     def get_turn(self, turn_id: str, *, wait_s: float | None = None) -> TurnOut:
-        """The turn; with ``wait_s`` (at most 30 per request), once it has ended or that time is up."""
+        """The turn; with ``wait_s`` (at most 60), once it has ended or that time is up (long-poll)."""
         return self._call(core.get_turn(turn_id, wait_s))
 
     def wait_for_reply(self, turn_id: str, *, timeout_s: float = 120.0) -> TurnOut:
