@@ -72,6 +72,29 @@ class Conversation(BaseModel):
     key: str | None = None
 
 
+class UpdateConversation(Strict):
+    """The fields of a conversation that can change; each one left out stays as it is."""
+
+    metadata: Metadata | None = None
+    """Replaces the metadata as a whole, here and upstream (OpenAI's ``conversations.update``)."""
+
+
+class ConversationDeleted(BaseModel):
+    id: str
+    object: Literal["conversation.deleted"] = "conversation.deleted"
+    deleted: bool
+
+
+class ItemPage(BaseModel):
+    """A page of the upstream conversation items (OpenAI's item objects, passed through as they are)."""
+
+    object: Literal["list"] = "list"
+    data: list[dict[str, Any]]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
 class ConversationWithQueue(Conversation):
     pending: int
     running_turn: str | None

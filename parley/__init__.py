@@ -23,7 +23,18 @@ _EXPORTS = {
     # the HTTP client (httpx and pydantic only)
     "ParleyClient": "parley.api.client",
     "AsyncParleyClient": "parley.api.client",
+    "ParleyError": "parley.api.client",
     "ParleyAPIError": "parley.api.client",
+    "InvalidRequestError": "parley.api.client",
+    "AuthenticationError": "parley.api.client",
+    "NotFoundError": "parley.api.client",
+    "ConflictError": "parley.api.client",
+    "RateLimitError": "parley.api.client",
+    "InternalServerError": "parley.api.client",
+    "UnavailableError": "parley.api.client",
+    "ParleyConnectionError": "parley.api.client",
+    "ParleyTimeoutError": "parley.api.client",
+    "RetryPolicy": "parley.api.client",
     # events, as the client, webhooks and consumers see them
     "Event": "parley.worker.events",
     "TurnQueued": "parley.worker.events",
@@ -44,20 +55,38 @@ _EXPORTS = {
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
-    from parley.api.client import AsyncParleyClient, ParleyAPIError, ParleyClient
-    from parley.worker.events import (
-        TERMINAL_TYPES,
-        Event,
-        ResponseDelta,
-        TurnCancelled,
-        TurnCompleted,
-        TurnFailed,
-        TurnQueued,
-        TurnStarted,
-        parse_event,
+    # ``import X as X`` marks each name as re-exported for type checkers, which cannot read ``__all__`` built
+    # from ``_EXPORTS``.
+    from parley.api.client import (
+        AsyncParleyClient as AsyncParleyClient,
+        AuthenticationError as AuthenticationError,
+        ConflictError as ConflictError,
+        InternalServerError as InternalServerError,
+        InvalidRequestError as InvalidRequestError,
+        NotFoundError as NotFoundError,
+        ParleyAPIError as ParleyAPIError,
+        ParleyClient as ParleyClient,
+        ParleyConnectionError as ParleyConnectionError,
+        ParleyError as ParleyError,
+        ParleyTimeoutError as ParleyTimeoutError,
+        RateLimitError as RateLimitError,
+        RetryPolicy as RetryPolicy,
+        UnavailableError as UnavailableError,
     )
-    from parley.worker.replies import Delivery, ReplyConsumer
-    from parley.worker.tools import tool
+    from parley.worker.events import (
+        TERMINAL_TYPES as TERMINAL_TYPES,
+        Event as Event,
+        ResponseDelta as ResponseDelta,
+        TurnCancelled as TurnCancelled,
+        TurnCompleted as TurnCompleted,
+        TurnFailed as TurnFailed,
+        TurnQueued as TurnQueued,
+        TurnStarted as TurnStarted,
+        parse_event as parse_event,
+    )
+    from parley.worker.replies import Delivery as Delivery
+    from parley.worker.replies import ReplyConsumer as ReplyConsumer
+    from parley.worker.tools import tool as tool
 
 
 def __getattr__(name: str) -> Any:

@@ -18,6 +18,10 @@ from parley.worker.local.emulator import EmulatorConfig, EmulatorServer
 from parley.worker.local.redis_server import EmbeddedRedis
 from parley.worker.settings import Settings
 
+# The client's tests run in their own process with the server's packages made unimportable, started by
+# tests/e2e/test_client_standalone.py; collected here they would prove nothing (and skip without a server).
+collect_ignore = ["client"]
+
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 DEFAULT_EMULATOR = EmulatorConfig()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import cast
 
 import redis.asyncio
 
@@ -55,3 +56,19 @@ async def follow(client: redis.asyncio.Redis, keys: Keys, conversation_id: str, 
         for entry_id, fields in batch[0][1]:
             cursor = entry_id
             yield _logged(entry_id, fields)
+
+
+async def replay(client: redis.asyncio.Redis, keys: Keys, conversation_id: str, *,
+                 after_seq: int) -> AsyncIterator[LoggedEvent]:
+    """The stored events after ``after_seq``, up to the end of the stream as it is now; never blocks."""
+    stream = keys.events(conversation_id)
+    cursor = f"({after_seq}{SEQ_STREAM_SUFFIX}"
+    while True:
+        # decode_responses clients (all of parley's) answer str; redis-py's types allow bytes too.
+        batch = cast(list[tuple[str, dict[str, str]]],
+                     await client.xrange(stream, min=cursor, count=REPLAY_BATCH))
+        if not batch:
+            return
+        for entry_id, fields in batch:
+            yield _logged(entry_id, fields)
+        cursor = f"({batch[-1][0]}"

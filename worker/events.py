@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from .messages import TurnError
+from .messages import Turn, TurnError, TurnStatus
 
 SCHEMA_VERSION = 1
 
@@ -90,6 +90,24 @@ def event_json(type_: EventType, *, conversation_id: str, turn_id: str, event_id
             "created_at": round(time.time(), 6)}
     body.update({k: v for k, v in fields.items() if v is not None})
     return json.dumps(body, separators=(",", ":"))
+
+
+def terminal_event_of(turn: Turn, *, seq: int) -> TurnCompleted | TurnFailed | TurnCancelled:
+    """The terminal event of an ended ``turn``, rebuilt from its record, for when the real one was trimmed
+    from the capped stream. Same ``id`` as the real one, so a consumer that saw both handles it once; ``seq``
+    is the caller's stream position (the real seq is gone with the entry, and a read allocates none)."""
+    common: dict[str, Any] = {
+        "id": f"{turn.id}.{turn.status.value}", "conversation_id": turn.conversation_id, "turn_id": turn.id,
+        "seq": max(seq, 1), "created_at": turn.completed_at or time.time(), "metadata": turn.metadata or None}
+    if turn.status is TurnStatus.completed:
+        return TurnCompleted(type="turn.completed", output_text=turn.output_text or "",
+                             response_id=turn.response_id, usage=turn.usage, **common)
+    if turn.status is TurnStatus.failed:
+        error = turn.error or TurnError(type="unknown", message="The turn failed; no error was recorded.")
+        return TurnFailed(type="turn.failed", error=error, **common)
+    if turn.status is TurnStatus.cancelled:
+        return TurnCancelled(type="turn.cancelled", **common)
+    raise ValueError(f"turn {turn.id} is {turn.status.value}, not ended")
 
 
 if __name__ == "__main__":  # python -m parley.worker.events > docs/events.schema.json

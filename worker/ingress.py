@@ -72,6 +72,16 @@ class Ingress:
         return {"id": conv, "created_at": int(fields["created_at"]), "metadata": json.loads(fields["metadata"]),
                 "key": fields.get("key") or None}
 
+    async def update_conversation(self, conv: str, *, metadata: dict[str, str] | None = None
+                                  ) -> dict[str, Any] | None:
+        """Change the given fields of the conversation's record (``None``: leave it); the record after, or
+        ``None`` when there is no such conversation. New updatable fields are one keyword each."""
+        pairs = scripts.flatten({"metadata": None if metadata is None else json.dumps(metadata)})
+        name = self.keys.conversation(conv)
+        if pairs and not await scripts.UPDATE_CONVERSATION.run_async(self.client, [name], pairs):
+            return None
+        return await self.conversation(conv)
+
     async def claim_key(self, key: str, conv: str) -> str:
         """Bind a get-or-create key to ``conv`` unless it is already bound; returns the bound conversation."""
         name = self.keys.conversation_key(key)

@@ -66,9 +66,10 @@ FORGET = LuaScript("forget")
 HAND_BACK = LuaScript("hand_back")
 REQUEUE = LuaScript("requeue")
 DELETE = LuaScript("delete")
+UPDATE_CONVERSATION = LuaScript("update_conversation")
 
-ALL = (ENQUEUE, CLAIM, NEXT_TURN, HEARTBEAT, RECORD, PUBLISH, FINISH, RELEASE, REKICK, CANCEL, FORGET, HAND_BACK, REQUEUE,
-       DELETE)
+ALL = (ENQUEUE, CLAIM, NEXT_TURN, HEARTBEAT, RECORD, PUBLISH, FINISH, RELEASE, REKICK, CANCEL, FORGET, HAND_BACK,
+       REQUEUE, DELETE, UPDATE_CONVERSATION)
 
 
 def flatten(fields: dict[str, Arg | None]) -> list[Arg]:

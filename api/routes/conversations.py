@@ -1,5 +1,5 @@
-"""Conversations: get-or-create (which creates the OpenAI conversation), read with queue state, delete,
-and the upstream items proxy."""
+"""Conversations: get-or-create (which creates the OpenAI conversation), read with queue state, update,
+delete, and the upstream items proxy."""
 
 from __future__ import annotations
 
@@ -10,7 +10,13 @@ from fastapi import APIRouter, Query, Response
 
 from ..deps import Authenticated, ServicesDep
 from ..errors import not_found
-from ..schemas import Conversation, ConversationWithQueue, CreateConversation
+from ..schemas import (
+    Conversation,
+    ConversationDeleted,
+    ConversationWithQueue,
+    CreateConversation,
+    UpdateConversation,
+)
 from ..upstream_errors import upstream_error
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"], dependencies=[Authenticated])
@@ -58,7 +64,25 @@ async def get_conversation(conversation_id: str, services: ServicesDep) -> Any:
     return {**record, "pending": state.pending, "running_turn": state.running_turn}
 
 
-@router.delete("/{conversation_id}")
+@router.post("/{conversation_id}", response_model=Conversation)
+async def update_conversation(conversation_id: str, body: UpdateConversation, services: ServicesDep) -> Any:
+    """Change the fields given (``metadata`` replaces the metadata as a whole); the others stay."""
+    record = await _existing(services, conversation_id)
+    metadata = None
+    if body.metadata is not None:
+        # Upstream first: if OpenAI refuses, nothing changed here either.
+        try:
+            upstream = await services.openai.conversations.update(conversation_id, metadata=body.metadata)
+        except openai.OpenAIError as exc:
+            raise upstream_error(exc) from exc
+        metadata = dict(upstream.metadata or {})
+    updated = await services.ingress.update_conversation(conversation_id, metadata=metadata)
+    if updated is None:  # deleted meanwhile
+        raise not_found("conversation", conversation_id)
+    return updated if metadata is not None else record
+
+
+@router.delete("/{conversation_id}", response_model=ConversationDeleted)
 async def delete_conversation(conversation_id: str, services: ServicesDep) -> dict[str, Any]:
     record = await _existing(services, conversation_id)
     await services.ingress.delete_conversation(conversation_id, record.get("key"))

@@ -12,7 +12,8 @@ import redis.asyncio
 from fastapi import APIRouter, Header, Query, Request
 from sse_starlette import EventSourceResponse
 
-from parley.worker.event_log import LoggedEvent, follow, last_seq
+from parley.worker.event_log import LoggedEvent, follow, last_seq, replay
+from parley.worker.events import terminal_event_of
 from parley.worker.messages import Turn
 
 from ..deps import Authenticated, Services, ServicesDep
@@ -108,20 +109,50 @@ async def turn_events(
     async def events() -> AsyncIterator[dict[str, str]]:
         client = _dedicated(services)
         try:
-            async for event in follow(client, services.ingress.keys, turn.conversation_id, after_seq=start,
-                                      block_ms=BLOCK_MS):
-                if event is None:
-                    if await request.is_disconnected():
-                        return
-                    continue
-                if event.turn_id == turn_id:
-                    yield _sse(event)
-                    if event.terminal:
-                        return
+            async for sse in _turn_stream(client, services, request, turn, start):
+                yield sse
         finally:
             await _close(client)
 
     return EventSourceResponse(events(), ping=PING_S)
+
+
+async def _turn_stream(client: redis.asyncio.Redis, services: Services, request: Request, turn: Turn,
+                       cursor: int) -> AsyncIterator[dict[str, str]]:
+    """The turn's events after ``cursor``, ending with its terminal event, even when that one was trimmed from
+    the capped stream: then a copy rebuilt from the turn record ends it (``terminal_event_of``)."""
+    keys, conv = services.ingress.keys, turn.conversation_id
+    if not turn.status.terminal:
+        async for event in follow(client, keys, conv, after_seq=cursor, block_ms=BLOCK_MS):
+            if event is None:
+                if await request.is_disconnected():
+                    return
+            else:
+                # seqs are contiguous per conversation, so a jump means entries were trimmed before we read
+                # them, perhaps this turn's end; otherwise keep following until the turn's own end comes.
+                trimmed, cursor = event.seq > cursor + 1, event.seq
+                if event.turn_id == turn.id:
+                    yield _sse(event)
+                    if event.terminal:
+                        return
+                if not trimmed:
+                    continue
+            current = await services.ingress.get_turn(turn.id)
+            if current is None:  # the record outlived its retention: nothing left to end with
+                return
+            if current.status.terminal:
+                turn = current
+                break
+    # The turn has ended, and the end is recorded and published in one script: whatever of it the stream
+    # still holds is stored by now, so reading to the current end is enough.
+    async for event in replay(client, keys, conv, after_seq=cursor):
+        cursor = event.seq
+        if event.turn_id == turn.id:
+            yield _sse(event)
+            if event.terminal:
+                return
+    final = terminal_event_of(turn, seq=cursor)
+    yield {"id": str(final.seq), "event": final.type, "data": final.model_dump_json(exclude_none=True)}
 
 
 async def wait_for_turn(services: Services, turn: Turn, wait_s: float) -> Turn:

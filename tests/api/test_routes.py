@@ -78,6 +78,25 @@ class TestConversations:
         assert_envelope(http.get(f"/v1/conversations/{conv}"), 404)
         assert_envelope(http.post(f"/v1/conversations/{conv}/turns", json={"input": "x"}), 404)
 
+    def test_update_replaces_metadata_here_and_upstream(self, http: httpx.Client, conv: str,
+                                                          emulator: object) -> None:
+        """POST /v1/conversations/{id} with metadata replaces it in parley's record and in the upstream
+        conversation and returns the conversation; an empty body changes nothing; unknown ids are 404 and
+        unknown fields or bad metadata 422, all in the envelope."""
+        from openai import OpenAI
+
+        updated = http.post(f"/v1/conversations/{conv}", json={"metadata": {"topic": "billing"}})
+        assert updated.status_code == 200, updated.text
+        assert updated.json()["id"] == conv and updated.json()["metadata"] == {"topic": "billing"}
+        assert http.get(f"/v1/conversations/{conv}").json()["metadata"] == {"topic": "billing"}
+        upstream = OpenAI(base_url=emulator.base_url, api_key="x")  # type: ignore[attr-defined]
+        assert upstream.conversations.retrieve(conv).metadata == {"topic": "billing"}
+        assert http.post(f"/v1/conversations/{conv}", json={}).json()["metadata"] == {"topic": "billing"}
+        assert_envelope(http.post("/v1/conversations/conv_nope", json={"metadata": {}}), 404, "id")
+        assert_envelope(http.post(f"/v1/conversations/{conv}", json={"webhook": "x"}), 422, "webhook")
+        assert_envelope(http.post(f"/v1/conversations/{conv}", json={"metadata": {"k": "v" * 513}}), 422,
+                        "metadata")
+
     def test_items_proxy_paginates(self, http: httpx.Client, conv: str, emulator: object) -> None:
         from openai import OpenAI
 
