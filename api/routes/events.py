@@ -26,17 +26,22 @@ BLOCK_MS = 1000
 MAX_WAIT_S = 60.0
 
 
-def _last_event_id(header: str | None, query: int | None) -> int:
-    if header is None:
-        return query or 0
-    try:
-        value = int(header)
-    except ValueError:
-        raise ApiError(400, "invalid_request", "Last-Event-ID must be an event seq (an integer).",
-                       param="Last-Event-ID") from None
-    if value < 0:
-        raise ApiError(400, "invalid_request", "Last-Event-ID must not be negative.", param="Last-Event-ID")
-    return value
+MAX_SEQ = 2**63 - 1
+"""Stream entry ids are ``<seq>-0`` with 64-bit parts; past this a seq cannot exist (and Redis would refuse)."""
+
+
+def _seq(value: str, param: str) -> int:
+    # Digits only: int() would also take "1_0" (as 10), " 10" and "+10".
+    if not value.isascii() or not value.isdigit() or len(value) > 19 or int(value) > MAX_SEQ:
+        raise ApiError(400, "invalid_request", f"{param} must be an event seq: digits only, at most {MAX_SEQ}.",
+                       param=param)
+    return int(value)
+
+
+def _last_event_id(header: str | None, query: str | None) -> int:
+    if header is not None:
+        return _seq(header.strip(), "Last-Event-ID")
+    return _seq(query, "after") if query is not None else 0
 
 
 SSE_CLIENT_NAME = "parley-sse"
@@ -64,7 +69,7 @@ def _sse(event: LoggedEvent) -> dict[str, str]:
 async def conversation_events(
     conversation_id: str, request: Request, services: ServicesDep,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
-    after: Annotated[int | None, Query(ge=0)] = None,
+    after: Annotated[str | None, Query(max_length=19, pattern=r"^[0-9]+$")] = None,
 ) -> EventSourceResponse:
     start = _last_event_id(last_event_id, after)
     client = _dedicated(services)

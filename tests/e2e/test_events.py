@@ -234,10 +234,17 @@ def test_long_poll_returns_when_the_turn_ends(settings: Settings, client: Parley
     assert client.get_turn(turn.id, wait_s=5).status.value == "completed"  # already over: at once
 
 
-def test_bad_last_event_id_is_400(api_server: str, client: ParleyClient) -> None:
+@pytest.mark.parametrize("value", ["abc", "-1", "1_0", "+10", "18446744073709551616", "9223372036854775808",
+                                   "\u0661"])
+def test_bad_last_event_id_is_400(api_server: str, client: ParleyClient, value: str) -> None:
+    """Anything but a seq's digits (within 64 bits) is a 400 before streaming starts: "1_0" was read as 10, and
+    a number past 2^64 gave a 200 and then an aborted stream."""
     conv = client.create_conversation(key="bad-id").id
-    response = httpx.get(f"{api_server}/v1/conversations/{conv}/events", headers={"last-event-id": "abc"})
+    response = httpx.get(f"{api_server}/v1/conversations/{conv}/events",
+                         headers={"last-event-id": value.encode()})
     assert response.status_code == 400 and response.json()["error"]["param"] == "Last-Event-ID"
+    query = httpx.get(f"{api_server}/v1/conversations/{conv}/events", params={"after": value})
+    assert query.status_code in (400, 422) and query.json()["error"]["param"] == "after"
     assert httpx.get(f"{api_server}/v1/turns/turn_nope/events").status_code == 404
     assert httpx.get(f"{api_server}/v1/turns/turn_nope", params={"wait": 500}).status_code == 422
 
