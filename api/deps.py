@@ -16,6 +16,7 @@ from parley.worker.log import get_logger
 from parley.worker.settings import Settings
 
 from .errors import ApiError
+from .listeners import Listeners
 
 log = get_logger(__name__)
 
@@ -26,6 +27,7 @@ class Services:
     ingress: Ingress
     openai: openai.AsyncOpenAI
     celery: Celery
+    listeners: Listeners
 
     def wake(self, conversation_id: str) -> None:
         # Only a hint: if the broker is unreachable the turn is still in its mailbox, and the reaper

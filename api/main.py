@@ -18,6 +18,7 @@ from parley.worker.settings import Settings, get_settings
 
 from . import errors, openapi
 from .deps import Services
+from .listeners import Listeners
 from .middleware import BodyLimit, RequestContext
 from .routes import conversations, events, health, turns
 
@@ -40,7 +41,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = async_client(settings)
         services = Services(settings=settings, ingress=Ingress(redis, settings), openai=_openai(settings),
-                            celery=create_celery(settings))
+                            celery=create_celery(settings),
+                            listeners=Listeners(settings.redis_url_required, limit=settings.max_listeners))
         app.state.services = services
         try:
             yield

@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     port: int = 8000
     max_input_chars: int = 32_000
     max_body_bytes: int = 256 * 1024
+    max_listeners: int = 1000
+    """Event streams and long-polls one API process serves at once (each holds a Redis connection); beyond,
+    503 ``too_many_listeners``. Keep processes x this below Redis ``maxclients``."""
 
     # --- Logs ----------------------------------------------------------------------------------------
     log_format: Literal["auto", "console", "json"] = "auto"

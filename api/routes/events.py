@@ -7,7 +7,6 @@ import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-import anyio
 import redis.asyncio
 from fastapi import APIRouter, Header, Query, Request
 from sse_starlette import EventSourceResponse
@@ -44,23 +43,6 @@ def _last_event_id(header: str | None, query: str | None) -> int:
     return _seq(query, "after") if query is not None else 0
 
 
-SSE_CLIENT_NAME = "parley-sse"
-
-
-def _dedicated(services: Services) -> redis.asyncio.Redis:
-    # A blocked XREAD holds its connection: one per listener, closed with it, so a client that goes away
-    # takes its Redis connection along instead of leaving it in (and growing) the shared pool.
-    return redis.asyncio.Redis.from_url(services.settings.redis_url_required, decode_responses=True,
-                                        single_connection_client=True, client_name=SSE_CLIENT_NAME)
-
-
-async def _close(client: redis.asyncio.Redis) -> None:
-    # Runs while the listener's task is being cancelled (the HTTP client left): shield it, or anyio cancels
-    # the close too and the connection leaks.
-    with anyio.CancelScope(shield=True):
-        await client.aclose()
-
-
 def _sse(event: LoggedEvent) -> dict[str, str]:
     return {"id": str(event.seq), "event": event.type, "data": event.payload}
 
@@ -72,17 +54,12 @@ async def conversation_events(
     after: Annotated[str | None, Query(max_length=19, pattern=r"^[0-9]+$")] = None,
 ) -> EventSourceResponse:
     start = _last_event_id(last_event_id, after)
-    client = _dedicated(services)
-    try:
-        exists = await client.exists(services.ingress.keys.conversation(conversation_id))
-    except BaseException:
-        await _close(client)
-        raise
-    if not exists:
-        await _close(client)
+    if await services.ingress.conversation(conversation_id) is None:
         raise not_found("conversation", conversation_id)
+    services.listeners.check()
 
     async def events() -> AsyncIterator[dict[str, str]]:
+        client = services.listeners.connect()
         try:
             async for event in follow(client, services.ingress.keys, conversation_id, after_seq=start,
                                       block_ms=BLOCK_MS):
@@ -91,7 +68,7 @@ async def conversation_events(
                 elif await request.is_disconnected():
                     return
         finally:
-            await _close(client)
+            await services.listeners.close(client)
 
     return EventSourceResponse(events(), ping=PING_S)
 
@@ -111,13 +88,15 @@ async def turn_events(
     turn = await _turn_or_404(services, turn_id)
     start = _last_event_id(last_event_id, None)
 
+    services.listeners.check()
+
     async def events() -> AsyncIterator[dict[str, str]]:
-        client = _dedicated(services)
+        client = services.listeners.connect()
         try:
             async for sse in _turn_stream(client, services, request, turn, start):
                 yield sse
         finally:
-            await _close(client)
+            await services.listeners.close(client)
 
     return EventSourceResponse(events(), ping=PING_S)
 
@@ -164,7 +143,8 @@ async def wait_for_turn(services: Services, turn: Turn, wait_s: float) -> Turn:
     """Return once ``turn`` is terminal or ``wait_s`` has passed (long-poll)."""
     if turn.status.terminal or wait_s <= 0:
         return turn
-    client = _dedicated(services)
+    services.listeners.check()
+    client = services.listeners.connect()
     keys = services.ingress.keys
     try:
         # Note where the stream is *before* re-reading the turn, so an end in between is not missed.
@@ -178,6 +158,6 @@ async def wait_for_turn(services: Services, turn: Turn, wait_s: float) -> Turn:
             if (event is not None and event.turn_id == turn.id and event.terminal) or time.monotonic() >= deadline:
                 break
     finally:
-        await _close(client)
+        await services.listeners.close(client)
     return await services.ingress.get_turn(turn.id) or turn
 

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 import redis
+from conftest import wait_until
 from pydantic import SecretStr
 
 from parley.worker.events import parse_event
@@ -317,3 +318,29 @@ def _keys(raw: str) -> list[object]:
 def test_openapi_docs_are_served(http: httpx.Client) -> None:
     assert http.get("/docs").status_code == 200
     assert "/v1/conversations/{conversation_id}/turns" in http.get("/openapi.json").json()["paths"]
+
+
+def test_listeners_beyond_the_cap_get_503(settings: Settings, conv: str, api_http: Callable[..., httpx.Client],
+                                          redis_client: redis.Redis) -> None:
+    """With PARLEY_MAX_LISTENERS=2, a third event stream (or long-poll) is 503 ``too_many_listeners`` with
+    Retry-After instead of one more Redis connection; once a stream leaves, its place is free again."""
+    from parley.api.listeners import CLIENT_NAME
+    from parley.api.main import create_app
+
+    def held() -> int:
+        return sum(1 for c in redis_client.client_list() if c.get("name") == CLIENT_NAME)
+
+    small = settings.model_copy(update={"max_listeners": 2})
+    with BackgroundServer(create_app(small)) as server, api_http(server.url) as http:
+        turn_id = http.post(f"/v1/conversations/{conv}/turns", json={"input": "x"}).json()["id"]
+        with http.stream("GET", f"/v1/conversations/{conv}/events") as one, \
+                http.stream("GET", f"/v1/turns/{turn_id}/events") as two:
+            assert one.status_code == two.status_code == 200
+            wait_until(lambda: held() == 2, timeout_s=5, message="two listener connections")
+            third = http.get(f"/v1/conversations/{conv}/events")
+            assert_envelope(third, 503)
+            assert third.json()["error"]["type"] == "too_many_listeners" and int(third.headers["retry-after"]) > 0
+            assert_envelope(http.get(f"/v1/turns/{turn_id}", params={"wait": 1}), 503)
+            assert held() == 2
+        wait_until(lambda: held() == 0, timeout_s=5, message="the listeners' connections to close")
+        assert http.get(f"/v1/turns/{turn_id}", params={"wait": 0.2}).status_code == 200

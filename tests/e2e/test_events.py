@@ -21,7 +21,7 @@ from conftest import settings_env, wait_until
 from stack import workers
 
 from parley.api.client import AsyncParleyClient, ParleyClient
-from parley.api.routes.events import SSE_CLIENT_NAME
+from parley.api.listeners import CLIENT_NAME as SSE_CLIENT_NAME
 from parley.worker.keys import Keys
 from parley.worker.local.emulator import EmulatorServer
 from parley.worker.replies import ReplyConsumer
@@ -135,6 +135,9 @@ def test_200_sse_clients_get_every_event_and_leave_no_connection(
                 ready, count = asyncio.Event(), [0]
                 tasks = [asyncio.create_task(listen(http, ready, count)) for _ in range(200)]
                 await asyncio.wait_for(ready.wait(), timeout=30)
+                # Each stream connects to Redis once its body starts, just after its headers.
+                await asyncio.to_thread(wait_until, lambda: _listener_connections(redis_client) >= 200,
+                                        timeout_s=10, message="200 listener connections")
                 peak[0] = _listener_connections(redis_client)
                 sender = AsyncParleyClient(http=http)
                 for i in range(3):
