@@ -22,7 +22,7 @@ DESCRIPTIONS = {
     422: "A field breaks a rule; the message names the field and the rule",
     429: "Mailbox or queue full; retry after Retry-After seconds",
     502: "The model provider rejected parley's key or quota (upstream_auth_failed, upstream_quota_exceeded)",
-    503: "Redis or the model provider is unavailable; retry after Retry-After seconds",
+    503: "Redis or the model provider is unavailable, or too many event streams; retry after Retry-After",
 }
 COMMON = (401, 503)
 """Every ``/v1`` operation: auth, and Redis being down."""
