@@ -61,7 +61,8 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    kinds = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 413: "body_too_large"}
+    kinds = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 408: "body_timeout",
+             413: "body_too_large"}
     return JSONResponse(envelope(kinds.get(exc.status_code, "http_error"), str(exc.detail)),
                         status_code=exc.status_code, headers=getattr(exc, "headers", None))
 

@@ -58,7 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # Added last, so outermost: a body too large is refused before anything reads it.
     app.add_middleware(RequestContext)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
     app.include_router(health.router)
     app.include_router(conversations.router)
     app.include_router(turns.router)

@@ -11,6 +11,7 @@ import json
 import secrets
 import time
 
+import anyio
 import structlog
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -64,13 +65,22 @@ class BodyTooLarge(HTTPException):
         super().__init__(status_code=413, detail=f"The body is over {max_bytes} bytes.")
 
 
+class BodyTimeout(HTTPException):
+    """The body did not arrive within its deadline (a client sending a byte every few seconds)."""
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(status_code=408, detail=f"The body did not arrive within {timeout_s:g} s.")
+
+
 class BodyLimit:
     """Counts a body as it arrives: a chunked body (no Content-Length) is cut off at the cap too, before the
-    route buffers or parses it and before authentication has looked at the request."""
+    route buffers or parses it and before authentication has looked at the request. The whole body must also
+    arrive within ``timeout_s`` of the first read, or the request is answered 408."""
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_bytes: int, timeout_s: float = 30.0) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -80,11 +90,19 @@ class BodyLimit:
         if length.isdigit() and int(length) > self.max_bytes:
             await self._refuse(send)
             return
-        received = 0
+        received, deadline, body_done = 0, None, False
 
         async def limited() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, deadline, body_done
+            if body_done:  # later reads only wait for the client to leave (SSE): no deadline for those
+                return await receive()
+            if deadline is None:
+                deadline = anyio.current_time() + self.timeout_s
+            with anyio.move_on_after(max(0.0, deadline - anyio.current_time())) as waited:
+                message = await receive()
+            if waited.cancelled_caught:
+                raise BodyTimeout(self.timeout_s)
+            body_done = message["type"] != "http.request" or not message.get("more_body", False)
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:

@@ -90,6 +90,11 @@ class Settings(BaseSettings):
     port: int = 8000
     max_input_chars: int = 32_000
     max_body_bytes: int = 256 * 1024
+    header_timeout_s: float = 10.0
+    """A connection whose request headers are not complete this long after it opened (or after the request's
+    first byte) is closed: slow-header clients would otherwise hold connections forever."""
+    body_timeout_s: float = 30.0
+    """A request body must arrive within this long of the first read, else 408 ``body_timeout``."""
     max_listeners: int = 1000
     """Event streams and long-polls one API process serves at once (each holds a Redis connection); beyond,
     503 ``too_many_listeners``. Keep processes x this below Redis ``maxclients``."""

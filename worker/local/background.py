@@ -36,12 +36,12 @@ def wait_http(url: str, timeout_s: float = 30.0) -> None:
 
 class BackgroundServer:
     def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int | None = None,
-                 lifespan: str = "auto") -> None:
+                 lifespan: str = "auto", http: Any = "auto") -> None:
         self.host = host
         self.port = port or free_port(host)
         self._server = uvicorn.Server(uvicorn.Config(
             app, host=host, port=self.port, log_level="critical", access_log=False, lifespan=lifespan,
-            timeout_keep_alive=30))
+            timeout_keep_alive=30, http=http))
         self._thread: threading.Thread | None = None
 
     @property
