@@ -65,8 +65,10 @@ CANCEL = LuaScript("cancel")
 FORGET = LuaScript("forget")
 HAND_BACK = LuaScript("hand_back")
 REQUEUE = LuaScript("requeue")
+WEBHOOK_CLAIM = LuaScript("webhook_claim")
 
-ALL = (ENQUEUE, CLAIM, NEXT_TURN, HEARTBEAT, RECORD, PUBLISH, FINISH, RELEASE, REKICK, CANCEL, FORGET, HAND_BACK, REQUEUE)
+ALL = (ENQUEUE, CLAIM, NEXT_TURN, HEARTBEAT, RECORD, PUBLISH, FINISH, RELEASE, REKICK, CANCEL, FORGET, HAND_BACK, REQUEUE,
+       WEBHOOK_CLAIM)
 
 
 def flatten(fields: dict[str, Arg | None]) -> list[Arg]:

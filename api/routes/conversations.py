@@ -46,9 +46,11 @@ async def create_conversation(body: CreateConversation, services: ServicesDep, r
                 response.status_code = 200
                 return record
     await ingress.register_conversation(upstream.id, created_at=upstream.created_at,
-                                        metadata=dict(upstream.metadata or {}), key=body.key)
+                                        metadata=dict(upstream.metadata or {}), key=body.key,
+                                        webhook_url=body.webhook_url, webhook_events=body.webhook_events)
     return {"id": upstream.id, "created_at": upstream.created_at, "metadata": dict(upstream.metadata or {}),
-            "key": body.key}
+            "key": body.key, "webhook_url": body.webhook_url,
+            "webhook_events": body.webhook_events if body.webhook_url else None}
 
 
 @router.get("/{conversation_id}", response_model=ConversationWithQueue)
