@@ -94,7 +94,7 @@ class Settings(BaseSettings):
     """POSTs in flight to one URL; more for that URL wait in the retry set, so a slow receiver stalls only
     its own deliveries."""
     webhook_claim_idle_ms: int = 60_000
-    """A delivery taken by a dispatcher that died is taken over after this long (keep above the timeout)."""
+    """A delivery taken by a dispatcher that died is taken over after this long (above twice the timeout)."""
     webhook_metrics_port: int = 9809
     """Port of the dispatcher's Prometheus endpoint; 0 turns it off."""
 
@@ -133,8 +133,9 @@ class Settings(BaseSettings):
             from .webhooks.policy import check_webhook_url
 
             check_webhook_url(self.webhook_url)
-        if self.webhook_claim_idle_ms < self.webhook_timeout_s * 1000:
-            raise ValueError("webhook_claim_idle_ms must be above webhook_timeout_s (a slow POST is alive)")
+        if self.webhook_claim_idle_ms <= 2 * self.webhook_timeout_s * 1000:
+            # An entry may wait one timeout for its URL's slot and take another to POST while still alive.
+            raise ValueError("webhook_claim_idle_ms must be above twice webhook_timeout_s")
         return self
 
     @property

@@ -39,8 +39,9 @@ log = get_logger(__name__)
 READ_BATCH = 100
 READ_BLOCK_MS = 1000
 RETRY_POLL_S = 0.2
-LEASE_MARGIN_S = 30.0
-"""A retry taken by a dispatcher comes due again this long after its POST's timeout: only if it died."""
+LEASE_MARGIN_S = 5.0
+"""A retry taken by a dispatcher is held for three timeouts plus this: it may wait one timeout for its URL's
+slot and take another to POST, so the lease only runs out when the dispatcher died."""
 WAITING_PER_URL = 1
 """Attempts that may wait for a URL's slots, as a multiple of its concurrency, before more are deferred."""
 
@@ -71,7 +72,7 @@ class Dispatcher:
                                retry_for_s=settings.webhook_retry_for_s)
         self.default = (Target(settings.webhook_url, frozenset(settings.webhook_events))
                         if settings.webhook_url else None)
-        self.lease_s = settings.webhook_timeout_s + LEASE_MARGIN_S
+        self.lease_s = 3 * settings.webhook_timeout_s + LEASE_MARGIN_S
         self.tasks: set[asyncio.Task[None]] = set()
         self.in_flight: set[str] = set()
         """Stream entries this process is delivering, so its own XAUTOCLAIM never starts them twice."""
