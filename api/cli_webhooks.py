@@ -14,6 +14,7 @@ import asyncio
 import json
 import sys
 import time
+from dataclasses import asdict
 from typing import Any
 
 from parley.worker.settings import Settings
@@ -82,19 +83,19 @@ async def _dead_letters(action: str, delivery_id: str | None) -> int:
                 print(f"{record.id}  {record.conversation_id}  {when}  {record.failures} failures  "
                       f"{record.last_error}")
             return 0
-        record = await store.dead_letter_of(delivery_id or "")
-        if record is None:
+        letter = await store.dead_letter_of(delivery_id or "")
+        if letter is None:
             _print(f"no dead-lettered webhook delivery {delivery_id!r}")
             return 1
         if action == "show":
-            shown = {**record.__dict__, "payload": json.loads(record.payload)}
+            shown = {**asdict(letter), "payload": json.loads(letter.payload)}
             print(json.dumps(shown, indent=2))
         elif action == "replay":
-            await store.replay(record)
-            _print(f"replaying {record.id}: due now, with a fresh retry budget")
+            await store.replay(letter)
+            _print(f"replaying {letter.id}: due now, with a fresh retry budget")
         else:
-            await store.drop(record)
-            _print(f"dropped {record.id}")
+            await store.drop(letter)
+            _print(f"dropped {letter.id}")
         return 0
     finally:
         await client.aclose()

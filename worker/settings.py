@@ -129,10 +129,11 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         if self.heartbeat_interval_ms * 2 > self.lease_ttl_ms:
             raise ValueError("heartbeat_interval_ms must be at most half of lease_ttl_ms")
-        if self.webhook_url is not None:
-            from .webhooks.policy import check_webhook_url
+        from .webhooks.policy import check_webhook_events, check_webhook_url
 
+        if self.webhook_url is not None:
             check_webhook_url(self.webhook_url)
+        check_webhook_events(self.webhook_events)
         if self.webhook_claim_idle_ms <= 2 * self.webhook_timeout_s * 1000:
             # An entry may wait one timeout for its URL's slot and take another to POST while still alive.
             raise ValueError("webhook_claim_idle_ms must be above twice webhook_timeout_s")

@@ -21,7 +21,9 @@ import os
 import socket
 import time
 from collections import defaultdict
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import redis.asyncio
@@ -39,6 +41,7 @@ log = get_logger(__name__)
 READ_BATCH = 100
 READ_BLOCK_MS = 1000
 RETRY_POLL_S = 0.2
+REDIS_RETRY_S = 1.0
 LEASE_MARGIN_S = 5.0
 """A retry taken by a dispatcher is held for three timeouts plus this: it may wait one timeout for its URL's
 slot and take another to POST, so the lease only runs out when the dispatcher died."""
@@ -100,48 +103,62 @@ class Dispatcher:
         while self.room() <= 0 and not stop.is_set():
             await asyncio.sleep(0.01)
 
-    async def _reader(self, stop: asyncio.Event) -> None:
+    async def _resilient(self, stop: asyncio.Event, step: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+        """Run ``step`` until stopped; a Redis outage pauses the loop instead of ending the process (the
+        client reconnects by itself)."""
         while not stop.is_set():
-            await self._wait_for_room(stop)
-            entries = await self.store.read(self.name, count=min(READ_BATCH, max(self.room(), 1)),
-                                            block_ms=READ_BLOCK_MS,
-                                            min_idle_ms=self.settings.webhook_claim_idle_ms)
-            fresh = [e for e in entries if e.entry_id not in self.in_flight]
-            targets = await self.store.targets({e.record.conversation_id for e in fresh}, self.default)
-            skipped: list[str] = []
-            for entry in fresh:
-                target = targets.get(entry.record.conversation_id)
-                if target is None or entry.record.type not in target.events:
-                    skipped.append(entry.entry_id)
-                    continue
-                self.in_flight.add(entry.entry_id)
-                self._spawn(self._deliver(entry.record, target.url, entry))
-            await self.store.ack(*skipped)
+            try:
+                await step(stop)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                log.warning("webhooks_redis_unavailable", error=str(exc))
+                await asyncio.sleep(REDIS_RETRY_S)
+
+    async def _reader(self, stop: asyncio.Event) -> None:
+        await self._resilient(stop, self._read_once)
 
     async def _retrier(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            await self._wait_for_room(stop)
-            records = await self.store.claim_due(now=time.time(), lease_s=self.lease_s,
-                                                 count=max(self.room(), 1))
-            if not records:
-                try:
-                    await asyncio.wait_for(stop.wait(), timeout=RETRY_POLL_S)
-                except TimeoutError:
-                    pass
-                continue
-            targets = await self.store.targets({r.conversation_id for r in records}, self.default)
-            for record in records:
-                target = targets.get(record.conversation_id)
-                if target is None:
-                    # The conversation's webhook was removed (or it was deleted) while this waited.
-                    log.info("webhook_dropped", conversation_id=record.conversation_id,
-                             turn_id=record.turn_id, delivery_id=record.id, reason="no webhook any more")
-                    await self.store.done(record)
-                    continue
-                self._spawn(self._deliver(record, target.url, None))
+        await self._resilient(stop, self._retry_once)
 
-    def _spawn(self, coro: object) -> None:
-        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    async def _read_once(self, stop: asyncio.Event) -> None:
+        await self._wait_for_room(stop)
+        entries = await self.store.read(self.name, count=min(READ_BATCH, max(self.room(), 1)),
+                                        block_ms=READ_BLOCK_MS,
+                                        min_idle_ms=self.settings.webhook_claim_idle_ms)
+        fresh = [e for e in entries if e.entry_id not in self.in_flight]
+        targets = await self.store.targets({e.record.conversation_id for e in fresh}, self.default)
+        skipped: list[str] = []
+        for entry in fresh:
+            target = targets.get(entry.record.conversation_id)
+            if target is None or entry.record.type not in target.events:
+                skipped.append(entry.entry_id)
+                continue
+            self.in_flight.add(entry.entry_id)
+            self._spawn(self._deliver(entry.record, target.url, entry))
+        await self.store.ack(*skipped)
+
+    async def _retry_once(self, stop: asyncio.Event) -> None:
+        await self._wait_for_room(stop)
+        records = await self.store.claim_due(now=time.time(), lease_s=self.lease_s,
+                                             count=max(self.room(), 1))
+        if not records:
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=RETRY_POLL_S)
+            except TimeoutError:
+                pass
+            return
+        targets = await self.store.targets({r.conversation_id for r in records}, self.default)
+        for record in records:
+            target = targets.get(record.conversation_id)
+            if target is None:
+                # The conversation's webhook was removed (or it was deleted) while this waited.
+                log.info("webhook_dropped", conversation_id=record.conversation_id,
+                         turn_id=record.turn_id, delivery_id=record.id, reason="no webhook any more")
+                await self.store.done(record)
+                continue
+            self._spawn(self._deliver(record, target.url, None))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 

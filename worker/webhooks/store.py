@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 import redis
 import redis.asyncio
@@ -89,10 +90,11 @@ class WebhookStore:
         stream = self.keys.replies
         _, claimed, _ = await self.client.xautoclaim(stream, GROUP, consumer, min_idle_ms, start_id="0-0",
                                                      count=count)
-        rows = [(entry_id, fields) for entry_id, fields in claimed if fields]
+        rows: list[tuple[str, dict[str, str]]] = [(entry_id, fields) for entry_id, fields in claimed
+                                                  if fields]
         if not rows:
-            batches = await self.client.xreadgroup(GROUP, consumer, {stream: ">"}, count=count,
-                                                   block=block_ms)
+            batches: Any = await self.client.xreadgroup(GROUP, consumer, {stream: ">"}, count=count,
+                                                        block=block_ms)
             rows = [row for _, entries in batches or [] for row in entries]
         out = []
         for entry_id, fields in rows:
@@ -145,7 +147,7 @@ class WebhookStore:
         gone = [delivery_id for delivery_id, raw in zip(ids, raws, strict=True) if raw is None]
         if gone:  # dropped meanwhile (a replay or drop from the CLI racing us)
             await self.client.zrem(k.webhook_retries, *gone)
-        return [Record.from_json(raw) for raw in raws if raw is not None]
+        return [Record.from_json(str(raw)) for raw in raws if raw is not None]
 
     async def done(self, record: Record, *, entry_id: str | None = None) -> None:
         """Delivered (or nowhere to deliver any more): forget the retry and ack the entry."""
@@ -168,17 +170,18 @@ class WebhookStore:
     # --- dead letters (``parley webhooks dead-letters ...``) ------------------------------------------
 
     async def dead_letters(self, limit: int = 100) -> list[tuple[Record, float]]:
-        rows = await self.client.zrange(self.keys.webhook_dead_letters, 0, limit - 1, withscores=True)
+        rows: Any = await self.client.zrange(self.keys.webhook_dead_letters, 0, limit - 1, withscores=True)
         if not rows:
             return []
         raws = await self.client.hmget(self.keys.webhook_deliveries, [delivery_id for delivery_id, _ in rows])
-        return [(Record.from_json(raw), float(at)) for (_, at), raw in zip(rows, raws, strict=True) if raw]
+        return [(Record.from_json(str(raw)), float(at)) for (_, at), raw in zip(rows, raws, strict=True)
+                if raw]
 
     async def dead_letter_of(self, delivery_id: str) -> Record | None:
         if await self.client.zscore(self.keys.webhook_dead_letters, delivery_id) is None:
             return None
         raw = await self.client.hget(self.keys.webhook_deliveries, delivery_id)
-        return Record.from_json(raw) if raw else None
+        return Record.from_json(str(raw)) if raw else None
 
     async def replay(self, record: Record) -> None:
         """Back in the retry set, due now, with a fresh retry budget."""
