@@ -41,7 +41,7 @@ def add_webhook_commands(sub: Any) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from parley.worker.log import configure_logging
-    from parley.worker.webhooks.dispatcher import serve
+    from parley.worker.webhooks.service import serve
 
     settings = Settings()
     if settings.webhook_secret is None:

@@ -483,7 +483,7 @@ def webhooks(size: Size) -> dict[str, object]:
 
     total = size.ordered_convs * size.ordered_turns
     rates: dict[str, float] = {}
-    held = 0
+    held, dispatcher_cpu = 0, 0.0
     for side in ("none", "hanging"):
         with EmbeddedRedis() as server, emulator() as upstream, tempfile.TemporaryDirectory() as tmp:
             secret, port = generate_secret(), free_port()
@@ -494,8 +494,9 @@ def webhooks(size: Size) -> dict[str, object]:
             with contextlib.ExitStack() as stack:
                 if side == "hanging":
                     stack.enter_context(receiver(port, Path(tmp) / "ids.txt", secret, hang=True))
-                    stack.enter_context(dispatcher(settings, "bench"))
+                    dispatcher_pid = stack.enter_context(dispatcher(settings, "bench")).pid
                     _wait_group(server.url)
+                    dispatcher_cpu = cpu_s(dispatcher_pid)
                 completions = Completions(server.url, Keys().events("*"))
                 with parley_workers(settings, 2, concurrency=100):
                     began = time.time()
@@ -504,11 +505,13 @@ def webhooks(size: Size) -> dict[str, object]:
                 completions.close()
                 rates[side] = len(completions.at) / (ended - began)
                 if side == "hanging":
+                    dispatcher_cpu = cpu_s(dispatcher_pid) - dispatcher_cpu
                     client = redis.Redis.from_url(server.url, decode_responses=True)
                     held = int(client.zcard(Keys().webhook_retries))
     return {"turns": total, "no_webhook_turns_per_s": round(rates["none"], 1),
             "hanging_webhook_turns_per_s": round(rates["hanging"], 1),
-            "ratio": round(rates["hanging"] / rates["none"], 3), "deliveries_waiting_for_retry": held}
+            "ratio": round(rates["hanging"] / rates["none"], 3), "deliveries_waiting_for_retry": held,
+            "dispatcher_cpu_ms_per_turn": round(dispatcher_cpu * 1000 / total, 3)}
 
 
 def _wait_group(redis_url: str) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 import redis.asyncio
@@ -111,8 +112,8 @@ class ReplyConsumer:
         if claimed:
             return self._matching([self._delivery(entry_id, fields) for entry_id, fields in claimed
                                    if fields])
-        batches = self.client.xreadgroup(self.group, self.name, {self.stream: ">"}, count=count,
-                                         block=block_ms)
+        batches: Any = self.client.xreadgroup(self.group, self.name, {self.stream: ">"}, count=count,
+                                              block=block_ms)
         return self._matching([self._delivery(entry_id, fields) for _, entries in batches or []
                                for entry_id, fields in entries])
 

@@ -32,7 +32,7 @@ from ..keys import Keys
 from ..log import get_logger
 from ..metrics import WEBHOOK_FAILURES, WEBHOOKS_DEAD_LETTERED, WEBHOOKS_DELIVERED
 from ..settings import Settings
-from .policy import Backoff, after_failure, delivered
+from .policy import Backoff, Verdict, after_failure, delivered
 from .signing import Signer
 from .store import Entry, Record, Target, WebhookStore
 
@@ -81,7 +81,7 @@ class Dispatcher:
         """Stream entries this process is delivering, so its own XAUTOCLAIM never starts them twice."""
         self.slots: dict[str, asyncio.Semaphore] = {}
         self.load: defaultdict[str, int] = defaultdict(int)
-        """Attempts running or waiting, per URL."""
+        """Attempts admitted (running or waiting for a slot), per URL."""
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.store.ensure_group()
@@ -127,14 +127,18 @@ class Dispatcher:
         fresh = [e for e in entries if e.entry_id not in self.in_flight]
         targets = await self.store.targets({e.record.conversation_id for e in fresh}, self.default)
         skipped: list[str] = []
+        busy: list[tuple[Record, str, str | None]] = []
         for entry in fresh:
             target = targets.get(entry.record.conversation_id)
             if target is None or entry.record.type not in target.events:
                 skipped.append(entry.entry_id)
-                continue
-            self.in_flight.add(entry.entry_id)
-            self._spawn(self._deliver(entry.record, target.url, entry))
+            elif not self._admit(target.url):
+                busy.append((entry.record, target.url, entry.entry_id))
+            else:
+                self.in_flight.add(entry.entry_id)
+                self._spawn(self._deliver(entry.record, target.url, entry))
         await self.store.ack(*skipped)
+        await self._defer(busy)
 
     async def _retry_once(self, stop: asyncio.Event) -> None:
         await self._wait_for_room(stop)
@@ -147,6 +151,7 @@ class Dispatcher:
                 pass
             return
         targets = await self.store.targets({r.conversation_id for r in records}, self.default)
+        busy: list[tuple[Record, str, str | None]] = []
         for record in records:
             target = targets.get(record.conversation_id)
             if target is None:
@@ -154,8 +159,53 @@ class Dispatcher:
                 log.info("webhook_dropped", conversation_id=record.conversation_id,
                          turn_id=record.turn_id, delivery_id=record.id, reason="no webhook any more")
                 await self.store.done(record)
-                continue
-            self._spawn(self._deliver(record, target.url, None))
+            elif not self._admit(target.url):
+                busy.append((record, target.url, None))
+            else:
+                self._spawn(self._deliver(record, target.url, None))
+        await self._defer(busy)
+
+    def _admit(self, url: str) -> bool:
+        """Count an attempt against its URL, unless that URL has a full share running or waiting already."""
+        if self.load[url] >= self.settings.webhook_per_url_concurrency * (1 + WAITING_PER_URL):
+            return False
+        self.load[url] += 1
+        return True
+
+    def _release(self, url: str) -> None:
+        self.load[url] -= 1
+        if not self.load[url]:
+            del self.load[url]
+            self.slots.pop(url, None)
+
+    async def _defer(self, busy: list[tuple[Record, str, str | None]]) -> None:
+        """Deliveries to a URL with its share in use go straight to the retry set, in one round trip: a
+        hanging receiver costs the dispatcher one write per delivery per backoff step, and no waiting."""
+        if not busy:
+            return
+        now, later, entry_ids = time.time(), [], []
+        for record, url, entry_id in busy:
+            WEBHOOK_FAILURES.labels(reason="busy").inc()
+            outcome = Outcome(False, "busy", "its share of POSTs in use")
+            failed, verdict = self._failed(record, url, outcome, now)
+            if verdict.dead:
+                await self._dead_letter(failed, entry_id, "busy")
+            else:
+                later.append((failed, verdict.due_at))
+                entry_ids += [entry_id] if entry_id else []
+        await self.store.schedule_many(later, entry_ids=entry_ids)
+
+    def _failed(self, record: Record, url: str, outcome: Outcome, now: float) -> tuple[Record, Verdict]:
+        failed = record.failed(f"{outcome.reason}: {outcome.detail}"[:500], url=url, now=now)
+        verdict = after_failure(self.backoff, failures=failed.failures, first_at=failed.first_at, now=now)
+        return failed, verdict
+
+    async def _dead_letter(self, failed: Record, entry_id: str | None, reason: str) -> None:
+        await self.store.dead_letter(failed, entry_id=entry_id)
+        WEBHOOKS_DEAD_LETTERED.inc()
+        log.warning("webhook_dead_lettered", conversation_id=failed.conversation_id,
+                    turn_id=failed.turn_id, delivery_id=failed.id, reason=reason, error=failed.last_error,
+                    failures=failed.failures)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -174,13 +224,9 @@ class Dispatcher:
                 return
             WEBHOOK_FAILURES.labels(reason=outcome.reason).inc()
             now = time.time()
-            failed = record.failed(f"{outcome.reason}: {outcome.detail}"[:500], url=url, now=now)
-            verdict = after_failure(self.backoff, failures=failed.failures, first_at=failed.first_at, now=now)
+            failed, verdict = self._failed(record, url, outcome, now)
             if verdict.dead:
-                await self.store.dead_letter(failed, entry_id=entry.entry_id if entry else None)
-                WEBHOOKS_DEAD_LETTERED.inc()
-                bound.warning("webhook_dead_lettered", reason=outcome.reason, detail=outcome.detail,
-                              failures=failed.failures)
+                await self._dead_letter(failed, entry.entry_id if entry else None, outcome.reason)
             else:
                 await self.store.schedule(failed, verdict.due_at, entry_id=entry.entry_id if entry else None)
                 bound.info("webhook_retry", reason=outcome.reason, detail=outcome.detail,
@@ -189,23 +235,14 @@ class Dispatcher:
             # Nothing was moved: the entry stays pending (reclaimed later) or the retry's lease runs out.
             bound.warning("webhook_store_error", error=str(exc))
         finally:
+            self._release(url)
             if entry is not None:
                 self.in_flight.discard(entry.entry_id)
 
     async def _post_when_free(self, record: Record, url: str) -> Outcome:
-        limit = self.settings.webhook_per_url_concurrency
-        if self.load[url] >= limit * (1 + WAITING_PER_URL):
-            return Outcome(False, "busy", f"{self.load[url]} deliveries to this URL running or waiting")
-        slots = self.slots.setdefault(url, asyncio.Semaphore(limit))
-        self.load[url] += 1
-        try:
-            async with slots:
-                return await self._post(record, url)
-        finally:
-            self.load[url] -= 1
-            if not self.load[url]:
-                del self.load[url]
-                self.slots.pop(url, None)
+        slots = self.slots.setdefault(url, asyncio.Semaphore(self.settings.webhook_per_url_concurrency))
+        async with slots:
+            return await self._post(record, url)
 
     async def _post(self, record: Record, url: str) -> Outcome:
         headers = {"content-type": "application/json", "user-agent": "parley-webhooks",
@@ -227,33 +264,3 @@ class Dispatcher:
             return Outcome(True, "2xx", str(response.status_code))
         return Outcome(False, f"{response.status_code // 100}xx", str(response.status_code))
 
-
-def make_http(settings: Settings) -> httpx.AsyncClient:
-    timeout = httpx.Timeout(settings.webhook_timeout_s, connect=min(5.0, settings.webhook_timeout_s))
-    limits = httpx.Limits(max_connections=settings.webhook_concurrency,
-                          max_keepalive_connections=settings.webhook_concurrency)
-    # follow_redirects off: a redirect is the receiver's misconfiguration, and following it would re-sign
-    # nothing but send the body where the conversation never named.
-    return httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False)
-
-
-async def serve(settings: Settings, *, name: str | None = None) -> None:
-    """Run a dispatcher until SIGTERM or SIGINT."""
-    import signal
-
-    from prometheus_client import start_http_server
-
-    from ..connections import async_client
-
-    if settings.webhook_metrics_port:
-        start_http_server(settings.webhook_metrics_port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    client = async_client(settings)
-    async with make_http(settings) as http:
-        try:
-            await Dispatcher(settings, client, http, name=name).run(stop)
-        finally:
-            await client.aclose()

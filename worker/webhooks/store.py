@@ -137,6 +137,16 @@ class WebhookStore:
             await pipe.execute()
         await self.ack(*([entry_id] if entry_id else []))
 
+    async def schedule_many(self, records: list[tuple[Record, float]], *, entry_ids: list[str]) -> None:
+        """:meth:`schedule` for a batch, in one transaction and one ack."""
+        if records:
+            k = self.keys
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.hset(k.webhook_deliveries, mapping={r.id: r.to_json() for r, _ in records})
+                pipe.zadd(k.webhook_retries, {r.id: due for r, due in records})
+                await pipe.execute()
+        await self.ack(*entry_ids)
+
     async def claim_due(self, *, now: float, lease_s: float, count: int) -> list[Record]:
         """Take up to ``count`` due retries under a lease of ``lease_s``."""
         k = self.keys
