@@ -20,6 +20,7 @@ from .messages import Turn, TurnInput, TurnStatus, conversation_of, new_turn_id
 from .replies import relay_async
 from .settings import Settings
 from .webhooks.policy import check_webhook_events, check_webhook_url
+from .webhooks.store import WebhookStore
 
 
 class EnqueueStatus(str, Enum):
@@ -57,6 +58,8 @@ class Ingress:
         fields = {"id": conv, "created_at": created_at, "metadata": json.dumps(metadata), "key": key or "",
                   **_webhook_fields(webhook_url, webhook_events)}
         await self.client.hset(self.keys.conversation(conv), mapping=fields)
+        if webhook_url is not None:
+            await self._webhooks_from_now()
 
     async def conversation(self, conv: str) -> dict[str, Any] | None:
         fields = await self.client.hgetall(self.keys.conversation(conv))
@@ -81,7 +84,14 @@ class Ingress:
             if fields:
                 pipe.hset(name, mapping=fields)
             await pipe.execute()
+        if url is not None:
+            await self._webhooks_from_now()
         return True
+
+    async def _webhooks_from_now(self) -> None:
+        """Make sure the dispatchers' consumer group exists (it starts at the newest reply), so the replies
+        of a conversation given a webhook wait for delivery even before any dispatcher has ever run."""
+        await WebhookStore(self.client, self.keys).ensure_group()
 
     async def claim_key(self, key: str, conv: str) -> str:
         """Bind a get-or-create key to ``conv`` unless it is already bound; returns the bound conversation."""

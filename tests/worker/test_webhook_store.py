@@ -64,6 +64,8 @@ def test_a_conversation_s_own_webhook_wins_over_the_default(settings: Settings, 
         return [first, without_default, await store.targets({"conv_a"}, default)]
 
     first, without_default, after = run(redis_url, scenario)
+    # Giving a conversation a webhook made the dispatchers' group, so its replies wait for a dispatcher.
+    assert [g["name"] for g in redis_client.xinfo_groups(KEYS.replies)] == [GROUP]
     assert first["conv_a"] == Target("https://a.example/hook", frozenset({"turn.failed"}))
     assert first["conv_b"] == Target("https://b.example/hook",
                                      frozenset({"turn.completed", "turn.failed", "turn.cancelled"}))
