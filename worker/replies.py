@@ -4,8 +4,9 @@ consumer reclaimed by ``XAUTOCLAIM``), and for the webhook dispatcher (worker/we
 
 A reply reaches the stream through its conversation's outbox (``finish.lua`` writes it there atomically with
 the turn's result, ``cancel.lua`` with the cancellation); :func:`relay` copies it over and the reaper relays
-what a crash left behind. A crash between the copy and the trim can copy an entry twice, so consumers dedupe by the
-event ``id``.
+what a crash left behind. A crash between the copy and the removal, or two relays of one outbox at once (a
+worker's and the reaper's), can copy an entry twice, so consumers dedupe by the event ``id``; neither can lose
+one, since a relay removes exactly the entries it copied.
 """
 
 from __future__ import annotations
@@ -43,9 +44,10 @@ def relay_many(client: redis.Redis, keys: Keys, conversation_ids: Collection[str
     for conv, entries in zip(conversation_ids, batches, strict=True):
         for payload in entries:
             write.xadd(keys.replies, {"data": payload}, maxlen=maxlen, approximate=True)
-        if entries:
-            # Trim only what was copied: replies finished meanwhile stay for the next relay.
-            write.ltrim(keys.outbox(conv), len(entries), -1)
+        for payload in entries:
+            # Remove exactly what was copied (each payload is unique: it carries its seq). Trimming a count
+            # instead could drop a reply appended after another relay of this outbox trimmed its own copy.
+            write.lrem(keys.outbox(conv), 1, payload)
     write.execute()
     return sum(len(entries) for entries in batches)
 
@@ -59,7 +61,8 @@ async def relay_async(client: redis.asyncio.Redis, keys: Keys, conversation_id: 
     async with client.pipeline(transaction=False) as pipe:
         for payload in entries:
             pipe.xadd(keys.replies, {"data": payload}, maxlen=maxlen, approximate=True)
-        pipe.ltrim(outbox, len(entries), -1)
+        for payload in entries:
+            pipe.lrem(outbox, 1, payload)
         await pipe.execute()
     return len(entries)
 
