@@ -469,7 +469,7 @@ def worker_rss(size: Size) -> dict[str, object]:
     return {"inflight_target": size.inflight, "peak_inflight": peak[0], "worker_peak_rss_mb": round(top, 1)}
 
 
-# --- 7. webhooks ----------------------------------------------------------------------------------------------
+# --- 7. webhooks ---------------------------------------------------------------------------------------------
 
 
 def webhooks(size: Size) -> dict[str, object]:
@@ -487,8 +487,9 @@ def webhooks(size: Size) -> dict[str, object]:
     for side in ("none", "hanging"):
         with EmbeddedRedis() as server, emulator() as upstream, tempfile.TemporaryDirectory() as tmp:
             secret, port = generate_secret(), free_port()
+            url = f"http://127.0.0.1:{port}/hook" if side == "hanging" else None
             settings = settings_for(server.url, upstream, webhook_secret=secret, webhook_metrics_port=0,
-                                    webhook_url=f"http://127.0.0.1:{port}/hook" if side == "hanging" else None)
+                                    webhook_url=url)
             convs = make_conversations(upstream, settings, size.ordered_convs)
             jobs = [(c, f"t{i}") for i in range(size.ordered_turns) for c in convs]
             with contextlib.ExitStack() as stack:

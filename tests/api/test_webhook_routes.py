@@ -1,5 +1,5 @@
-"""The conversation's webhook over HTTP: accepted on create, stored, returned on reads, refused with 422 in the
-error envelope when it could not be delivered."""
+"""The conversation's webhook over HTTP: accepted on create, stored, returned on reads, refused with 422 in
+the error envelope when it could not be delivered."""
 
 from __future__ import annotations
 
