@@ -209,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     dead.add_argument("action", choices=("list", "show", "requeue", "drop"))
     dead.add_argument("turn_id", nargs="?")
     dead.set_defaults(func=cmd_dead_letter)
+    from .cli_webhooks import add_webhook_commands  # parley webhooks ...: run, new-secret, dead-letters
+    add_webhook_commands(sub)
     send = sub.add_parser("send", help="send one turn and print the reply")
     send.add_argument("text")
     send.add_argument("--timeout", type=float, default=60.0)

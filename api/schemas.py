@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from parley.worker.messages import Turn, TurnError, TurnStatus
+from parley.worker.webhooks.policy import MAX_URL_CHARS, check_webhook_events, check_webhook_url
 
 MAX_METADATA_PAIRS = 16
 MAX_METADATA_KEY = 64
@@ -27,6 +28,8 @@ def _check_metadata(value: dict[str, str]) -> dict[str, str]:
 
 Metadata = Annotated[dict[str, str], AfterValidator(_check_metadata)]
 Ident = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^{}\s]+$")]
+WebhookUrl = Annotated[str, Field(max_length=MAX_URL_CHARS), AfterValidator(check_webhook_url)]
+WebhookEvents = Annotated[list[str], Field(min_length=1, max_length=8), AfterValidator(check_webhook_events)]
 
 
 def _encodable(value: Any) -> bool:
@@ -62,6 +65,12 @@ class CreateConversation(Strict):
     metadata: Metadata | None = None
     key: Ident | None = None
     """Get-or-create: the same key (e.g. ``slack:T1:C2:1712345.678``) always gives the same conversation."""
+    webhook_url: WebhookUrl | None = None
+    """Where the conversation's terminal events are POSTed, signed (Standard Webhooks); unset: the server's
+    ``PARLEY_WEBHOOK_URL``, if any."""
+    webhook_events: WebhookEvents | None = None
+    """Which of ``turn.completed``, ``turn.failed``, ``turn.cancelled`` the webhook gets (default: all
+    three)."""
 
 
 class Conversation(BaseModel):
@@ -70,6 +79,8 @@ class Conversation(BaseModel):
     created_at: int
     metadata: dict[str, str]
     key: str | None = None
+    webhook_url: str | None = None
+    webhook_events: list[str] | None = None
 
 
 class UpdateConversation(Strict):
@@ -77,6 +88,10 @@ class UpdateConversation(Strict):
 
     metadata: Metadata | None = None
     """Replaces the metadata as a whole, here and upstream (OpenAI's ``conversations.update``)."""
+    webhook_url: WebhookUrl | None = None
+    """A new webhook target; ``null`` goes back to the server's ``PARLEY_WEBHOOK_URL``, if any."""
+    webhook_events: WebhookEvents | None = None
+    """Which terminal events the webhook gets (``null``: all three)."""
 
 
 class ConversationDeleted(BaseModel):

@@ -24,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 TARGETS = {
     "ordered_ratio": 0.7, "io_ratio_to_direct": 0.8, "io_nonstream_per_s": 300.0, "overhead_p50_ms": 3.0,
     "overhead_p99_ms": 20.0, "ingress_half_p99_ms": 10.0, "ingress_ratio": 0.6, "fairness_p99_ms": 50.0,
-    "redis_bytes_per_turn": 1024.0, "worker_rss_mb": 300.0,
+    "redis_bytes_per_turn": 1024.0, "worker_rss_mb": 300.0, "webhook_hang_ratio": 0.95,
 }
 
 
@@ -60,6 +60,7 @@ def main() -> int:
     run("fairness", repeat, repeats, lambda: _numeric(scenarios.fairness(size)))
     run("memory", scenarios.memory, size)
     run("worker_rss", scenarios.worker_rss, size)
+    run("webhooks", repeat, repeats, lambda: _numeric(scenarios.webhooks(size)))
     results["seconds"] = round(time.monotonic() - began)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -115,6 +116,10 @@ ROWS: list[tuple[str, str, str, str, float | None, bool, str]] = [
     ("(6) worker RSS at peak in flight (MB)", "worker_rss", "worker_peak_rss_mb", "≤ 300", TARGETS["worker_rss_mb"],
      False, "{worker_rss.peak_inflight} turns in flight"),
     ("(6) API RSS after the ingress runs (MB)", "ingress", "api_rss_mb", "–", None, False, ""),
+    ("(7) turns/s with a hanging webhook ÷ none", "webhooks", "ratio", "≥ 0.95",
+     TARGETS["webhook_hang_ratio"], True, "no webhook {webhooks.no_webhook_turns_per_s}/s, receiver that never "
+     "answers {webhooks.hanging_webhook_turns_per_s}/s; dispatcher CPU {webhooks.dispatcher_cpu_ms_per_turn} "
+     "ms/turn"),
 ]
 
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import openai
@@ -464,3 +467,64 @@ def worker_rss(size: Size) -> dict[str, object]:
         stop.set()
         watcher.join()
     return {"inflight_target": size.inflight, "peak_inflight": peak[0], "worker_peak_rss_mb": round(top, 1)}
+
+
+# --- 7. webhooks ---------------------------------------------------------------------------------------------
+
+
+def webhooks(size: Size) -> dict[str, object]:
+    """Ordered throughput (2 worker processes, zero-latency upstream) with every conversation's webhook at a
+    receiver that never answers, against the same load with no webhook at all (no dispatcher either): a
+    hanging receiver must not slow turns."""
+    from webhooks_support import dispatcher, receiver
+
+    from parley.worker.local.background import free_port
+    from parley.worker.webhooks.signing import generate_secret
+
+    total = size.ordered_convs * size.ordered_turns
+    rates: dict[str, float] = {}
+    held, dispatcher_cpu = 0, 0.0
+    for side in ("none", "hanging"):
+        with EmbeddedRedis() as server, emulator() as upstream, tempfile.TemporaryDirectory() as tmp:
+            secret, port = generate_secret(), free_port()
+            url = f"http://127.0.0.1:{port}/hook" if side == "hanging" else None
+            settings = settings_for(server.url, upstream, webhook_secret=secret, webhook_metrics_port=0,
+                                    webhook_url=url)
+            convs = make_conversations(upstream, settings, size.ordered_convs)
+            jobs = [(c, f"t{i}") for i in range(size.ordered_turns) for c in convs]
+            with contextlib.ExitStack() as stack:
+                if side == "hanging":
+                    stack.enter_context(receiver(port, Path(tmp) / "ids.txt", secret, hang=True))
+                    dispatcher_pid = stack.enter_context(dispatcher(settings, "bench")).pid
+                    _wait_group(server.url)
+                    dispatcher_cpu = cpu_s(dispatcher_pid)
+                completions = Completions(server.url, Keys().events("*"))
+                with parley_workers(settings, 2, concurrency=100):
+                    began = time.time()
+                    asyncio.run(_enqueue(settings, jobs, rate=None))
+                    ended = completions.wait(total, timeout_s=300)
+                completions.close()
+                rates[side] = len(completions.at) / (ended - began)
+                if side == "hanging":
+                    dispatcher_cpu = cpu_s(dispatcher_pid) - dispatcher_cpu
+                    client = redis.Redis.from_url(server.url, decode_responses=True)
+                    held = int(client.zcard(Keys().webhook_retries))
+    return {"turns": total, "no_webhook_turns_per_s": round(rates["none"], 1),
+            "hanging_webhook_turns_per_s": round(rates["hanging"], 1),
+            "ratio": round(rates["hanging"] / rates["none"], 3), "deliveries_waiting_for_retry": held,
+            "dispatcher_cpu_ms_per_turn": round(dispatcher_cpu * 1000 / total, 3)}
+
+
+def _wait_group(redis_url: str) -> None:
+    from parley.worker.webhooks.store import GROUP
+
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if any(g["name"] == GROUP for g in client.xinfo_groups(Keys().replies)):
+                return
+        except redis.ResponseError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError("the webhook dispatcher did not start")

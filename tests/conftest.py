@@ -13,6 +13,7 @@ import httpx
 import pytest
 import redis
 import structlog
+from pydantic import SecretStr
 
 from parley.worker.local.emulator import EmulatorConfig, EmulatorServer
 from parley.worker.local.redis_server import EmbeddedRedis
@@ -93,6 +94,10 @@ def settings_env(settings: Settings) -> dict[str, str]:
     for name, value in settings.model_dump().items():
         if value is None or name in ("openai_api_key", "api_keys"):
             continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        elif isinstance(value, list):
+            value = ",".join(value)
         env[f"PARLEY_{name.upper()}"] = str(value)
     if settings.api_keys:
         env["PARLEY_API_KEYS"] = ",".join(k.get_secret_value() for k in settings.api_keys)

@@ -18,7 +18,10 @@ from . import scripts
 from .events import event_json
 from .keys import Keys
 from .messages import Turn, TurnInput, TurnStatus, conversation_of, new_turn_id
+from .replies import relay_async
 from .settings import Settings
+from .webhooks.policy import check_webhook_events, check_webhook_url
+from .webhooks.store import WebhookStore
 
 
 class EnqueueStatus(str, Enum):
@@ -61,16 +64,45 @@ class Ingress:
         self.keys = Keys(settings.key_prefix)
 
     async def register_conversation(self, conv: str, *, created_at: int, metadata: dict[str, str],
-                                    key: str | None) -> None:
-        fields = {"id": conv, "created_at": created_at, "metadata": json.dumps(metadata), "key": key or ""}
+                                    key: str | None, webhook_url: str | None = None,
+                                    webhook_events: list[str] | None = None) -> None:
+        fields = {"id": conv, "created_at": created_at, "metadata": json.dumps(metadata), "key": key or "",
+                  **_webhook_fields(webhook_url, webhook_events)}
         await self.client.hset(self.keys.conversation(conv), mapping=fields)
+        if webhook_url is not None:
+            await self._webhooks_from_now()
 
     async def conversation(self, conv: str) -> dict[str, Any] | None:
         fields = await self.client.hgetall(self.keys.conversation(conv))
         if not fields:
             return None
-        return {"id": conv, "created_at": int(fields["created_at"]), "metadata": json.loads(fields["metadata"]),
-                "key": fields.get("key") or None}
+        events = fields.get("webhook_events")
+        return {"id": conv, "created_at": int(fields["created_at"]),
+                "metadata": json.loads(fields["metadata"]), "key": fields.get("key") or None,
+                "webhook_url": fields.get("webhook_url") or None,
+                "webhook_events": json.loads(events) if events else None}
+
+    async def set_webhook_url(self, conv: str, url: str | None, events: list[str] | None = None) -> bool:
+        """Point the conversation's webhook at ``url`` (``None``: back to the server default, if any), with
+        the event types it gets (``None``: the terminal ones). ``False`` when there is no such conversation;
+        ``ValueError`` for a URL or event type the dispatcher could not deliver."""
+        name = self.keys.conversation(conv)
+        if not await self.client.exists(name):
+            return False
+        fields = _webhook_fields(url, events)
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hdel(name, "webhook_url", "webhook_events")
+            if fields:
+                pipe.hset(name, mapping=fields)
+            await pipe.execute()
+        if url is not None:
+            await self._webhooks_from_now()
+        return True
+
+    async def _webhooks_from_now(self) -> None:
+        """Make sure the dispatchers' consumer group exists (it starts at the newest reply), so the replies
+        of a conversation given a webhook wait for delivery even before any dispatcher has ever run."""
+        await WebhookStore(self.client, self.keys).ensure_group()
 
     async def update_conversation(self, conv: str, *, metadata: dict[str, str] | None = None
                                   ) -> dict[str, Any] | None:
@@ -97,12 +129,14 @@ class Ingress:
         """Delete the record and cancel the queued turns (``turn.cancelled``); returns how many were cancelled."""
         k = self.keys
         cancelled = await scripts.DELETE.run_async(
-            self.client, [k.conversation(conv), k.inbox(conv), k.seq(conv), k.events(conv)],
+            self.client, [k.conversation(conv), k.inbox(conv), k.seq(conv), k.events(conv), k.outbox(conv),
+                          k.deleted(conv)],
             [k.turn_prefix(conv), f"{time.time():.6f}", conv, self.settings.stream_maxlen, self.settings.retention_s])
         if key:
             await self.client.delete(k.conversation_key(key))
         if cancelled > 0:
             await self.client.decrby(k.queued_total, cancelled)
+            await relay_async(self.client, k, conv, maxlen=self.settings.replies_maxlen)
         return max(0, int(cancelled))
 
     async def enqueue(self, *, conversation_id: str, input: TurnInput, model: str | None,
@@ -149,10 +183,11 @@ class Ingress:
         event = event_json("turn.cancelled", conversation_id=conv, turn_id=turn.id,
                            event_id=f"{turn.id}.cancelled", metadata=turn.metadata or None, reason="cancelled")
         result = await scripts.CANCEL.run_async(
-            self.client, [k.turn(conv, turn.id), k.inbox(conv), k.seq(conv), k.events(conv)],
+            self.client, [k.turn(conv, turn.id), k.inbox(conv), k.seq(conv), k.events(conv), k.outbox(conv)],
             [turn.id, f"{time.time():.6f}", event, self.settings.stream_maxlen, self.settings.retention_s])
         if result == 1:
             await self.client.decr(k.queued_total)
+            await relay_async(self.client, k, conv, maxlen=self.settings.replies_maxlen)
         return bool(result == 1)
 
     async def backlog(self) -> dict[str, float]:
@@ -169,3 +204,13 @@ class Ingress:
             pipe.get(self.keys.inflight(conv))
             pending, running = await pipe.execute()
         return QueueState(pending=int(pending), running_turn=running or None)
+
+
+def _webhook_fields(url: str | None, events: list[str] | None) -> dict[str, str]:
+    """The conversation hash's webhook fields; none without a URL (the events only matter with one)."""
+    if url is None:
+        return {}
+    fields = {"webhook_url": check_webhook_url(url)}
+    if events is not None:
+        fields["webhook_events"] = json.dumps(check_webhook_events(events))
+    return fields

@@ -63,6 +63,11 @@ class Keys:
         channel (channels and keys are separate namespaces)."""
         return self._conv(conversation_id, "events")
 
+    def deleted(self, conversation_id: str) -> str:
+        """Hash: the webhook of a deleted conversation, kept for the retention so that the cancellations its
+        deletion caused are still delivered to it."""
+        return self._conv(conversation_id, "deleted")
+
     def outbox(self, conversation_id: str) -> str:
         """List of terminal events not yet copied to the global replies stream."""
         return self._conv(conversation_id, "outbox")
@@ -90,8 +95,29 @@ class Keys:
 
     @property
     def replies(self) -> str:
-        """Stream of every turn.completed / turn.failed, for consumer groups (at-least-once delivery)."""
+        """Stream of every turn.completed / turn.failed / turn.cancelled, for consumer groups (at-least-once
+        delivery) and the webhook dispatcher."""
         return f"{self.prefix}:replies"
+
+    # The webhook keys share the hash tag {webhooks}, so moving a delivery between them is one transaction on
+    # Redis Cluster too.
+
+    @property
+    def webhook_retries(self) -> str:
+        """Sorted set: webhook delivery id (the event id) -> when it is next due (s); a dispatcher that takes
+        one pushes its score out by a lease, so a dead dispatcher's deliveries come due again."""
+        return f"{self.prefix}:{{webhooks}}:retries"
+
+    @property
+    def webhook_deliveries(self) -> str:
+        """Hash: webhook delivery id -> JSON record (payload, attempts, first attempt, last error) of every
+        delivery waiting for a retry or dead-lettered."""
+        return f"{self.prefix}:{{webhooks}}:deliveries"
+
+    @property
+    def webhook_dead_letters(self) -> str:
+        """Sorted set of webhook delivery ids past their retry budget, by time."""
+        return f"{self.prefix}:{{webhooks}}:dead-letters"
 
     @property
     def dead_letters(self) -> str:

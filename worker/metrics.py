@@ -21,6 +21,13 @@ TURNS_DEAD_LETTERED = Counter("parley_turns_dead_lettered_total", "Turns moved t
 RETRIES = Counter("parley_upstream_retries_total", "Upstream attempts retried, by cause.", ["cause"])
 LEASE_RECOVERIES = Counter("parley_lease_recoveries_total",
                            "Turns resumed after their owner died or handed them back.")
+WEBHOOKS_DELIVERED = Counter("parley_webhooks_delivered_total",
+                             "Webhook deliveries a receiver acknowledged (2xx).")
+WEBHOOK_FAILURES = Counter("parley_webhook_failures_total",
+                           "Webhook attempts that failed and will be retried or dead-lettered, by reason.",
+                           ["reason"])
+WEBHOOKS_DEAD_LETTERED = Counter("parley_webhooks_dead_lettered_total",
+                                 "Webhook deliveries past their retry budget, moved to the dead letters.")
 QUEUE_SECONDS = Histogram("parley_turn_queue_seconds", "Time from acceptance to a turn's first start.",
                           buckets=LATENCY_BUCKETS_S)
 UPSTREAM_SECONDS = Histogram("parley_upstream_seconds", "Duration of one upstream generation attempt.",

@@ -67,9 +67,10 @@ HAND_BACK = LuaScript("hand_back")
 REQUEUE = LuaScript("requeue")
 DELETE = LuaScript("delete")
 UPDATE_CONVERSATION = LuaScript("update_conversation")
+WEBHOOK_CLAIM = LuaScript("webhook_claim")
 
 ALL = (ENQUEUE, CLAIM, NEXT_TURN, HEARTBEAT, RECORD, PUBLISH, FINISH, RELEASE, REKICK, CANCEL, FORGET, HAND_BACK,
-       REQUEUE, DELETE, UPDATE_CONVERSATION)
+       REQUEUE, DELETE, UPDATE_CONVERSATION, WEBHOOK_CLAIM)
 
 
 def flatten(fields: dict[str, Arg | None]) -> list[Arg]:

@@ -75,6 +75,29 @@ class Settings(BaseSettings):
     worker_send_task_events: bool = False
     """Celery task events, which Flower needs to show tasks; they cost throughput (research.md §4a)."""
 
+    # --- Webhooks (worker/webhooks/, ``parley webhooks run``) ------------------------------------------
+    webhook_url: str | None = None
+    """Default webhook of conversations that name none of their own; unset: only those that do get one."""
+    webhook_events: Annotated[list[str], NoDecode] = ["turn.completed", "turn.failed", "turn.cancelled"]
+    """Comma-separated event types the default webhook gets (terminal ones only)."""
+    webhook_secret: SecretStr | None = None
+    """``whsec_<base64>``: the Standard Webhooks signing key; the dispatcher refuses to start without it."""
+    webhook_timeout_s: float = 10.0
+    """One POST's whole budget; a receiver that hangs costs its own deliveries this long, nobody else's."""
+    webhook_retry_for_s: float = 6 * 3600.0
+    """A delivery still failing this long after its first attempt is dead-lettered."""
+    webhook_backoff_base_s: float = 1.0
+    webhook_backoff_max_s: float = 600.0
+    webhook_concurrency: int = 100
+    """POSTs in flight per dispatcher process."""
+    webhook_per_url_concurrency: int = 8
+    """POSTs in flight to one URL; more for that URL wait in the retry set, so a slow receiver stalls only
+    its own deliveries."""
+    webhook_claim_idle_ms: int = 60_000
+    """A delivery taken by a dispatcher that died is taken over after this long (above twice the timeout)."""
+    webhook_metrics_port: int = 9809
+    """Port of the dispatcher's Prometheus endpoint; 0 turns it off."""
+
     # --- Flower --------------------------------------------------------------------------------------
     flower_basic_auth: SecretStr | None = None
     """``user:password[,user2:password2]`` for Flower's UI and API."""
@@ -103,7 +126,7 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "console", "json"] = "auto"
     log_level: str = "INFO"
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "webhook_events", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):
@@ -114,6 +137,14 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         if self.heartbeat_interval_ms * 2 > self.lease_ttl_ms:
             raise ValueError("heartbeat_interval_ms must be at most half of lease_ttl_ms")
+        from .webhooks.policy import check_webhook_events, check_webhook_url
+
+        if self.webhook_url is not None:
+            check_webhook_url(self.webhook_url)
+        check_webhook_events(self.webhook_events)
+        if self.webhook_claim_idle_ms <= 2 * self.webhook_timeout_s * 1000:
+            # An entry may wait one timeout for its URL's slot and take another to POST while still alive.
+            raise ValueError("webhook_claim_idle_ms must be above twice webhook_timeout_s")
         return self
 
     @property

@@ -52,9 +52,11 @@ async def create_conversation(body: CreateConversation, services: ServicesDep, r
                 response.status_code = 200
                 return record
     await ingress.register_conversation(upstream.id, created_at=upstream.created_at,
-                                        metadata=dict(upstream.metadata or {}), key=body.key)
+                                        metadata=dict(upstream.metadata or {}), key=body.key,
+                                        webhook_url=body.webhook_url, webhook_events=body.webhook_events)
     return {"id": upstream.id, "created_at": upstream.created_at, "metadata": dict(upstream.metadata or {}),
-            "key": body.key}
+            "key": body.key, "webhook_url": body.webhook_url,
+            "webhook_events": body.webhook_events if body.webhook_url else None}
 
 
 @router.get("/{conversation_id}", response_model=ConversationWithQueue)
@@ -79,6 +81,14 @@ async def update_conversation(conversation_id: str, body: UpdateConversation, se
     updated = await services.ingress.update_conversation(conversation_id, metadata=metadata)
     if updated is None:  # deleted meanwhile
         raise not_found("conversation", conversation_id)
+    given = body.model_fields_set
+    if given & {"webhook_url", "webhook_events"}:
+        # A field left out keeps its value; one given as null goes back to the default.
+        url = body.webhook_url if "webhook_url" in given else record.get("webhook_url")
+        events = body.webhook_events if "webhook_events" in given else record.get("webhook_events")
+        if not await services.ingress.set_webhook_url(conversation_id, url, events):
+            raise not_found("conversation", conversation_id)
+        return await _existing(services, conversation_id)
     return updated if metadata is not None else record
 
 

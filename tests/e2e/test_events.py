@@ -194,10 +194,11 @@ def test_consumer_group_redelivers_a_dead_consumers_replies(settings: Settings, 
         turns = [client.send_turn(conv, f"q{i}").id for i in range(6)]
         for turn in turns:
             client.wait_for_reply(turn, timeout_s=20)
-    doomed = ReplyConsumer(redis_client, group="bot", name="doomed", min_idle_ms=300)
+    # The group is made after the replies: start="0" reads them (a new group's default is the newest entry).
+    doomed = ReplyConsumer(redis_client, group="bot", name="doomed", min_idle_ms=300, start="0")
     taken = doomed.read(count=4, block_ms=100)
     assert len(taken) == 4  # read, never acked: the consumer "dies" here
-    survivor = ReplyConsumer(redis_client, group="bot", name="survivor", min_idle_ms=300)
+    survivor = ReplyConsumer(redis_client, group="bot", name="survivor", min_idle_ms=300, start="0")
     handled: list[str] = []
     time.sleep(0.4)
     for _ in range(5):
@@ -270,7 +271,8 @@ def test_example_reply_consumer_runs(redis_url: str, redis_client: redis.Redis) 
                           "seq": 2, "created_at": 1.0, "output_text": "hi there", "metadata": {"ch": "C1"}})
     redis_client.xadd(Keys().replies, {"data": payload})
     redis_client.xadd(Keys().replies, {"data": payload})  # a repeated delivery is handled once
-    proc = subprocess.Popen([sys.executable, str(example), "--redis-url", redis_url], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, str(example), "--redis-url", redis_url, "--start", "0"],
+                            stdout=subprocess.PIPE,
                             text=True, env={"PYTHONPATH": str(example.parents[2]), "PATH": "/usr/bin:/bin"})
     try:
         assert proc.stdout is not None
