@@ -91,6 +91,11 @@ class Settings(BaseSettings):
     max_input_chars: int = 32_000
     max_body_bytes: int = 256 * 1024
 
+    # --- Local runs (parley up) --------------------------------------------------------------------------
+    data_dir: str = ".parley"
+    """Where ``parley up`` keeps its Redis data (append-only file), logs, beat schedule and the file that tells
+    ``parley send``, ``chat`` and ``dead-letter`` beside it where its API and Redis are."""
+
     # --- Logs ----------------------------------------------------------------------------------------
     log_format: Literal["auto", "console", "json"] = "auto"
     log_level: str = "INFO"
