@@ -10,17 +10,17 @@ import time
 from collections.abc import Sequence
 
 import httpx
-
-from parley import __version__
 from parley.worker.log import redact_url, upstream_description
 from parley.worker.settings import Settings
+
+from parley import __version__
 
 from . import discovery
 from .cli_celery import PASSTHROUGH
 from .cli_up import add_arguments as add_up_arguments
 from .cli_up import cmd_up
 
-DESCRIPTION = ("parley: ordered, crash-safe chat-bot turns on the OpenAI Responses and Conversations APIs. "
+DESCRIPTION = ("parley runs ordered, crash-safe chat-bot turns on the OpenAI Responses and Conversations APIs. "
                "`parley up` runs everything on this machine; the other commands run one part each. "
                "Settings come from PARLEY_* environment variables (see the README).")
 
@@ -131,8 +131,9 @@ def cmd_dead_letter(args: argparse.Namespace) -> int:
         return 1
     letters = DeadLetters(sync_client(settings), Keys(settings.key_prefix))
     if args.action == "list":
-        for letter in letters.list():
-            print(f"{letter.turn_id}  {letter.conversation_id}  {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(letter.at))}")
+        for entry in letters.list():
+            at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(entry.at))
+            print(f"{entry.turn_id}  {entry.conversation_id}  {at}")
         return 0
     letter = letters.find(args.turn_id or "")
     if letter is None:
@@ -161,7 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help_text, description=help_text, formatter_class=formatter)
 
-    up = command("up", "start Redis (embedded), the emulator (unless an OpenAI key is set), API, worker, reaper")
+    up = command("up", "start Redis (embedded), the emulator (unless an OpenAI key is set), API, worker, "
+                 "reaper")
     add_up_arguments(up, settings)
     up.set_defaults(func=cmd_up)
     api = command("api", "serve the HTTP ingress")

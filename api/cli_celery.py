@@ -1,5 +1,5 @@
-"""``parley worker`` and ``parley beat``: Celery with parley's settings, after a quick check that Redis answers
-(Celery itself would retry an unreachable broker silently, forever)."""
+"""``parley worker`` and ``parley beat``: Celery with parley's settings, after a quick check that Redis
+answers (Celery itself would retry an unreachable broker silently, forever)."""
 
 from __future__ import annotations
 
@@ -31,8 +31,8 @@ Run Celery beat, which schedules the reaper (re-wakes conversations whose wake-u
 died) every PARLEY_REAPER_INTERVAL_S seconds (default: 5). Run exactly one. Settings:
   PARLEY_REDIS_URL           Redis for mailboxes and the broker (required)
   PARLEY_LOG_LEVEL           (default: INFO)
-Its schedule file is $TMPDIR/parley-beat-schedule unless -s FILE is given. Further arguments go to
-`celery beat`; see `celery -A parley.worker.celery_app beat --help` for those.
+Its schedule file is $TMPDIR/parley-beat-schedule unless -s FILE is given.
+Further arguments go to `celery beat`; see `celery -A parley.worker.celery_app beat --help` for those.
 """
 
 
@@ -45,8 +45,8 @@ def redis_problem(settings: Settings) -> str | None:
     import redis
 
     if not settings.redis_url:
-        return ("PARLEY_REDIS_URL is not set: set it to your Redis (redis://host:6379/0), or run `parley up`, "
-                "which starts everything with an embedded Redis")
+        return ("PARLEY_REDIS_URL is not set: set it to your Redis (redis://host:6379/0), or run "
+                "`parley up`, which starts everything with an embedded Redis")
     try:
         client = redis.Redis.from_url(settings.redis_url, socket_timeout=REDIS_CHECK_TIMEOUT_S,
                                       socket_connect_timeout=REDIS_CHECK_TIMEOUT_S)

@@ -1,5 +1,5 @@
-"""How the commands run beside ``parley up`` find it: ``up`` writes ``up.json`` in its data directory (where its
-API and Redis are) and removes it on a clean stop. Explicit settings (``PARLEY_REDIS_URL``, ``--url``,
+"""How the commands run beside ``parley up`` find it: ``up`` writes ``up.json`` in its data directory (where
+its API and Redis are) and removes it on a clean stop. Explicit settings (``PARLEY_REDIS_URL``, ``--url``,
 ``PARLEY_URL``) always win over what is found there."""
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def remove(data_dir: Path) -> None:
 
 
 def read(data_dir: Path) -> Running | None:
-    """The ``parley up`` using ``data_dir``, or None when none is running (no file, or its process is gone)."""
+    """The ``parley up`` using ``data_dir``; None when none runs (no file, or its process is gone)."""
     try:
         running = Running(**json.loads((data_dir / RUNFILE).read_text()))
     except (OSError, ValueError, TypeError):

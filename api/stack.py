@@ -1,7 +1,7 @@
 """``parley up``: every part of parley on one machine, with embedded stand-ins for what is not configured.
 
-Everything it keeps is in one data directory: Redis's append-only file and log (``redis/``), one log per process
-(``logs/``), beat's schedule, and ``up.json`` for the commands run beside it (api/discovery.py).
+Everything it keeps is in one data directory: Redis's append-only file and log (``redis/``), one log per
+process (``logs/``), beat's schedule, and ``up.json`` for the commands run beside it (api/discovery.py).
 """
 
 from __future__ import annotations
@@ -54,7 +54,8 @@ def choose_upstream(settings: Settings, *, force_emulator: bool) -> Upstream:
     if settings.openai_base_url:
         return Upstream(False, settings.openai_base_url, "PARLEY_OPENAI_BASE_URL is set")
     if settings.openai_api_key is not None:
-        name = next((n for n in ("PARLEY_OPENAI_API_KEY", "OPENAI_API_KEY") if os.environ.get(n)), "a key in .env")
+        names = ("PARLEY_OPENAI_API_KEY", "OPENAI_API_KEY")
+        name = next((n for n in names if os.environ.get(n)), "a key in .env")
         return Upstream(False, "real OpenAI (api.openai.com, billed)",
                         f"{name} is set; `parley up --emulator` uses the local emulator instead")
     return Upstream(True, "the local OpenAI emulator", "no OPENAI_API_KEY is set")
@@ -132,14 +133,16 @@ class LocalStack:
         """Before anything starts: the data directory is free and every fixed port can be bound."""
         running = discovery.read(self.data_dir)
         if running is not None:
-            raise StackError(f"another parley up (pid {running.pid}) is using {self.data_dir}; stop it, or pass "
-                             "--data-dir")
+            raise StackError(f"another parley up (pid {running.pid}) is using {self.data_dir}; stop it, or "
+                             "pass --data-dir")
         ports = [("API", "127.0.0.1", self.api_port, "--port or PARLEY_PORT")]
         if self.flower:
-            ports.append(("Flower", self.settings.flower_address, self.settings.flower_port, "PARLEY_FLOWER_PORT"))
+            ports.append(("Flower", self.settings.flower_address, self.settings.flower_port,
+                          "PARLEY_FLOWER_PORT"))
         for what, host, port, how in ports:
             if port_busy(host, port):
-                raise StackError(f"port {port} ({what}) on {host} is already in use; choose another with {how}")
+                raise StackError(f"port {port} ({what}) on {host} is already in use; choose another with "
+                                 f"{how}")
 
     def __enter__(self) -> LocalStack:
         try:
@@ -193,12 +196,13 @@ class LocalStack:
             if failure:
                 raise StackError(failure)
             if time.monotonic() > deadline:
-                raise StackError(f"{url} did not answer within {READY_TIMEOUT_S:.0f}s; logs in {self.data_dir}")
+                raise StackError(f"{url} did not answer within {READY_TIMEOUT_S:.0f}s; logs in "
+                                 f"{self.data_dir}")
             self.stop.wait(0.1)
         return not self.stop.is_set()
 
     def failure(self) -> str | None:
-        """A line naming the first part that has exited, how, and the last lines of its log; None if all run."""
+        """A message naming the first part that exited, how, and its log's last lines; None if all run."""
         if self.redis is not None and self.redis.process is not None:
             code = self.redis.process.poll()
             if code is not None:
@@ -212,7 +216,8 @@ class LocalStack:
 
     def _died(self, name: str, code: int, tail: list[str], log_path: Path) -> str:
         quoted = "".join(f"\n    {line}" for line in tail)
-        return f"{name} died ({exit_description(code)}); stopping everything. Last lines of {log_path}:{quoted}"
+        return (f"{name} died ({exit_description(code)}); stopping everything. Last lines of {log_path}:"
+                f"{quoted}")
 
     def banner(self) -> str:
         lines = [
@@ -222,7 +227,7 @@ class LocalStack:
             f"  upstream {self.emulator_url or self.upstream.description}"
             f"{' (local emulator)' if self.emulator_url else ''}",
             f"  data     {self.data_dir}",
-            f"  try:     parley send \"hello\"   or   parley chat",
+            "  try:     parley send \"hello\"   or   parley chat",
             *([f"  Flower   http://{self.settings.flower_address}:{self.settings.flower_port}"
                + (f"   (basic auth {self.flower_credentials})" if self.flower_credentials else "")]
               if self.flower else []),

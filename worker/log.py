@@ -46,7 +46,7 @@ def upstream_description(settings: Settings) -> str:
 class DemotePeriodic(logging.Filter):
     """Celery logs every run of a periodic task at INFO: beat's "Sending due task", the worker's "received"
     and "succeeded", three lines every few seconds saying nothing happened. Those become DEBUG; warnings and
-    errors about the same tasks (a failure, a lost broker) pass unchanged, and the task logs itself what it did.
+    errors about the same tasks (a failure, a lost broker) pass unchanged; the task itself logs what it did.
     """
 
     def __init__(self, task_names: tuple[str, ...]) -> None:

@@ -93,8 +93,8 @@ class Settings(BaseSettings):
 
     # --- Local runs (parley up) --------------------------------------------------------------------------
     data_dir: str = ".parley"
-    """Where ``parley up`` keeps its Redis data (append-only file), logs, beat schedule and the file that tells
-    ``parley send``, ``chat`` and ``dead-letter`` beside it where its API and Redis are."""
+    """Where ``parley up`` keeps its Redis data (append-only file), logs, beat schedule and ``up.json``, which
+    tells ``parley send``, ``chat`` and ``dead-letter`` beside it where its API and Redis are."""
 
     # --- Logs ----------------------------------------------------------------------------------------
     log_format: Literal["auto", "console", "json"] = "auto"

@@ -46,7 +46,8 @@ def _prepare(**_: object) -> None:
     warm_up()
     _settle_memory()
     settings = get_settings()
-    log.info("worker_started", queue=QUEUE, pool=settings.worker_pool, concurrency=settings.worker_concurrency,
+    log.info("worker_started", queue=QUEUE, pool=settings.worker_pool,
+             concurrency=settings.worker_concurrency,
              redis=redact_url(settings.redis_url or ""), upstream=upstream_description(settings),
              metrics_port=settings.worker_metrics_port or None)
     port = settings.worker_metrics_port

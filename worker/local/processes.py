@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-import time
 import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import IO
 

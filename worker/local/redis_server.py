@@ -85,8 +85,8 @@ class EmbeddedRedis:
         # Its own session: a Ctrl-C in the terminal goes to the foreground process group, and a Redis in it
         # would die at once, before the processes that still use it (their reconnect tracebacks on shutdown).
         self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent if on_main else None,
-                                        start_new_session=True)
+                                        stderr=subprocess.DEVNULL, start_new_session=True,
+                                        preexec_fn=_die_with_parent if on_main else None)
         deadline = time.monotonic() + timeout_s
         while not self._pong():
             if self.process.poll() is not None or time.monotonic() > deadline:
