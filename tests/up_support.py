@@ -107,9 +107,9 @@ class Up:
         return self.process.wait(timeout=1)
 
     def interrupt(self, timeout_s: float = 60.0) -> int:
-        """Ctrl-C: SIGINT to ``parley up`` alone (its children run in their own sessions)."""
+        """Ctrl-C as a terminal sends it: SIGINT to the whole foreground process group ``parley up`` leads."""
         self.track()
-        self.process.send_signal(signal.SIGINT)
+        os.killpg(self.process.pid, signal.SIGINT)
         return self.wait_exit(timeout_s)
 
     def leftovers(self) -> list[str]:
