@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import httpx
 from parley.worker.log import redact_url, upstream_description
@@ -75,7 +76,7 @@ def cmd_emulator(args: argparse.Namespace) -> int:
     config = EmulatorConfig(seed=args.seed, latency_ms=(args.latency_ms, args.latency_ms),
                             delta_interval_ms=args.delta_interval_ms)
     _print(f"OpenAI emulator on http://{args.host}:{args.port}/v1 (debug routes under /_emulator)")
-    serve_forever(config, host=args.host, port=args.port)
+    serve_forever(config, host=args.host, port=args.port, state_file=args.state_file)
     return 0
 
 
@@ -180,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     emulator.add_argument("--seed", type=int, default=0, help="seed of the emulator's faults and replies")
     emulator.add_argument("--latency-ms", type=int, default=0, help="delay before each reply")
     emulator.add_argument("--delta-interval-ms", type=int, default=0, help="delay between streamed deltas")
+    emulator.add_argument("--state-file", type=Path, help="keep the conversations in this file across restarts")
     emulator.set_defaults(func=cmd_emulator)
     flower = command("flower", "run Flower on the broker, with basic auth from the settings")
     flower.set_defaults(func=cmd_flower)

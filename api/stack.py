@@ -167,7 +167,8 @@ class LocalStack:
             self.emulator_url = f"http://127.0.0.1:{port}/v1"
             # The emulator's own key, so an OpenAI key set in the environment is never sent to it.
             env |= {"PARLEY_OPENAI_BASE_URL": self.emulator_url, "PARLEY_OPENAI_API_KEY": "local-emulator"}
-            self._spawn("emulator", "emulator", "--port", str(port), env=env)
+            self._spawn("emulator", "emulator", "--port", str(port), "--state-file",
+                        str(self.data_dir / "emulator.json"), env=env)
             if not self._wait_ready(f"http://127.0.0.1:{port}/_emulator/state"):
                 return
         if self.flower:

@@ -75,7 +75,8 @@ def test_up_serves_turns_and_ctrl_c_stops_everything(tmp_path: Path, start_up: S
 
 def test_history_survives_a_restart_with_the_same_data_dir(tmp_path: Path, start_up: StartUp) -> None:
     """A conversation and its completed turn are still there after Ctrl-C and a new `parley up --data-dir` on
-    the same directory (Redis keeps an append-only file there); while one runs, a second one refuses it."""
+    the same directory (Redis keeps an append-only file there, the emulator its conversations), and the
+    conversation goes on; while one runs, a second one on the directory refuses to start."""
     data_dir = tmp_path / "data"
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -96,7 +97,10 @@ def test_history_survives_a_restart_with_the_same_data_dir(tmp_path: Path, start
     with ParleyClient(url) as client:
         assert client.create_conversation(key="keep").id == conversation.id
         again = client.wait_for_reply(turn.id, timeout_s=10)
-    assert again.status.value == "completed" and again.output_text == turn.output_text
+        assert again.status.value == "completed" and again.output_text == turn.output_text
+        # The emulator kept the conversation too: the next turn is its second.
+        following = client.wait_for_reply(client.send_turn(conversation.id, "and now").id, timeout_s=60)
+    assert following.output_text is not None and following.output_text.startswith("Reply 2 to: and now")
     assert second.interrupt() == 0
 
 
