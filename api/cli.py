@@ -21,7 +21,8 @@ from .cli_celery import PASSTHROUGH
 from .cli_up import add_arguments as add_up_arguments
 from .cli_up import cmd_up
 
-DESCRIPTION = ("parley runs ordered, crash-safe chat-bot turns on the OpenAI Responses and Conversations APIs. "
+DESCRIPTION = ("parley runs ordered, crash-safe chat-bot turns on the OpenAI Responses and Conversations "
+               "APIs. "
                "`parley up` runs everything on this machine; the other commands run one part each. "
                "Settings come from PARLEY_* environment variables (see the README).")
 
@@ -181,7 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     emulator.add_argument("--seed", type=int, default=0, help="seed of the emulator's faults and replies")
     emulator.add_argument("--latency-ms", type=int, default=0, help="delay before each reply")
     emulator.add_argument("--delta-interval-ms", type=int, default=0, help="delay between streamed deltas")
-    emulator.add_argument("--state-file", type=Path, help="keep the conversations in this file across restarts")
+    emulator.add_argument("--state-file", type=Path,
+                          help="keep the conversations in this file across restarts")
     emulator.set_defaults(func=cmd_emulator)
     flower = command("flower", "run Flower on the broker, with basic auth from the settings")
     flower.set_defaults(func=cmd_flower)

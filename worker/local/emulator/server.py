@@ -40,7 +40,7 @@ class EmulatorServer(BackgroundServer):
 
 
 def serve_forever(config: EmulatorConfig, *, host: str, port: int, state_file: Path | None = None) -> None:
-    """Serve until SIGINT or SIGTERM; with ``state_file``, conversations are loaded from it and saved to it."""
+    """Serve until SIGINT or SIGTERM; with ``state_file``, conversations are loaded from and saved to it."""
     emulator = Emulator(config)
     if state_file is not None:
         emulator.store.load(state_file)
