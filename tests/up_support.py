@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from conftest import wait_until
+
 from parley.worker.local.background import http_ok
 
 DROPPED_ENV = ("PARLEY_REDIS_URL", "OPENAI_API_KEY", "PARLEY_OPENAI_API_KEY", "PARLEY_OPENAI_BASE_URL",

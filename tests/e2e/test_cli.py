@@ -9,10 +9,10 @@ import sys
 import time
 
 import pytest
-from parley.worker.local.background import free_port
 from up_support import clean_env
 
 import parley
+from parley.worker.local.background import free_port
 
 
 def run(*argv: str, env: dict[str, str] | None = None,

@@ -13,9 +13,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from up_support import Up, clean_env, cmdline
+
 from parley.api.client import ParleyClient
 from parley.worker.local.background import free_port
-from up_support import Up, clean_env, cmdline
 
 pytestmark = pytest.mark.slow
 
@@ -76,7 +77,8 @@ def test_up_serves_turns_and_ctrl_c_stops_everything(tmp_path: Path, start_up: S
 def test_history_survives_a_restart_with_the_same_data_dir(tmp_path: Path, start_up: StartUp) -> None:
     """A conversation and its completed turn are still there after Ctrl-C and a new `parley up --data-dir` on
     the same directory (Redis keeps an append-only file there, the emulator its conversations), and the
-    conversation goes on; while one runs, a second one on the directory refuses to start."""
+    conversation goes on (here with --emulator despite an exported OPENAI_API_KEY); while one runs, a second
+    one on the directory refuses to start."""
     data_dir = tmp_path / "data"
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -92,8 +94,11 @@ def test_history_survives_a_restart_with_the_same_data_dir(tmp_path: Path, start
     assert first.interrupt() == 0
     assert (data_dir / "redis").is_dir()
 
-    second = start_up("--port", str(port), "--data-dir", str(data_dir))
+    # With an OpenAI key exported, --emulator still uses the emulator (and does not send it the key).
+    second = start_up("--port", str(port), "--data-dir", str(data_dir), "--emulator",
+                      env=clean_env(OPENAI_API_KEY="sk-test-not-a-real-key"))
     second.wait_ready(url)
+    assert "upstream: the local OpenAI emulator, because --emulator was given" in second.stderr
     with ParleyClient(url) as client:
         assert client.create_conversation(key="keep").id == conversation.id
         again = client.wait_for_reply(turn.id, timeout_s=10)
