@@ -11,7 +11,7 @@ from parley.worker.settings import Settings
 
 @pytest.mark.parametrize(("env", "force", "emulator", "reason"), [
     ({}, False, True, "no OPENAI_API_KEY is set"),
-    ({"OPENAI_API_KEY": "sk-x"}, False, False, "OPENAI_API_KEY is set; `parley up --emulator` uses the local"),
+    ({"OPENAI_API_KEY": "sk-x"}, False, False, "OPENAI_API_KEY is set; `parley up --emulator` uses"),
     ({"PARLEY_OPENAI_API_KEY": "sk-x"}, False, False, "PARLEY_OPENAI_API_KEY is set"),
     ({"OPENAI_API_KEY": "sk-x"}, True, True, "--emulator was given (ignoring the OpenAI key that is set)"),
     ({"PARLEY_OPENAI_BASE_URL": "http://llm.internal/v1"}, False, False, "PARLEY_OPENAI_BASE_URL is set"),
