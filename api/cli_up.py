@@ -17,12 +17,16 @@ WATCH_INTERVAL_S = 0.5
 
 
 def _print(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    try:
+        print(message, file=sys.stderr, flush=True)
+    except OSError:  # the terminal is gone (SIGHUP): stopping matters more than saying so
+        pass
 
 
 def install_stop_handlers(stop: threading.Event) -> None:
-    """SIGINT and SIGTERM set ``stop``, whatever the parent left: a background job inherits SIGINT ignored,
-    and Python then installs no KeyboardInterrupt handler, so Ctrl-C would do nothing."""
+    """SIGINT, SIGTERM and SIGHUP (the terminal closed) set ``stop``, whatever the parent left: a background
+    job inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler, so Ctrl-C would do
+    nothing."""
 
     def on_signal(signum: int, _: FrameType | None) -> None:
         if stop.is_set():
@@ -31,6 +35,7 @@ def install_stop_handlers(stop: threading.Event) -> None:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
 
 
 def add_arguments(up: argparse.ArgumentParser, settings: Settings) -> None:

@@ -98,8 +98,11 @@ class Child:
                 log.flush()
                 line = raw.decode(errors="replace").rstrip()
                 self.tail.append(line)
-                self.out.write(f"{self.name:<8} | {line}\n")
-                self.out.flush()
+                try:
+                    self.out.write(f"{self.name:<8} | {line}\n")
+                    self.out.flush()
+                except (OSError, ValueError):  # the terminal is gone: keep draining, or the child blocks
+                    pass
 
     def join(self) -> None:
         self._pump.join(timeout=5)

@@ -107,10 +107,10 @@ class Up:
             time.sleep(0.2)
         return self.process.wait(timeout=1)
 
-    def interrupt(self, timeout_s: float = 60.0) -> int:
-        """Ctrl-C as a terminal sends it: SIGINT to the whole foreground process group ``parley up`` leads."""
+    def interrupt(self, timeout_s: float = 60.0, *, sig: signal.Signals = signal.SIGINT) -> int:
+        """Ctrl-C as a terminal sends it: ``sig`` to the whole foreground process group ``parley up`` leads."""
         self.track()
-        os.killpg(self.process.pid, signal.SIGINT)
+        os.killpg(self.process.pid, sig)
         return self.wait_exit(timeout_s)
 
     def leftovers(self) -> list[str]:
