@@ -10,6 +10,15 @@ from .client import ParleyAPIError, ParleyClient
 PROMPT = "you> "
 
 
+def enable_line_editing(stdin: TextIO) -> bool:
+    """Arrow keys and history for ``input``-style reading, when a person types at a terminal."""
+    if not stdin.isatty():
+        return False
+    import readline  # noqa: F401  (importing it is what turns line editing on)
+
+    return True
+
+
 def chat(client: ParleyClient, *, key: str, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> int:
     conversation = client.create_conversation(key=key)
     stdout.write(f"conversation {conversation.id} (Ctrl-D to leave)\n")

@@ -1,20 +1,30 @@
-"""The ``parley`` command: ``up`` (everything, embedded defaults), ``api``, ``worker``, ``beat``, ``emulator``,
-``send``, ``chat``, ``dead-letter``."""
+"""The ``parley`` command: ``up`` (api/cli_up.py), ``api``, ``worker`` and ``beat`` (api/cli_celery.py),
+``emulator``, ``flower``, ``send``, ``chat``, ``dead-letter``."""
 
 from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
 
 import httpx
-
+from parley.worker.log import redact_url, upstream_description
 from parley.worker.settings import Settings
+
+from parley import __version__
+
+from . import discovery
+from .cli_celery import PASSTHROUGH
+from .cli_up import add_arguments as add_up_arguments
+from .cli_up import cmd_up
+
+DESCRIPTION = ("parley runs ordered, crash-safe chat-bot turns on the OpenAI Responses and Conversations "
+               "APIs. "
+               "`parley up` runs everything on this machine; the other commands run one part each. "
+               "Settings come from PARLEY_* environment variables (see the README).")
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -33,32 +43,11 @@ def cmd_api(args: argparse.Namespace) -> int:
         _print(f"refusing to bind {host}: no PARLEY_API_KEYS are set, so the API would be open to anyone. "
                "Set PARLEY_API_KEYS, or bind to 127.0.0.1.")
         return 2
+    _print(f"parley api on http://{host}:{port}, Redis {redact_url(settings.redis_url or '(not set)')}, "
+           f"upstream {upstream_description(settings)}")
     uvicorn.run("parley.api.main:create_app", factory=True, host=host, port=port, log_level="warning",
                 access_log=False, workers=args.workers, timeout_keep_alive=30)
     return 0
-
-
-def _celery(*argv: str) -> int:
-    from celery.__main__ import main as celery_main
-
-    sys.argv = ["celery", "-A", "parley.worker.celery_app", *argv]
-    celery_main()
-    return 0
-
-
-def run_worker(extra: Sequence[str]) -> int:
-    settings = Settings()
-    return _celery("worker", "-P", settings.worker_pool, "-c", str(settings.worker_concurrency), "-Q", "parley",
-                   "-l", settings.log_level, "--without-mingle", "--without-gossip", *extra)
-
-
-def run_beat(extra: Sequence[str]) -> int:
-    schedule = [] if "-s" in extra else ["-s", os.path.join(tempfile.gettempdir(), "parley-beat-schedule")]
-    return _celery("beat", "-l", Settings().log_level, *schedule, *extra)
-
-
-PASSTHROUGH = {"worker": run_worker, "beat": run_beat}
-"""Subcommands whose further arguments all go to celery."""
 
 
 def cmd_flower(args: argparse.Namespace) -> int:
@@ -88,37 +77,14 @@ def cmd_emulator(args: argparse.Namespace) -> int:
     config = EmulatorConfig(seed=args.seed, latency_ms=(args.latency_ms, args.latency_ms),
                             delta_interval_ms=args.delta_interval_ms)
     _print(f"OpenAI emulator on http://{args.host}:{args.port}/v1 (debug routes under /_emulator)")
-    serve_forever(config, host=args.host, port=args.port)
-    return 0
-
-
-def cmd_up(args: argparse.Namespace) -> int:
-    from .stack import LocalStack
-
-    with LocalStack(Settings(), api_port=args.port, flower=args.flower) as stack:
-        _print(stack.banner())
-        stop = {"now": False}
-
-        def on_signal(signum: int, _: Any) -> None:
-            stop["now"] = True
-
-        signal.signal(signal.SIGTERM, on_signal)
-        try:
-            while not stop["now"]:
-                failed = stack.failed()
-                if failed:
-                    _print(f"{failed} exited; stopping everything")
-                    return 1
-                time.sleep(0.5)
-        except KeyboardInterrupt:
-            pass
-        _print("stopping...")
+    serve_forever(config, host=args.host, port=args.port, state_file=args.state_file)
     return 0
 
 
 def cmd_send(args: argparse.Namespace) -> int:
     from .client import ParleyAPIError, ParleyClient
 
+    args.url = args.url or discovery.api_url(Settings())
     try:
         with ParleyClient(args.url, api_key=args.api_key) as client:
             conversation = client.create_conversation(key=args.conversation)
@@ -137,9 +103,11 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    from .chat import chat
+    from .chat import chat, enable_line_editing
     from .client import ParleyClient
 
+    args.url = args.url or discovery.api_url(Settings())
+    enable_line_editing(sys.stdin)
     try:
         with ParleyClient(args.url, api_key=args.api_key) as client:
             return chat(client, key=args.conversation)
@@ -159,11 +127,15 @@ def cmd_dead_letter(args: argparse.Namespace) -> int:
     from parley.worker.keys import Keys
     from parley.worker.runtime import Wakeups
 
-    settings = Settings()
+    settings = discovery.with_redis(Settings())
+    if not settings.redis_url:
+        _print(f"PARLEY_REDIS_URL is not set and no parley up is running with data in {settings.data_dir}")
+        return 1
     letters = DeadLetters(sync_client(settings), Keys(settings.key_prefix))
     if args.action == "list":
-        for letter in letters.list():
-            print(f"{letter.turn_id}  {letter.conversation_id}  {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(letter.at))}")
+        for entry in letters.list():
+            at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(entry.at))
+            print(f"{entry.turn_id}  {entry.conversation_id}  {at}")
         return 0
     letter = letters.find(args.turn_id or "")
     if letter is None:
@@ -183,45 +155,57 @@ def cmd_dead_letter(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="parley", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    up = sub.add_parser("up", help="start Redis (embedded), the emulator (without a key), API, worker, reaper")
-    up.add_argument("--port", type=int, default=8000)
-    up.add_argument("--flower", action="store_true", help="also start Flower (with generated credentials)")
+    settings = Settings()
+    formatter = argparse.ArgumentDefaultsHelpFormatter
+    parser = argparse.ArgumentParser(prog="parley", description=DESCRIPTION, formatter_class=formatter)
+    parser.add_argument("--version", action="version", version=f"parley {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help_text, description=help_text, formatter_class=formatter)
+
+    up = command("up", "start Redis (embedded), the emulator (unless an OpenAI key is set), API, worker, "
+                 "reaper")
+    add_up_arguments(up, settings)
     up.set_defaults(func=cmd_up)
-    api = sub.add_parser("api", help="serve the HTTP ingress")
-    api.add_argument("--host")
-    api.add_argument("--port", type=int)
-    api.add_argument("--workers", type=int, default=1)
+    api = command("api", "serve the HTTP ingress")
+    api.add_argument("--host", default=settings.host, help="(PARLEY_HOST)")
+    api.add_argument("--port", type=int, default=settings.port, help="(PARLEY_PORT)")
+    api.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     api.set_defaults(func=cmd_api)
     for name in PASSTHROUGH:
-        sub.add_parser(name, help=f"run a Celery {name} with parley's settings (further arguments go to celery)")
-    emulator = sub.add_parser("emulator", help="serve the local OpenAI emulator")
+        command(name, f"run a Celery {name} with parley's settings (further arguments go to celery; "
+                f"`parley {name} --help` for more)")
+    emulator = command("emulator", "serve the local OpenAI emulator")
     emulator.add_argument("--host", default="127.0.0.1")
     emulator.add_argument("--port", type=int, default=8100)
-    emulator.add_argument("--seed", type=int, default=0)
-    emulator.add_argument("--latency-ms", type=int, default=0)
-    emulator.add_argument("--delta-interval-ms", type=int, default=0)
+    emulator.add_argument("--seed", type=int, default=0, help="seed of the emulator's faults and replies")
+    emulator.add_argument("--latency-ms", type=int, default=0, help="delay before each reply")
+    emulator.add_argument("--delta-interval-ms", type=int, default=0, help="delay between streamed deltas")
+    emulator.add_argument("--state-file", type=Path,
+                          help="keep the conversations in this file across restarts")
     emulator.set_defaults(func=cmd_emulator)
-    flower = sub.add_parser("flower", help="run Flower on the broker, with basic auth from the settings")
+    flower = command("flower", "run Flower on the broker, with basic auth from the settings")
     flower.set_defaults(func=cmd_flower)
-    dead = sub.add_parser("dead-letter", help="list, show, requeue or drop dead-lettered turns")
+    dead = command("dead-letter", "list, show, requeue or drop dead-lettered turns")
     dead.add_argument("action", choices=("list", "show", "requeue", "drop"))
-    dead.add_argument("turn_id", nargs="?")
+    dead.add_argument("turn_id", nargs="?", help="the turn, for show, requeue and drop")
     dead.set_defaults(func=cmd_dead_letter)
     from .cli_webhooks import add_webhook_commands  # parley webhooks ...: run, new-secret, dead-letters
     add_webhook_commands(sub)
-    send = sub.add_parser("send", help="send one turn and print the reply")
+    send = command("send", "send one turn and print the reply")
     send.add_argument("text")
-    send.add_argument("--timeout", type=float, default=60.0)
+    send.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the reply")
     send.set_defaults(func=cmd_send)
-    chat = sub.add_parser("chat", help="chat in the terminal, replies shown as they are written")
+    chat = command("chat", "chat in the terminal, replies shown as they are written")
     chat.set_defaults(func=cmd_chat)
     for client_command in (send, chat):
         client_command.add_argument("--conversation", default="cli:default",
                                     help="get-or-create key of the conversation")
-        client_command.add_argument("--url", default=os.environ.get("PARLEY_URL", "http://127.0.0.1:8000"))
-        client_command.add_argument("--api-key", default=os.environ.get("PARLEY_API_KEY"))
+        client_command.add_argument("--url", help="parley's API (default: PARLEY_URL, else the parley up "
+                                    f"running beside, else http://127.0.0.1:{settings.port})")
+        client_command.add_argument("--api-key", default=os.environ.get("PARLEY_API_KEY"),
+                                    help="bearer key (PARLEY_API_KEY)")
     return parser
 
 
@@ -231,6 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return PASSTHROUGH[argv[0]](argv[1:])
     args = build_parser().parse_args(argv)
     return int(args.func(args))
+
 
 if __name__ == "__main__":
     sys.exit(main())

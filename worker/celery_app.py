@@ -10,6 +10,7 @@ from datetime import timedelta
 
 from celery import Celery
 
+from .log import quiet_periodic
 from .settings import Settings, get_settings
 
 DRAIN_TASK = "parley.drain"
@@ -50,3 +51,4 @@ def create_celery(settings: Settings) -> Celery:
 
 
 app = create_celery(get_settings())
+quiet_periodic(REAP_TASK)

@@ -33,6 +33,44 @@ def redact(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
     return event_dict
 
 
+def redact_url(url: str) -> str:
+    """``url`` with any password masked, fit for a startup line."""
+    return redact_text(url)
+
+
+def upstream_description(settings: Settings) -> str:
+    if settings.openai_base_url:
+        return settings.openai_base_url
+    return "OpenAI (api.openai.com)" if settings.openai_api_key else "OpenAI, but no OPENAI_API_KEY is set"
+
+
+class DemotePeriodic(logging.Filter):
+    """Celery logs every run of a periodic task at INFO: beat's "Sending due task", the worker's "received"
+    and "succeeded", three lines every few seconds saying nothing happened. Those become DEBUG; warnings and
+    errors about the same tasks (a failure, a lost broker) pass unchanged; the task itself logs what it did.
+    """
+
+    def __init__(self, task_names: tuple[str, ...]) -> None:
+        super().__init__()
+        self.task_names = task_names
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO or not any(name in record.getMessage() for name in self.task_names):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+PERIODIC_LOGGERS = ("celery.beat", "celery.worker.strategy", "celery.app.trace")
+
+
+def quiet_periodic(*task_names: str) -> None:
+    for name in PERIODIC_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, DemotePeriodic) for f in logger.filters):
+            logger.addFilter(DemotePeriodic(task_names))
+
+
 def configure_logging(settings: Settings) -> None:
     level = logging.getLevelName(settings.log_level.upper())
     shared: list[Any] = [

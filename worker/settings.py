@@ -122,6 +122,11 @@ class Settings(BaseSettings):
     """Event streams and long-polls one API process serves at once (each holds a Redis connection); beyond,
     503 ``too_many_listeners``. Keep processes x this below Redis ``maxclients``."""
 
+    # --- Local runs (parley up) --------------------------------------------------------------------------
+    data_dir: str = ".parley"
+    """Where ``parley up`` keeps its Redis data (append-only file), logs, beat schedule and ``up.json``, which
+    tells ``parley send``, ``chat`` and ``dead-letter`` beside it where its API and Redis are."""
+
     # --- Logs ----------------------------------------------------------------------------------------
     log_format: Literal["auto", "console", "json"] = "auto"
     log_level: str = "INFO"

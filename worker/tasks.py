@@ -6,12 +6,12 @@ import gc
 
 import structlog
 from celery import shared_task
-from celery.signals import worker_process_init, worker_ready, worker_shutting_down
+from celery.signals import beat_init, worker_process_init, worker_ready, worker_shutting_down
 from prometheus_client import start_http_server
 
 from . import metrics
-from .celery_app import DRAIN_TASK, REAP_TASK
-from .log import configure_logging, get_logger
+from .celery_app import DRAIN_TASK, QUEUE, REAP_TASK
+from .log import configure_logging, get_logger, redact_url, upstream_description
 from .reaper import reap
 from .runtime import get_runtime
 from .settings import get_settings
@@ -45,7 +45,12 @@ def _prepare(**_: object) -> None:
     get_runtime()
     warm_up()
     _settle_memory()
-    port = get_settings().worker_metrics_port
+    settings = get_settings()
+    log.info("worker_started", queue=QUEUE, pool=settings.worker_pool,
+             concurrency=settings.worker_concurrency,
+             redis=redact_url(settings.redis_url or ""), upstream=upstream_description(settings),
+             metrics_port=settings.worker_metrics_port or None)
+    port = settings.worker_metrics_port
     if port:
         # In the main process: with PROMETHEUS_MULTIPROC_DIR it also serves what prefork children counted.
         try:
@@ -55,6 +60,13 @@ def _prepare(**_: object) -> None:
 
 
 configure_logging(get_settings())
+
+
+@beat_init.connect
+def _beat_started(**_: object) -> None:
+    settings = get_settings()
+    log.info("beat_started", task=REAP_TASK, every_s=settings.reaper_interval_s,
+             redis=redact_url(settings.redis_url or ""))
 
 
 @worker_shutting_down.connect

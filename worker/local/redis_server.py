@@ -36,6 +36,12 @@ def server_binary() -> str:
 
 
 def _die_with_parent() -> None:
+    """In the child before exec: die with the parent, and take SIGINT and SIGTERM as a default process would.
+
+    A parent started as a background job inherits SIGINT as ignored, and exec keeps ignored signals ignored.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -76,8 +82,11 @@ class EmbeddedRedis:
         ]
         # PDEATHSIG fires when the *thread* that forked exits, so it is only safe from the main thread.
         on_main = threading.current_thread() is threading.main_thread()
+        # Its own session: a Ctrl-C in the terminal goes to the foreground process group, and a Redis in it
+        # would die at once, before the processes that still use it (their reconnect tracebacks on shutdown).
         self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent if on_main else None)
+                                        stderr=subprocess.DEVNULL, start_new_session=True,
+                                        preexec_fn=_die_with_parent if on_main else None)
         deadline = time.monotonic() + timeout_s
         while not self._pong():
             if self.process.poll() is not None or time.monotonic() > deadline:
@@ -111,6 +120,10 @@ class EmbeddedRedis:
     def restart(self, *, kill: bool = False) -> None:
         self.stop(kill=kill)
         self.start()
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "server.log"
 
     @property
     def pid(self) -> int | None:

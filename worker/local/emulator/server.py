@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import signal
+from pathlib import Path
+from types import FrameType
+
 import uvicorn
 
 from ..background import BackgroundServer
@@ -35,6 +39,24 @@ class EmulatorServer(BackgroundServer):
         return self
 
 
-def serve_forever(config: EmulatorConfig, *, host: str, port: int) -> None:
-    uvicorn.run(Emulator(config).app, host=host, port=port, log_level="warning", lifespan="off",
-                timeout_keep_alive=30)
+def serve_forever(config: EmulatorConfig, *, host: str, port: int, state_file: Path | None = None) -> None:
+    """Serve until SIGINT or SIGTERM; with ``state_file``, conversations are loaded from and saved to it."""
+    emulator = Emulator(config)
+    if state_file is not None:
+        emulator.store.load(state_file)
+    # uvicorn shuts down on SIGINT/SIGTERM, then raises the signal again for the handler it found: with the
+    # default ones the process would die (or raise KeyboardInterrupt) before the state is saved.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _exit_quietly)
+    try:
+        uvicorn.run(emulator.app, host=host, port=port, log_level="warning", lifespan="off",
+                    timeout_keep_alive=30)
+    except SystemExit:
+        pass
+    finally:
+        if state_file is not None:
+            emulator.store.save(state_file)
+
+
+def _exit_quietly(signum: int, _: FrameType | None) -> None:
+    raise SystemExit(0)

@@ -6,9 +6,11 @@ snapshots take ``mutex``.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from . import model, objects
@@ -146,6 +148,24 @@ class Store:
             self.requests.clear()
             self.overlaps.clear()
             self.peak_locked = 0
+
+    def save(self, path: Path) -> None:
+        """Write the conversations and their items to ``path`` (``parley up`` keeps them across restarts)."""
+        with self.mutex:
+            state = [asdict(conv) for conv in self.conversations.values()]
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps({"conversations": state}))
+        temporary.replace(path)
+
+    def load(self, path: Path) -> None:
+        """Read what ``save`` wrote; a missing file is an empty store."""
+        try:
+            state = json.loads(path.read_text())
+        except FileNotFoundError:
+            return
+        with self.mutex:
+            for conv in state["conversations"]:
+                self.conversations[conv["id"]] = Conversation(**conv)
 
     def summary(self) -> dict[str, Any]:
         with self.mutex:
