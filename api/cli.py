@@ -45,8 +45,10 @@ def cmd_api(args: argparse.Namespace) -> int:
         return 2
     _print(f"parley api on http://{host}:{port}, Redis {redact_url(settings.redis_url or '(not set)')}, "
            f"upstream {upstream_description(settings)}")
+    from .http_protocol import HeaderDeadlineProtocol
+
     uvicorn.run("parley.api.main:create_app", factory=True, host=host, port=port, log_level="warning",
-                access_log=False, workers=args.workers, timeout_keep_alive=30)
+                access_log=False, workers=args.workers, timeout_keep_alive=30, http=HeaderDeadlineProtocol)
     return 0
 
 

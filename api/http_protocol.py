@@ -13,9 +13,13 @@ import asyncio
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from parley.worker.settings import get_settings
+
 
 class HeaderDeadlineProtocol(HttpToolsProtocol):
-    header_timeout_s = 10.0
+    header_timeout_s: float | None = None
+    """``None``: ``PARLEY_HEADER_TIMEOUT_S``. A class attribute, not an argument: uvicorn builds the protocol
+    itself, and with several workers it pickles the class by name into each process."""
     _header_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -36,7 +40,9 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
 
     def _arm(self) -> None:
         self._disarm()
-        self._header_timer = self.loop.call_later(self.header_timeout_s, self._headers_too_slow)
+        timeout_s = self.header_timeout_s if self.header_timeout_s is not None else \
+            get_settings().header_timeout_s
+        self._header_timer = self.loop.call_later(timeout_s, self._headers_too_slow)
 
     def _disarm(self) -> None:
         if self._header_timer is not None:
@@ -50,5 +56,5 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
 
 
 def with_header_deadline(header_timeout_s: float) -> type[HeaderDeadlineProtocol]:
-    """The protocol class for ``uvicorn.run(http=...)`` with this deadline."""
+    """The protocol with this deadline rather than the setting's (in-process servers: tests, benchmarks)."""
     return type("HeaderDeadlineProtocol", (HeaderDeadlineProtocol,), {"header_timeout_s": header_timeout_s})

@@ -119,3 +119,25 @@ def test_an_event_stream_outlives_the_body_deadline(server: BackgroundServer) ->
             http.post(f"/v1/conversations/{conv}/turns", json={"input": "late"})
             lines = stream.iter_lines()
             assert any(line.startswith("event: turn.queued") for line in lines)
+
+
+@pytest.mark.slow
+def test_parley_api_closes_slow_header_connections(settings: Settings) -> None:
+    """The real ``parley api`` process uses the header deadline (PARLEY_HEADER_TIMEOUT_S)."""
+    from conftest import settings_env
+
+    from parley.worker.local.background import free_port, wait_http
+    from parley.worker.local.processes import spawn, stop
+
+    port = free_port()
+    env = {**settings_env(settings), "PARLEY_HEADER_TIMEOUT_S": "0.5"}
+    api = spawn(["python", "-m", "parley", "api", "--port", str(port)], env=env, quiet=True)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", 30)
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\n")
+        started = time.monotonic()
+        assert _closed_within(sock, 3.0) and time.monotonic() - started < 3.0
+        sock.close()
+    finally:
+        stop(api)
