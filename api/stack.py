@@ -31,7 +31,7 @@ from . import discovery
 READY_TIMEOUT_S = 60.0
 TAIL_LINES = 8
 """Lines of a dead process's log quoted when it takes the stack down."""
-STOP_ORDER = (("api",), ("worker", "beat", "flower"), ("emulator",))
+STOP_ORDER = (("api",), ("worker", "beat", "flower", "webhooks"), ("emulator",))
 """The API first (no new turns), then what uses Redis and the upstream, then the emulator; Redis last."""
 STOP_TIMEOUT_S = 30.0
 
@@ -183,8 +183,21 @@ class LocalStack:
         self._spawn("api", "api", "--host", "127.0.0.1", "--port", str(self.api_port), env=env)
         self._spawn("worker", "worker", env=env)
         self._spawn("beat", "beat", "-s", str(self.data_dir / "beat-schedule"), env=env)
+        # The webhook dispatcher, signing with the configured secret or one kept in the data dir.
+        self._spawn("webhooks", "webhooks", "run", env={**env, "PARLEY_WEBHOOK_SECRET": self.webhook_secret()})
         if self._wait_ready(f"{self.api_url}/readyz"):
             discovery.write(self.data_dir, discovery.Running(os.getpid(), self.api_url, self.redis_url))
+
+    def webhook_secret(self) -> str:
+        if self.settings.webhook_secret is not None:
+            return self.settings.webhook_secret.get_secret_value()
+        path = self.data_dir / "webhook-secret"
+        if not path.exists():
+            from parley.worker.webhooks.signing import generate_secret
+
+            path.touch(mode=0o600)
+            path.write_text(generate_secret() + "\n")
+        return path.read_text().strip()
 
     def _spawn(self, name: str, *argv: str, env: dict[str, str]) -> None:
         process = spawn(["python", "-m", "parley", *argv], env=env, pipe=True)
@@ -232,6 +245,8 @@ class LocalStack:
             f"{' (local emulator)' if self.emulator_url else ''}",
             f"  data     {self.data_dir}",
             "  try:     parley send \"hello\"   or   parley chat",
+            "  webhooks signed with " + ("PARLEY_WEBHOOK_SECRET" if self.settings.webhook_secret else
+                                         f"the secret in {self.data_dir / 'webhook-secret'}"),
             *([f"  Flower   http://{self.settings.flower_address}:{self.settings.flower_port}"
                + (f"   (basic auth {self.flower_credentials})" if self.flower_credentials else "")]
               if self.flower else []),

@@ -55,18 +55,23 @@ class AsyncParleyClient:
 
     # --- conversations ------------------------------------------------------------------------------------
 
-    async def create_conversation(self, *, key: str | None = None, metadata: dict[str, str] | None = None
+    async def create_conversation(self, *, key: str | None = None, metadata: dict[str, str] | None = None,
+                            webhook_url: str | None = None, webhook_events: list[str] | None = None
                             ) -> Conversation:
-        """A new conversation; with ``key``, the one bound to that key (get-or-create)."""
-        return await self._call(core.create_conversation(key, metadata))
+        """A new conversation; with ``key``, the one bound to that key (get-or-create). ``webhook_url``: where
+        its terminal events are POSTed, signed (``webhook_events``: which of them)."""
+        return await self._call(core.create_conversation(key, metadata, webhook_url, webhook_events))
 
     async def get_conversation(self, conversation_id: str) -> ConversationWithQueue:
         return await self._call(core.get_conversation(conversation_id))
 
-    async def update_conversation(self, conversation_id: str, *, metadata: dict[str, str] | None = None
-                            ) -> Conversation:
-        """Replace the metadata (here and upstream); what is left out stays as it is."""
-        return await self._call(core.update_conversation(conversation_id, metadata))
+    async def update_conversation(self, conversation_id: str, *, metadata: dict[str, str] | None = None,
+                            webhook_url: str | None = None, webhook_events: list[str] | None = None,
+                            clear_webhook: bool = False) -> Conversation:
+        """Replace the metadata (here and upstream) or the webhook; what is left out stays as it is.
+        ``clear_webhook`` goes back to the server's default webhook."""
+        return await self._call(core.update_conversation(conversation_id, metadata, webhook_url, webhook_events,
+                                                     clear_webhook))
 
     async def delete_conversation(self, conversation_id: str) -> ConversationDeleted:
         return await self._call(core.delete_conversation(conversation_id))

@@ -79,19 +79,25 @@ def _present(**fields: Any) -> dict[str, Any]:
 # --- the calls, one per route ----------------------------------------------------------------------------
 
 
-def create_conversation(key: str | None, metadata: dict[str, str] | None) -> Call[Conversation]:
+def create_conversation(key: str | None, metadata: dict[str, str] | None, webhook_url: str | None = None,
+                        webhook_events: list[str] | None = None) -> Call[Conversation]:
     # With a key it is get-or-create, so sending it twice gives the same conversation.
     return Call("POST", "/v1/conversations", Conversation.model_validate,
-                json=_present(key=key, metadata=metadata), idempotent=key is not None)
+                json=_present(key=key, metadata=metadata, webhook_url=webhook_url, webhook_events=webhook_events),
+                idempotent=key is not None)
 
 
 def get_conversation(conversation_id: str) -> Call[ConversationWithQueue]:
     return Call("GET", f"/v1/conversations/{conversation_id}", ConversationWithQueue.model_validate)
 
 
-def update_conversation(conversation_id: str, metadata: dict[str, str] | None) -> Call[Conversation]:
-    return Call("POST", f"/v1/conversations/{conversation_id}", Conversation.model_validate,
-                json=_present(metadata=metadata))
+def update_conversation(conversation_id: str, metadata: dict[str, str] | None, webhook_url: str | None = None,
+                        webhook_events: list[str] | None = None, clear_webhook: bool = False
+                        ) -> Call[Conversation]:
+    body = _present(metadata=metadata, webhook_url=webhook_url, webhook_events=webhook_events)
+    if clear_webhook:
+        body["webhook_url"] = None  # an explicit null: back to the server's default webhook
+    return Call("POST", f"/v1/conversations/{conversation_id}", Conversation.model_validate, json=body)
 
 
 def delete_conversation(conversation_id: str) -> Call[ConversationDeleted]:

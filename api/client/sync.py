@@ -56,18 +56,23 @@ class ParleyClient:
 
     # --- conversations ------------------------------------------------------------------------------------
 
-    def create_conversation(self, *, key: str | None = None, metadata: dict[str, str] | None = None
+    def create_conversation(self, *, key: str | None = None, metadata: dict[str, str] | None = None,
+                            webhook_url: str | None = None, webhook_events: list[str] | None = None
                             ) -> Conversation:
-        """A new conversation; with ``key``, the one bound to that key (get-or-create)."""
-        return self._call(core.create_conversation(key, metadata))
+        """A new conversation; with ``key``, the one bound to that key (get-or-create). ``webhook_url``: where
+        its terminal events are POSTed, signed (``webhook_events``: which of them)."""
+        return self._call(core.create_conversation(key, metadata, webhook_url, webhook_events))
 
     def get_conversation(self, conversation_id: str) -> ConversationWithQueue:
         return self._call(core.get_conversation(conversation_id))
 
-    def update_conversation(self, conversation_id: str, *, metadata: dict[str, str] | None = None
-                            ) -> Conversation:
-        """Replace the metadata (here and upstream); what is left out stays as it is."""
-        return self._call(core.update_conversation(conversation_id, metadata))
+    def update_conversation(self, conversation_id: str, *, metadata: dict[str, str] | None = None,
+                            webhook_url: str | None = None, webhook_events: list[str] | None = None,
+                            clear_webhook: bool = False) -> Conversation:
+        """Replace the metadata (here and upstream) or the webhook; what is left out stays as it is.
+        ``clear_webhook`` goes back to the server's default webhook."""
+        return self._call(core.update_conversation(conversation_id, metadata, webhook_url, webhook_events,
+                                                     clear_webhook))
 
     def delete_conversation(self, conversation_id: str) -> ConversationDeleted:
         return self._call(core.delete_conversation(conversation_id))

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from conftest import wait_until
 from up_support import Up, clean_env, cmdline
 
 from parley.api.client import ParleyClient
@@ -72,6 +73,25 @@ def test_up_serves_turns_and_ctrl_c_stops_everything(tmp_path: Path, start_up: S
     assert "\nstopping...\n" in stderr and stderr.endswith("\nstopped\n"), stderr[-2000:]
     assert up.leftovers() == []
     assert not (tmp_path / ".parley" / "up.json").exists()
+
+
+def test_up_delivers_webhooks_signed_with_the_secret_it_keeps(tmp_path: Path, start_up: StartUp) -> None:
+    """`parley up` runs the webhook dispatcher too, signing with a secret it keeps in the data dir: a receiver
+    that verifies with that secret gets the turn's terminal event."""
+    from webhooks_support import ids, receiver
+
+    port, hook_port = free_port(), free_port()
+    up = start_up(env=clean_env(PARLEY_PORT=str(port)))
+    up.wait_ready(f"http://127.0.0.1:{port}")
+    secret = (tmp_path / ".parley" / "webhook-secret").read_text().strip()
+    assert secret.startswith("whsec_") and (tmp_path / ".parley" / "webhook-secret").stat().st_mode & 0o077 == 0
+    out = tmp_path / "hooks.txt"
+    with receiver(hook_port, out, secret), ParleyClient(f"http://127.0.0.1:{port}") as client:
+        conv = client.create_conversation(key="hooked")
+        client.update_conversation(conv.id, webhook_url=f"http://127.0.0.1:{hook_port}/hook")
+        turn = client.send_turn(conv.id, "hello")
+        wait_until(lambda: ids(out) == [f"{turn.id}.completed"], timeout_s=30, message="the webhook")
+    assert up.interrupt() == 0 and up.leftovers() == []
 
 
 def test_history_survives_a_restart_with_the_same_data_dir(tmp_path: Path, start_up: StartUp) -> None:

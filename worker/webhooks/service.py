@@ -9,8 +9,11 @@ import httpx
 from prometheus_client import start_http_server
 
 from ..connections import async_client
+from ..log import get_logger
 from ..settings import Settings
 from .dispatcher import Dispatcher
+
+log = get_logger(__name__)
 
 
 def make_http(settings: Settings) -> httpx.AsyncClient:
@@ -24,7 +27,10 @@ def make_http(settings: Settings) -> httpx.AsyncClient:
 async def serve(settings: Settings, *, name: str | None = None) -> None:
     """Run a dispatcher until SIGTERM or SIGINT."""
     if settings.webhook_metrics_port:
-        start_http_server(settings.webhook_metrics_port)
+        try:
+            start_http_server(settings.webhook_metrics_port)
+        except OSError as exc:  # another dispatcher on this host has it: deliveries matter more than metrics
+            log.warning("metrics_port_unavailable", port=settings.webhook_metrics_port, error=str(exc))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
