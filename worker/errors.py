@@ -25,6 +25,9 @@ class UpstreamError(ParleyError):
 
     def __init__(self, message: str, *, reason: str, status_code: int | None = None, code: str | None = None,
                  retry_after_s: float | None = None, request_id: str | None = None) -> None:
+        # Stored in the turn, its events and the replies stream, readable by any key: mask what a provider or
+        # a proxy may have echoed of ours.
+        message = redact_text(message)
         super().__init__(message)
         self.message = message
         self.reason = reason

@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 import structlog
+import structlog.tracebacks
 
 from .settings import Settings
 
@@ -18,18 +19,48 @@ _SECRET_PATTERNS = (
 )
 
 
+_SECRETS: set[str] = set()
+"""The literal secrets of this process's settings (keys, passwords): masked wherever they appear, whatever
+their shape, since a provider or a proxy may echo one in a form no pattern knows."""
+MIN_SECRET_CHARS = 6
+"""Shorter values are not masked by value (they would match ordinary words); the patterns still apply."""
+
+
+def register_secrets(settings: Settings) -> None:
+    values = [s.get_secret_value() for s in (settings.openai_api_key, settings.webhook_secret,
+                                             settings.flower_basic_auth) if s is not None]
+    values += [key.get_secret_value() for key in settings.api_keys]
+    if settings.flower_basic_auth is not None:
+        values += [pair.partition(":")[2] for pair in settings.flower_basic_auth.get_secret_value().split(",")]
+    if settings.redis_url and (match := _SECRET_PATTERNS[2].search(settings.redis_url)):
+        values.append(settings.redis_url[match.end(1):match.start(2)])
+    _SECRETS.update(v for v in values if len(v) >= MIN_SECRET_CHARS)
+
+
 def redact_text(text: str) -> str:
-    """``text`` with API keys, bearer tokens and Redis passwords masked."""
+    """``text`` with API keys, bearer tokens, Redis passwords and this process's own secrets masked."""
+    for secret in _SECRETS:
+        if secret in text:
+            text = text.replace(secret, "[redacted]")
     text = _SECRET_PATTERNS[0].sub("[redacted]", text)
     text = _SECRET_PATTERNS[1].sub(r"\1[redacted]", text)
     return _SECRET_PATTERNS[2].sub(r"\1[redacted]\2", text)
 
 
+def _redacted(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, dict):
+        return {k: _redacted(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redacted(v) for v in value]
+    return value
+
+
 def redact(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
-    """Last line of defence: mask API keys, bearer tokens and Redis passwords in any string value."""
+    """Last line of defence: mask secrets in every value, nested ones too (a traceback's frames)."""
     for key, value in event_dict.items():
-        if isinstance(value, str):
-            event_dict[key] = redact_text(value)
+        event_dict[key] = _redacted(value)
     return event_dict
 
 
@@ -78,8 +109,12 @@ def configure_logging(settings: Settings) -> None:
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    register_secrets(settings)
     if settings.json_logs:
-        renderer: list[Any] = [structlog.processors.dict_tracebacks, redact, structlog.processors.JSONRenderer()]
+        # Tracebacks without frame locals: those held the Settings object, Redis URL and password included.
+        tracebacks = structlog.processors.ExceptionRenderer(
+            structlog.tracebacks.ExceptionDictTransformer(show_locals=False))
+        renderer: list[Any] = [tracebacks, redact, structlog.processors.JSONRenderer()]
     else:
         renderer = [redact, structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())]
     structlog.configure(

@@ -53,3 +53,29 @@ def test_periodic_runs_show_at_debug(captured: list[logging.LogRecord]) -> None:
     logging.getLogger().setLevel(logging.DEBUG)
     logging.getLogger("celery.app.trace").info("Task %s[abc] succeeded in 0.001s: 0", REAP_TASK)
     assert [r.levelname for r in captured] == ["DEBUG"]
+
+
+def test_json_tracebacks_hold_no_secret(capsys: pytest.CaptureFixture[str]) -> None:
+    """An unhandled error logged in JSON mode, with the Settings in a frame's locals, shows neither the Redis
+    password nor any key: tracebacks carry no locals, and every nested value is masked, also a secret echoed in
+    a shape no pattern knows."""
+    from pydantic import SecretStr
+
+    from parley.worker.log import configure_logging, get_logger
+    from parley.worker.settings import Settings
+
+    settings = Settings(_env_file=None, redis_url="redis://:hunter2-redis-pw@127.0.0.1:6379/0", log_format="json",
+                        openai_api_key=SecretStr("proxy-token-XYZ123"), api_keys=[SecretStr("api-key-987654")])
+    configure_logging(settings)
+
+    def fail(settings: Settings) -> None:
+        raise RuntimeError(f"upstream said: token proxy-token-XYZ123 refused for {settings.redis_url}")
+
+    try:
+        fail(settings)
+    except RuntimeError:
+        get_logger("test").exception("unhandled_error", echoed={"auth": ["api-key-987654"]})
+    err = capsys.readouterr().err
+    assert "unhandled_error" in err and "RuntimeError" in err
+    for secret in ("hunter2-redis-pw", "proxy-token-XYZ123", "api-key-987654"):
+        assert secret not in err, err
