@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from parley.api.stack import choose_upstream
+from parley.api.cli.stack import choose_upstream
 from parley.worker.settings import Settings
 
 

@@ -70,7 +70,7 @@ def test_worker_and_beat_without_redis_fail_fast(command: str, redis_url: str | 
 
 def test_chat_turns_on_line_editing_only_at_a_terminal() -> None:
     """`parley chat` loads readline (arrow keys, history) when a person types at a terminal, not at a pipe."""
-    from parley.api.chat import enable_line_editing
+    from parley.api.cli.chat import enable_line_editing
 
     read_fd, write_fd = os.pipe()
     with os.fdopen(read_fd) as pipe:

@@ -1,7 +1,7 @@
 """``parley up``: every part of parley on one machine, with embedded stand-ins for what is not configured.
 
 Everything it keeps is in one data directory: Redis's append-only file and log (``redis/``), one log per
-process (``logs/``), beat's schedule, and ``up.json`` for the commands run beside it (api/discovery.py).
+process (``logs/``), beat's schedule, and ``up.json`` for the commands run beside it (discovery.py).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The ``parley`` command: ``up`` (api/cli_up.py), ``api``, ``worker`` and ``beat`` (api/cli_celery.py),
+"""The ``parley`` command: ``up`` (up.py), ``api``, ``worker`` and ``beat`` (workers.py),
 ``emulator``, ``flower``, ``send``, ``chat``, ``dead-letter``."""
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from parley.worker.settings import Settings
 from parley import __version__
 
 from . import discovery
-from .cli_celery import PASSTHROUGH
-from .cli_up import add_arguments as add_up_arguments
-from .cli_up import cmd_up
+from .workers import PASSTHROUGH
+from .up import add_arguments as add_up_arguments
+from .up import cmd_up
 
 DESCRIPTION = ("parley runs ordered, crash-safe chat-bot turns on the OpenAI Responses and Conversations "
                "APIs. "
@@ -45,7 +45,7 @@ def cmd_api(args: argparse.Namespace) -> int:
         return 2
     _print(f"parley api on http://{host}:{port}, Redis {redact_url(settings.redis_url or '(not set)')}, "
            f"upstream {upstream_description(settings)}")
-    from .http_protocol import HeaderDeadlineProtocol
+    from ..http_protocol import HeaderDeadlineProtocol
 
     uvicorn.run("parley.api.main:create_app", factory=True, host=host, port=port, log_level="warning",
                 access_log=False, workers=args.workers, timeout_keep_alive=30, http=HeaderDeadlineProtocol)
@@ -84,7 +84,7 @@ def cmd_emulator(args: argparse.Namespace) -> int:
 
 
 def cmd_send(args: argparse.Namespace) -> int:
-    from .client import ParleyAPIError, ParleyClient
+    from ..client import ParleyAPIError, ParleyClient
 
     args.url = args.url or discovery.api_url(Settings())
     try:
@@ -106,7 +106,7 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 def cmd_chat(args: argparse.Namespace) -> int:
     from .chat import chat, enable_line_editing
-    from .client import ParleyClient
+    from ..client import ParleyClient
 
     args.url = args.url or discovery.api_url(Settings())
     enable_line_editing(sys.stdin)
@@ -193,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     dead.add_argument("action", choices=("list", "show", "requeue", "drop"))
     dead.add_argument("turn_id", nargs="?", help="the turn, for show, requeue and drop")
     dead.set_defaults(func=cmd_dead_letter)
-    from .cli_webhooks import add_webhook_commands  # parley webhooks ...: run, new-secret, dead-letters
+    from .webhooks import add_webhook_commands  # parley webhooks ...: run, new-secret, dead-letters
     add_webhook_commands(sub)
     send = command("send", "send one turn and print the reply")
     send.add_argument("text")

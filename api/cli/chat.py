@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-from .client import ParleyAPIError, ParleyClient
+from ..client import ParleyAPIError, ParleyClient
 
 PROMPT = "you> "
 
