@@ -8,6 +8,7 @@ rate limit or an outage passes (503 with Retry-After).
 from __future__ import annotations
 
 import openai
+
 from parley.worker.errors import translate
 from parley.worker.log import get_logger
 

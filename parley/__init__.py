@@ -59,29 +59,71 @@ if TYPE_CHECKING:
     # from ``_EXPORTS``.
     from parley.api.client import (
         AsyncParleyClient as AsyncParleyClient,
+    )
+    from parley.api.client import (
         AuthenticationError as AuthenticationError,
+    )
+    from parley.api.client import (
         ConflictError as ConflictError,
+    )
+    from parley.api.client import (
         InternalServerError as InternalServerError,
+    )
+    from parley.api.client import (
         InvalidRequestError as InvalidRequestError,
+    )
+    from parley.api.client import (
         NotFoundError as NotFoundError,
+    )
+    from parley.api.client import (
         ParleyAPIError as ParleyAPIError,
+    )
+    from parley.api.client import (
         ParleyClient as ParleyClient,
+    )
+    from parley.api.client import (
         ParleyConnectionError as ParleyConnectionError,
+    )
+    from parley.api.client import (
         ParleyError as ParleyError,
+    )
+    from parley.api.client import (
         ParleyTimeoutError as ParleyTimeoutError,
+    )
+    from parley.api.client import (
         RateLimitError as RateLimitError,
+    )
+    from parley.api.client import (
         RetryPolicy as RetryPolicy,
+    )
+    from parley.api.client import (
         UnavailableError as UnavailableError,
     )
     from parley.worker.events import (
         TERMINAL_TYPES as TERMINAL_TYPES,
+    )
+    from parley.worker.events import (
         Event as Event,
+    )
+    from parley.worker.events import (
         ResponseDelta as ResponseDelta,
+    )
+    from parley.worker.events import (
         TurnCancelled as TurnCancelled,
+    )
+    from parley.worker.events import (
         TurnCompleted as TurnCompleted,
+    )
+    from parley.worker.events import (
         TurnFailed as TurnFailed,
+    )
+    from parley.worker.events import (
         TurnQueued as TurnQueued,
+    )
+    from parley.worker.events import (
         TurnStarted as TurnStarted,
+    )
+    from parley.worker.events import (
         parse_event as parse_event,
     )
     from parley.worker.replies import Delivery as Delivery

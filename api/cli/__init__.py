@@ -11,15 +11,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
+
+from parley import __version__
 from parley.worker.log import redact_url, upstream_description
 from parley.worker.settings import Settings
 
-from parley import __version__
-
 from . import discovery
-from .workers import PASSTHROUGH
 from .up import add_arguments as add_up_arguments
 from .up import cmd_up
+from .workers import PASSTHROUGH
 
 DESCRIPTION = ("parley runs ordered, crash-safe chat-bot turns on the OpenAI Responses and Conversations "
                "APIs. "
@@ -105,8 +105,8 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    from .chat import chat, enable_line_editing
     from ..client import ParleyClient
+    from .chat import chat, enable_line_editing
 
     args.url = args.url or discovery.api_url(Settings())
     enable_line_editing(sys.stdin)

@@ -24,7 +24,6 @@ from ..schemas import (
 from . import core
 from .core import DEFAULT_IDLE_TIMEOUT_S, Call, EventReader, Order, RetryPolicy, TurnInput
 from .errors import ParleyConnectionError, ParleyError, api_error, transport_error
-
 from .sync import auth_headers
 
 T = TypeVar("T")

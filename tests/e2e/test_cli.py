@@ -93,6 +93,7 @@ def test_api_refuses_public_bind_without_keys() -> None:
 def test_dead_letter_commands(settings, redis_client) -> None:  # type: ignore[no-untyped-def]
     """`parley dead-letter list|show|requeue|drop` on a real dead-lettered turn."""
     from conftest import settings_env
+
     from parley.worker.keys import Keys
     from parley.worker.messages import Turn, TurnStatus
 

@@ -11,12 +11,13 @@ import httpx
 import jsonschema
 import pytest
 import redis
+from stack import workers
+
 from parley.api.client import ParleyClient
 from parley.worker.events import parse_event
 from parley.worker.keys import Keys
 from parley.worker.local.emulator import EmulatorServer
 from parley.worker.settings import Settings
-from stack import workers
 
 pytestmark = pytest.mark.slow
 SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "docs" / "events.schema.json").read_text())

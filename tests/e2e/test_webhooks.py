@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-from pydantic import SecretStr
 from conftest import wait_until
+from pydantic import SecretStr
 from stack import workers
 from webhooks_support import cli, dispatcher, ids, receiver, start_dispatcher, start_receiver
 

@@ -10,12 +10,13 @@ import httpx
 import pytest
 import redis
 import structlog
+from pydantic import SecretStr
+from test_drain import Harness
+
 from parley.api.main import create_app
 from parley.worker.local.background import BackgroundServer, free_port
 from parley.worker.local.emulator import EmulatorServer
 from parley.worker.settings import Settings
-from pydantic import SecretStr
-from test_drain import Harness
 
 RIGHT_KEY = "sk-right-0123456789abcdef"
 WRONG_KEY = "sk-wrong-0123456789abcdef"

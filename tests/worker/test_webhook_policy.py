@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 
 import pytest
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from parley.worker.webhooks.policy import (
     MAX_URL_CHARS,
@@ -16,7 +17,6 @@ from parley.worker.webhooks.policy import (
     delivered,
 )
 from parley.worker.webhooks.signing import Signer, generate_secret
-from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 BACKOFF = Backoff(base_s=1.0, max_s=60.0, retry_for_s=3600.0)
 
