@@ -1,8 +1,8 @@
 """Request validation errors as plain sentences: which field, which rule, what was sent.
 
-pydantic reports a union field once per branch (``input`` -> ``constrained-str`` and ``list[InputMessage]``), so
-the branch a client meant is chosen by walking its own body: the deepest error on a path that exists in it
-wins ("input[0].role must be one of ..." rather than "Input should be a valid string").
+pydantic reports a union field once per branch (``input`` -> ``constrained-str`` and ``list[InputMessage]``),
+so the branch a client meant is chosen by walking its own body: the deepest error on a path that exists in
+it wins ("input[0].role must be one of ..." rather than "Input should be a valid string").
 """
 
 from __future__ import annotations
