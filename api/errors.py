@@ -43,7 +43,8 @@ def not_found(what: str, ident: str) -> ApiError:
 
 async def _api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
-    return JSONResponse(envelope(exc.type, exc.message, exc.param), status_code=exc.status, headers=exc.headers)
+    return JSONResponse(envelope(exc.type, exc.message, exc.param), status_code=exc.status,
+                        headers=exc.headers)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -69,7 +70,8 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 PASSING_REDIS_ERRORS = ("LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "READONLY", "CLUSTERDOWN", "OOM",
                         "NOREPLICAS")
-"""Error replies of a Redis that is restarting, failing over or full: they pass, so 503 + Retry-After is true."""
+"""Error replies of a Redis that is restarting, failing over or full: they pass, so 503 + Retry-After is
+true."""
 
 
 async def _redis_down(request: Request, exc: Exception) -> JSONResponse:

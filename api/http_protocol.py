@@ -1,8 +1,8 @@
 """uvicorn's HTTP protocol with a deadline for request headers.
 
-uvicorn times out idle keep-alive connections, but not a client that sends its headers a line every few seconds
-(or nothing at all after connecting): each such connection is held forever, and a few hundred of them use up
-the process (slowloris). This closes a connection whose request headers are not complete within
+uvicorn times out idle keep-alive connections, but not a client that sends its headers a line every few
+seconds (or nothing at all after connecting): each such connection is held forever, and a few hundred of them
+use up the process (slowloris). This closes a connection whose request headers are not complete within
 ``header_timeout_s`` of its start or of the request's first byte; the body has its own deadline
 (``api.middleware.BodyLimit``).
 """

@@ -1,4 +1,4 @@
-"""Redis connections of listeners (SSE streams and long-polls): one each, and a cap on how many one process holds.
+"""Redis connections of listeners (SSE streams, long-polls): one each, and a cap on how many a process holds.
 
 A blocked XREAD holds its connection, so each listener gets its own, closed with it (a client that goes away
 takes its connection along instead of growing the shared pool). Without a cap, one key holder opening streams
@@ -34,12 +34,12 @@ class Listeners:
     def connect(self) -> redis.asyncio.Redis:
         """A connection for one listener; the caller closes it with :meth:`close` in a ``finally``."""
         self.open += 1  # one event loop per process: no lock needed
-        return redis.asyncio.Redis.from_url(self.redis_url, decode_responses=True, single_connection_client=True,
-                                            client_name=CLIENT_NAME)
+        return redis.asyncio.Redis.from_url(self.redis_url, decode_responses=True,
+                                            single_connection_client=True, client_name=CLIENT_NAME)
 
     async def close(self, client: redis.asyncio.Redis) -> None:
-        # Runs while the listener's task is being cancelled (the HTTP client left): shield it, or anyio cancels
-        # the close too and the connection leaks.
+        # Runs while the listener's task is being cancelled (the HTTP client left): shield it, or anyio
+        # cancels the close too and the connection leaks.
         with anyio.CancelScope(shield=True):
             try:
                 await client.aclose()

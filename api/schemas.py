@@ -122,7 +122,8 @@ class InputMessage(Strict):
 
 
 class CreateTurn(Strict):
-    input: Annotated[str, Field(min_length=1)] | Annotated[list[InputMessage], Field(min_length=1, max_length=20)]
+    input: (Annotated[str, Field(min_length=1)]
+            | Annotated[list[InputMessage], Field(min_length=1, max_length=20)])
     idempotency_key: Ident | None = None
     model: Annotated[str, Field(min_length=1, max_length=128)] | None = None
     instructions: Annotated[str, Field(max_length=32_000)] | None = None

@@ -42,4 +42,5 @@ def upstream_error(exc: openai.OpenAIError) -> ApiError:
         return ApiError(502, error.reason, f"{PERMANENT[error.reason]}: {error.message}")
     retry_after = error.retry_after_s if error.retry_after_s is not None else UPSTREAM_RETRY_AFTER_S
     return ApiError(503, "upstream_unavailable", f"The model provider is unavailable ({error.reason}: "
-                    f"{error.message}); retry shortly.", headers={"Retry-After": str(max(1, round(retry_after)))})
+                    f"{error.message}); retry shortly.",
+                    headers={"Retry-After": str(max(1, round(retry_after)))})

@@ -1,8 +1,8 @@
 """Request validation errors as plain sentences: which field, which rule, what was sent.
 
-pydantic reports a union field once per branch (``input`` -> ``constrained-str`` and ``list[InputMessage]``), so
-the branch a client meant is chosen by walking its own body: the deepest error on a path that exists in it
-wins ("input[0].role must be one of ..." rather than "Input should be a valid string").
+pydantic reports a union field once per branch (``input`` -> ``constrained-str`` and ``list[InputMessage]``),
+so the branch a client meant is chosen by walking its own body: the deepest error on a path that exists in
+it wins ("input[0].role must be one of ..." rather than "Input should be a valid string").
 """
 
 from __future__ import annotations
@@ -18,6 +18,16 @@ RULES = {
     r"^[^{}\s]+$": "must not contain spaces or curly braces",
 }
 """Sentences for the patterns parley uses, so a client reads the rule rather than a regex."""
+LIMITS = {
+    "string_too_long": ("max_length", "must be at most {} characters"),
+    "too_short": ("min_length", "must have at least {} item(s)"),
+    "too_long": ("max_length", "must have at most {} items"),
+    "greater_than_equal": ("ge", "must be at least {}"),
+    "less_than_equal": ("le", "must be at most {}"),
+    "greater_than": ("gt", "must be more than {}"),
+    "less_than": ("lt", "must be less than {}"),
+}
+"""Length and bound rules: the ``ctx`` key that holds the limit, and the rule around it."""
 
 
 def _path(loc: Sequence[Any], body: Any) -> tuple[str, int]:
@@ -43,6 +53,17 @@ def _kind(error_type: str) -> str | None:
     return None
 
 
+def _limit(field: str, kind: str, ctx: dict[str, Any]) -> str | None:
+    """The sentence for a length or bound rule; ``None`` for any other kind of error."""
+    if kind == "string_too_short":
+        return f"{field} must not be empty." if ctx.get("min_length") == 1 else \
+            f"{field} must be at least {ctx.get('min_length')} characters."
+    if kind not in LIMITS:
+        return None
+    key, rule = LIMITS[kind]
+    return f"{field} {rule.format(ctx.get(key))}."
+
+
 def _sentence(field: str, error: dict[str, Any], content_type: str | None) -> str:
     kind, ctx, given = error.get("type", ""), error.get("ctx") or {}, error.get("input")
     if not field:
@@ -55,25 +76,13 @@ def _sentence(field: str, error: dict[str, Any], content_type: str | None) -> st
         return f"{field} is required."
     if kind == "extra_forbidden":
         return f"{field} is not a field of this request."
-    if kind == "string_too_short":
-        return f"{field} must not be empty." if ctx.get("min_length") == 1 else \
-            f"{field} must be at least {ctx.get('min_length')} characters."
-    if kind == "string_too_long":
-        return f"{field} must be at most {ctx.get('max_length')} characters."
-    if kind == "too_short":
-        return f"{field} must have at least {ctx.get('min_length')} item(s)."
-    if kind == "too_long":
-        return f"{field} must have at most {ctx.get('max_length')} items."
+    if (limit := _limit(field, kind, ctx)) is not None:
+        return limit
     if kind == "string_pattern_mismatch":
         pattern = str(ctx.get("pattern", ""))
         return f"{field} {RULES.get(pattern, f'must match the pattern {pattern}')} (got {given!r})."
     if kind == "literal_error" or kind == "enum":
         return f"{field} must be one of {ctx.get('expected')} (got {given!r})."
-    bounds = {"greater_than_equal": ("at least", "ge"), "less_than_equal": ("at most", "le"),
-              "greater_than": ("more than", "gt"), "less_than": ("less than", "lt")}
-    if kind in bounds:
-        words, key = bounds[kind]
-        return f"{field} must be {words} {ctx.get(key)}."
     if kind == "value_error":
         return f"{field}: {ctx.get('error', error.get('msg'))}."
     if (expected := _kind(kind)) is not None:

@@ -1,7 +1,7 @@
 """Redis clients sized to the process's concurrency.
 
-redis-py's default pool raises ``MaxConnectionsError`` at once when exhausted (research.md §9); a blocking pool
-waits for a free connection instead.
+redis-py's default pool raises ``MaxConnectionsError`` at once when exhausted (research.md §9); a blocking
+pool waits for a free connection instead.
 """
 
 from __future__ import annotations

@@ -42,8 +42,9 @@ class DeadLetters:
     def requeue(self, letter: DeadLetter) -> bool:
         """Queue the turn again at the tail of its conversation; ``True`` when a wake-up must be sent."""
         k, conv = self.keys, letter.conversation_id
-        status, *rest = scripts.REQUEUE(self.client, [k.turn(conv, letter.turn_id), k.inbox(conv), k.lease(conv),
-                                                      k.state(conv)], [letter.turn_id, int(time.time() * 1000)])
+        status, *rest = scripts.REQUEUE(
+            self.client, [k.turn(conv, letter.turn_id), k.inbox(conv), k.lease(conv), k.state(conv)],
+            [letter.turn_id, int(time.time() * 1000)])
         if status != 1:
             raise ValueError(f"turn {letter.turn_id} is not a failed turn")
         self.client.zadd(k.active, {conv: int(time.time() * 1000)})

@@ -113,7 +113,8 @@ class Drainer:
         """Run one turn to its end; the finish also starts the next turn when ``go_on()``. ``None`` when the
         turn was handed back (shutting down)."""
         turn = started.turn
-        structlog.contextvars.bind_contextvars(conversation_id=conv, turn_id=turn.id, attempt=started.attempts)
+        structlog.contextvars.bind_contextvars(conversation_id=conv, turn_id=turn.id,
+                                               attempt=started.attempts)
         if started.resumed:
             metrics.LEASE_RECOVERIES.inc()
         elif started.attempts == 1 and turn.started_at is not None:
@@ -140,7 +141,8 @@ class Drainer:
                     metrics.TURNS_DEAD_LETTERED.inc()
                     outcome = "dead_lettered"
                 return self._fail(conv, token, turn, TurnError(type=exc.reason, message=exc.message,
-                                                               code=exc.code, status_code=exc.status_code), go_on())
+                                                               code=exc.code, status_code=exc.status_code),
+                                  go_on())
             faultpoints.reached("upstream_done")
             finished = self._complete(conv, token, turn, reply, go_on())
             faultpoints.reached("finished")
@@ -168,8 +170,10 @@ class Drainer:
                     state["attempts"] = turn.attempts = self.mailbox.record(
                         conv, turn.id, token, count_attempt=bool(state["count_next"]))
                     structlog.contextvars.bind_contextvars(attempt=turn.attempts)
-                # A resumed or retried turn may already have reached upstream (a crash, a hand-back, a timeout).
-                needs_check = retried or started.resumed or state["attempts"] > 1 or turn.response_id is not None
+                # A resumed or retried turn may already have reached upstream (a crash, a hand-back, a
+                # timeout).
+                needs_check = (retried or started.resumed or state["attempts"] > 1
+                               or turn.response_id is not None)
                 return self._attempt(conv, token, turn, needs_check=needs_check)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -220,9 +224,9 @@ class Drainer:
         turn.response_id = reply.response_id or turn.response_id
         turn.usage = reply.usage
         turn.completed_at = time.time()
-        event = event_json("turn.completed", conversation_id=conv, turn_id=turn.id, event_id=f"{turn.id}.completed",
-                           output_text=turn.output_text, response_id=turn.response_id, usage=turn.usage,
-                           metadata=turn.metadata)
+        event = event_json("turn.completed", conversation_id=conv, turn_id=turn.id,
+                           event_id=f"{turn.id}.completed", output_text=turn.output_text,
+                           response_id=turn.response_id, usage=turn.usage, metadata=turn.metadata)
         finished = self.mailbox.finish(conv, token, turn, event=event, last_item_id=reply.last_item_id,
                                        go_on=go_on)
         metrics.TURNS_COMPLETED.inc()

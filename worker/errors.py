@@ -67,8 +67,9 @@ def _retry_after_s(headers: httpx2.Headers) -> float | None:
 
 
 def upstream_message(exc: openai.APIStatusError) -> str:
-    """The provider's own sentence (``error.message`` of its body) rather than the SDK's "Error code: 401 - {...}"
-    dump, with anything that looks like a key masked: a provider or proxy may echo the Authorization header."""
+    """The provider's own sentence (``error.message`` of its body) rather than the SDK's
+    "Error code: 401 - {...}" dump, with anything that looks like a key masked: a provider or proxy may echo
+    the Authorization header."""
     body: Any = exc.body
     message = body.get("message") if isinstance(body, dict) else None
     return redact_text(str(message or exc.message))

@@ -24,7 +24,7 @@ from .webhooks.policy import check_webhook_events, check_webhook_url
 from .webhooks.store import WebhookStore
 
 
-class EnqueueStatus(str, Enum):
+class EnqueueStatus(str, Enum):  # noqa: UP042 - StrEnum would change str() and format() output
     ok = "ok"
     duplicate = "duplicate"
     full = "full"
@@ -52,7 +52,8 @@ class QueueState:
 def request_fingerprint(turn: Turn) -> str:
     """What a turn asks for, hashed: the same idempotency key with another request is a client bug that would
     silently drop the new message, so the ingress compares this instead of trusting the key alone."""
-    asked = {"input": turn.input, "model": turn.model, "instructions": turn.instructions, "metadata": turn.metadata}
+    asked = {"input": turn.input, "model": turn.model, "instructions": turn.instructions,
+             "metadata": turn.metadata}
     canonical = json.dumps(asked, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.blake2b(canonical.encode(), digest_size=8).hexdigest()
 
@@ -126,12 +127,14 @@ class Ingress:
         return str(value) if value else None
 
     async def delete_conversation(self, conv: str, key: str | None) -> int:
-        """Delete the record and cancel the queued turns (``turn.cancelled``); returns how many were cancelled."""
+        """Delete the record and cancel the queued turns (``turn.cancelled``); returns how many were
+        cancelled."""
         k = self.keys
         cancelled = await scripts.DELETE.run_async(
             self.client, [k.conversation(conv), k.inbox(conv), k.seq(conv), k.events(conv), k.outbox(conv),
                           k.deleted(conv)],
-            [k.turn_prefix(conv), f"{time.time():.6f}", conv, self.settings.stream_maxlen, self.settings.retention_s])
+            [k.turn_prefix(conv), f"{time.time():.6f}", conv, self.settings.stream_maxlen,
+             self.settings.retention_s])
         if key:
             await self.client.delete(k.conversation_key(key))
         if cancelled > 0:
@@ -143,9 +146,9 @@ class Ingress:
                       instructions: str | None, metadata: dict[str, str],
                       idempotency_key: str | None) -> EnqueueResult:
         k, conv, now = self.keys, conversation_id, time.time()
-        turn = Turn(id=new_turn_id(conv), conversation_id=conv, status=TurnStatus.queued, input=input, model=model,
-                    instructions=instructions, metadata=metadata, idempotency_key=idempotency_key,
-                    created_at=now)
+        turn = Turn(id=new_turn_id(conv), conversation_id=conv, status=TurnStatus.queued, input=input,
+                    model=model, instructions=instructions, metadata=metadata,
+                    idempotency_key=idempotency_key, created_at=now)
         queued_total = await self.client.get(k.queued_total)
         if queued_total is not None and int(queued_total) >= self.settings.global_queue_cap:
             return EnqueueResult(status=EnqueueStatus.overloaded, turn_id="", position=int(queued_total),
@@ -159,9 +162,10 @@ class Ingress:
             self.client,
             [k.conversation(conv), k.inbox(conv), k.lease(conv), k.state(conv), k.inflight(conv),
              k.turn(conv, turn.id), k.idempotency(conv, idempotency_key or ""), k.seq(conv), k.events(conv)],
-            [turn.id, int(idempotency_key is not None), self.settings.mailbox_cap, self.settings.idempotency_ttl_s,
-             int(now * 1000), self.settings.retention_s, self.settings.stream_maxlen, event,
-             request_fingerprint(turn), *scripts.flatten(dict(turn.to_hash()))])
+            [turn.id, int(idempotency_key is not None), self.settings.mailbox_cap,
+             self.settings.idempotency_ttl_s, int(now * 1000), self.settings.retention_s,
+             self.settings.stream_maxlen, event, request_fingerprint(turn),
+             *scripts.flatten(dict(turn.to_hash()))])
         if status == EnqueueStatus.ok:
             await self.client.incr(k.queued_total)
         elif status == EnqueueStatus.missing:
@@ -181,7 +185,8 @@ class Ingress:
     async def cancel(self, turn: Turn) -> bool:
         k, conv = self.keys, turn.conversation_id
         event = event_json("turn.cancelled", conversation_id=conv, turn_id=turn.id,
-                           event_id=f"{turn.id}.cancelled", metadata=turn.metadata or None, reason="cancelled")
+                           event_id=f"{turn.id}.cancelled", metadata=turn.metadata or None,
+                           reason="cancelled")
         result = await scripts.CANCEL.run_async(
             self.client, [k.turn(conv, turn.id), k.inbox(conv), k.seq(conv), k.events(conv), k.outbox(conv)],
             [turn.id, f"{time.time():.6f}", event, self.settings.stream_maxlen, self.settings.retention_s])

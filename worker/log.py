@@ -31,7 +31,8 @@ def register_secrets(settings: Settings) -> None:
                                              settings.flower_basic_auth) if s is not None]
     values += [key.get_secret_value() for key in settings.api_keys]
     if settings.flower_basic_auth is not None:
-        values += [pair.partition(":")[2] for pair in settings.flower_basic_auth.get_secret_value().split(",")]
+        values += [pair.partition(":")[2]
+                   for pair in settings.flower_basic_auth.get_secret_value().split(",")]
     if settings.redis_url and (match := _SECRET_PATTERNS[2].search(settings.redis_url)):
         values.append(settings.redis_url[match.end(1):match.start(2)])
     _SECRETS.update(v for v in values if len(v) >= MIN_SECRET_CHARS)
@@ -119,7 +120,8 @@ def configure_logging(settings: Settings) -> None:
         renderer = [redact, structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())]
     structlog.configure(
         processors=shared + renderer,
-        wrapper_class=structlog.make_filtering_bound_logger(level if isinstance(level, int) else logging.INFO),
+        wrapper_class=structlog.make_filtering_bound_logger(
+            level if isinstance(level, int) else logging.INFO),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )

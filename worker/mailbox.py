@@ -122,10 +122,10 @@ class Mailbox:
         k = self.keys
         result = scripts.FINISH(
             self.client,
-            [k.lease(conv), k.inflight(conv), k.turn(conv, turn.id), k.state(conv), k.seq(conv), k.events(conv),
-             k.outbox(conv), k.inbox(conv)],
-            [token, turn.id, event, self.settings.stream_maxlen, self.settings.retention_s, last_item_id or "",
-             int(go_on), *self._start_args(conv), *scripts.flatten(dict(turn.to_hash()))])
+            [k.lease(conv), k.inflight(conv), k.turn(conv, turn.id), k.state(conv), k.seq(conv),
+             k.events(conv), k.outbox(conv), k.inbox(conv)],
+            [token, turn.id, event, self.settings.stream_maxlen, self.settings.retention_s,
+             last_item_id or "", int(go_on), *self._start_args(conv), *scripts.flatten(dict(turn.to_hash()))])
         if result[0] < 0:
             raise Fenced(conv)
         if result[1] == 1:
@@ -143,7 +143,8 @@ class Mailbox:
 
     def rekick(self, conv: str) -> int:
         k = self.keys
-        return int(scripts.REKICK(self.client, [k.lease(conv), k.inbox(conv), k.inflight(conv), k.state(conv)],
+        return int(scripts.REKICK(self.client,
+                                  [k.lease(conv), k.inbox(conv), k.inflight(conv), k.state(conv)],
                                   [int(time.time() * 1000), int(self.settings.hint_retry_s * 1000)]))
 
     def hand_back(self, conv: str, token: str, turn_id: str) -> None:

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 TurnInput = str | list[dict[str, Any]]
 
 
-class TurnStatus(str, Enum):
+class TurnStatus(str, Enum):  # noqa: UP042 - StrEnum would change str() and format() output
     queued = "queued"
     running = "running"
     completed = "completed"
@@ -29,8 +29,8 @@ _NONCE_HEX = 16
 
 
 def new_turn_id(conversation_id: str) -> str:
-    """``turn_<16 hex>_<conversation id>``: the id names its conversation, so finding a turn needs no index key
-    (one key less per turn in Redis, and no cross-slot write)."""
+    """``turn_<16 hex>_<conversation id>``: the id names its conversation, so finding a turn needs no index
+    key (one key less per turn in Redis, and no cross-slot write)."""
     return f"{TURN_PREFIX}{secrets.token_hex(_NONCE_HEX // 2)}_{conversation_id}"
 
 

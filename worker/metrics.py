@@ -14,7 +14,8 @@ from prometheus_client.registry import REGISTRY, Collector
 
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
-TURNS_ACCEPTED = Counter("parley_turns_accepted_total", "Turns accepted by the ingress (duplicates excluded).")
+TURNS_ACCEPTED = Counter("parley_turns_accepted_total",
+                         "Turns accepted by the ingress (duplicates excluded).")
 TURNS_COMPLETED = Counter("parley_turns_completed_total", "Turns completed.")
 TURNS_FAILED = Counter("parley_turns_failed_total", "Turns failed, by reason.", ["reason"])
 TURNS_DEAD_LETTERED = Counter("parley_turns_dead_lettered_total", "Turns moved to the dead letters.")

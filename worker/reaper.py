@@ -43,7 +43,8 @@ def reap(mailbox: Mailbox, wake: Callable[[str], None], *, now_ms: int | None = 
         lengths = pipe.execute()
         queued += sum(lengths[0::4])
         inflight += sum(lengths[2::4])
-        ready += sum(1 for waiting, busy, owned in zip(lengths[0::4], lengths[2::4], lengths[3::4], strict=True)
+        ready += sum(1 for waiting, busy, owned in zip(lengths[0::4], lengths[2::4], lengths[3::4],
+                                                       strict=True)
                      if (waiting or busy) and not owned)
         for (conv, _), unrelayed in zip(entries, lengths[1::4], strict=True):
             if unrelayed:

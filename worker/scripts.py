@@ -1,4 +1,5 @@
-"""The Lua scripts in ``worker/lua/``, loaded once, run by SHA with a fallback to EVAL after a server restart."""
+"""The Lua scripts in ``worker/lua/``, loaded once, run by SHA with a fallback to EVAL after a server
+restart."""
 
 from __future__ import annotations
 
@@ -69,8 +70,8 @@ DELETE = LuaScript("delete")
 UPDATE_CONVERSATION = LuaScript("update_conversation")
 WEBHOOK_CLAIM = LuaScript("webhook_claim")
 
-ALL = (ENQUEUE, CLAIM, NEXT_TURN, HEARTBEAT, RECORD, PUBLISH, FINISH, RELEASE, REKICK, CANCEL, FORGET, HAND_BACK,
-       REQUEUE, DELETE, UPDATE_CONVERSATION, WEBHOOK_CLAIM)
+ALL = (ENQUEUE, CLAIM, NEXT_TURN, HEARTBEAT, RECORD, PUBLISH, FINISH, RELEASE, REKICK, CANCEL, FORGET,
+       HAND_BACK, REQUEUE, DELETE, UPDATE_CONVERSATION, WEBHOOK_CLAIM)
 
 
 def flatten(fields: dict[str, Arg | None]) -> list[Arg]:

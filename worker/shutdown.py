@@ -1,5 +1,6 @@
 """Graceful shutdown: stop taking turns at once, let running turns finish within a grace period, then hand the
-rest back to the head of their conversations so another worker resumes them without waiting for a lease to expire.
+rest back to the head of their conversations so another worker resumes them without waiting for a lease to
+expire.
 """
 
 from __future__ import annotations

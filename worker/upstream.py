@@ -76,9 +76,9 @@ def warm_up() -> None:
     for event_type in ("response.created", "response.in_progress", "response.completed"):
         construct_type(type_=ResponseStreamEvent, value={"type": event_type, "sequence_number": 0,
                                                           "response": response})
-    construct_type(type_=ResponseStreamEvent, value={"type": "response.output_text.delta", "sequence_number": 1,
-                                                      "item_id": "m", "output_index": 0, "content_index": 0,
-                                                      "delta": "x", "logprobs": []})
+    construct_type(type_=ResponseStreamEvent, value={"type": "response.output_text.delta",
+                                                      "sequence_number": 1, "item_id": "m", "output_index": 0,
+                                                      "content_index": 0, "delta": "x", "logprobs": []})
 
 
 def _sse_data(line: str) -> dict[str, Any] | None:
@@ -217,8 +217,10 @@ class Upstream:
             turn.conversation_id, order="asc", limit=100, **({"after": last_item_id} if last_item_id else {}))
         items = list(page)
         wanted = _last_user_text(turn.input)
-        # Our input, if an earlier attempt got it stored: the first matching user message after the checkpoint.
-        mine = next((i for i, item in enumerate(items) if _role(item) == "user" and _text(item) == wanted), None)
+        # Our input, if an earlier attempt got it stored: the first matching user message after the
+        # checkpoint.
+        mine = next((i for i, item in enumerate(items) if _role(item) == "user" and _text(item) == wanted),
+                    None)
         if mine is None:
             return None
         replies = [item for item in items[mine + 1:] if _role(item) == "assistant"]

@@ -61,8 +61,9 @@ def cmd_flower(args: argparse.Namespace) -> int:
     elif settings.flower_allow_unauthenticated:
         env["FLOWER_UNAUTHENTICATED_API"] = "true"
     else:
-        _print("refusing to start Flower without PARLEY_FLOWER_BASIC_AUTH (user:password): its UI and API can "
-               "revoke tasks and resize pools. Set PARLEY_FLOWER_ALLOW_UNAUTHENTICATED=true to run it open.")
+        _print("refusing to start Flower without PARLEY_FLOWER_BASIC_AUTH (user:password): its UI and API "
+               "can revoke tasks and resize pools. Set PARLEY_FLOWER_ALLOW_UNAUTHENTICATED=true to run it "
+               "open.")
         return 2
     argv = [sys.executable, "-m", "celery", "-A", "parley.worker.celery_app", "flower",
             f"--address={settings.flower_address}", f"--port={settings.flower_port}",
@@ -90,7 +91,8 @@ def cmd_send(args: argparse.Namespace) -> int:
     try:
         with ParleyClient(args.url, api_key=args.api_key) as client:
             conversation = client.create_conversation(key=args.conversation)
-            turn = client.wait_for_reply(client.send_turn(conversation.id, args.text).id, timeout_s=args.timeout)
+            turn = client.wait_for_reply(client.send_turn(conversation.id, args.text).id,
+                                         timeout_s=args.timeout)
     except httpx.HTTPError as exc:
         _print(f"cannot reach parley at {args.url}: {exc} (is `parley up` running?)")
         return 1

@@ -184,7 +184,8 @@ class LocalStack:
         self._spawn("worker", "worker", env=env)
         self._spawn("beat", "beat", "-s", str(self.data_dir / "beat-schedule"), env=env)
         # The webhook dispatcher, signing with the configured secret or one kept in the data dir.
-        self._spawn("webhooks", "webhooks", "run", env={**env, "PARLEY_WEBHOOK_SECRET": self.webhook_secret()})
+        self._spawn("webhooks", "webhooks", "run",
+                    env={**env, "PARLEY_WEBHOOK_SECRET": self.webhook_secret()})
         if self._wait_ready(f"{self.api_url}/readyz"):
             discovery.write(self.data_dir, discovery.Running(os.getpid(), self.api_url, self.redis_url))
 

@@ -69,8 +69,8 @@ class AsyncParleyClient:
                             clear_webhook: bool = False) -> Conversation:
         """Replace the metadata (here and upstream) or the webhook; what is left out stays as it is.
         ``clear_webhook`` goes back to the server's default webhook."""
-        return await self._call(core.update_conversation(conversation_id, metadata, webhook_url, webhook_events,
-                                                     clear_webhook))
+        return await self._call(core.update_conversation(conversation_id, metadata, webhook_url,
+                                                         webhook_events, clear_webhook))
 
     async def delete_conversation(self, conversation_id: str) -> ConversationDeleted:
         return await self._call(core.delete_conversation(conversation_id))

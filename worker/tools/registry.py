@@ -69,7 +69,8 @@ registry = ToolRegistry()
 @overload
 def tool(function: Callable[..., Any], /) -> Tool: ...
 @overload
-def tool(*, name: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> Callable[[Callable[..., Any]], Tool]: ...
+def tool(*, name: str | None = None,
+         timeout_s: float = DEFAULT_TIMEOUT_S) -> Callable[[Callable[..., Any]], Tool]: ...
 
 
 def tool(function: Callable[..., Any] | None = None, /, *, name: str | None = None,
@@ -78,7 +79,7 @@ def tool(function: Callable[..., Any] | None = None, /, *, name: str | None = No
 
     def declare(fn: Callable[..., Any]) -> Tool:
         description = inspect.cleandoc(fn.__doc__ or "").strip()
-        return registry.add(Tool(name=name or fn.__name__, description=description, parameters=_parameters(fn),
-                                 function=fn, timeout_s=timeout_s))
+        return registry.add(Tool(name=name or fn.__name__, description=description,
+                                 parameters=_parameters(fn), function=fn, timeout_s=timeout_s))
 
     return declare(function) if function is not None else declare

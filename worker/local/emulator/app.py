@@ -100,7 +100,8 @@ class Emulator:
         conv = self.store.conversation(request.path_params["conv_id"])
         query = request.query_params
         return _ok(inputs.page(self.store.snapshot_items(conv.id), after=query.get("after"),
-                               limit_=inputs.limit(query.get("limit")), order_=inputs.order(query.get("order"))))
+                               limit_=inputs.limit(query.get("limit")),
+                               order_=inputs.order(query.get("order"))))
 
     async def retrieve_item(self, request: Request) -> Response:
         conv = self.store.conversation(request.path_params["conv_id"])
@@ -147,7 +148,8 @@ class Emulator:
     def _fault(self, request: Request, body: JSON, conv_id: str | None, stream: bool) -> Any:
         metadata = body["metadata"]
         spec = request.headers.get("x-emulator-fault") or metadata.get("emulator_fault")
-        key = request.headers.get("x-emulator-fault-key") or metadata.get("emulator_fault_key") or str(conv_id)
+        key = (request.headers.get("x-emulator-fault-key") or metadata.get("emulator_fault_key")
+               or str(conv_id))
         try:
             if spec:
                 parse_spec(spec)
@@ -165,8 +167,8 @@ class Emulator:
                            type_="requests", code="rate_limit_exceeded",
                            headers={"retry-after": f"{self.config.retry_after_s:g}"})
         if kind in ("500", "503"):
-            raise ApiError(int(kind), "The server had an error while processing your request. Sorry about that!",
-                           type_="server_error", code="server_error")
+            raise ApiError(int(kind), "The server had an error while processing your request. "
+                                      "Sorry about that!", type_="server_error", code="server_error")
         if kind == "bad_request":
             raise ApiError(400, "Invalid request (injected by the emulator).", param="input",
                            code="invalid_value")
@@ -251,7 +253,8 @@ async def _json(request: Request, *, required: bool = True) -> JSON:
         body = None
     if not isinstance(body, dict):
         raise ApiError(400, "We could not parse the JSON body of your request. (HINT: This likely means you "
-                            "aren't using your HTTP library correctly. The OpenAI API expects a JSON payload.)")
+                            "aren't using your HTTP library correctly. "
+                            "The OpenAI API expects a JSON payload.)")
     return body
 
 

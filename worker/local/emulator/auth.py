@@ -10,8 +10,8 @@ from .faults import EmulatorConfig
 
 
 class KeyCheck:
-    """OpenAI's answer to a wrong key, for ``/v1`` when ``config.api_keys`` is set (read per request, so a test
-    can change it on a running server)."""
+    """OpenAI's answer to a wrong key, for ``/v1`` when ``config.api_keys`` is set (read per request, so a
+    test can change it on a running server)."""
 
     def __init__(self, app: ASGIApp, config: EmulatorConfig) -> None:
         self.app = app

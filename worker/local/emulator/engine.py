@@ -75,7 +75,8 @@ class Engine:
             self.store.lock(conversation_id, response_id)
         background = bool(body.get("background"))
         obj = objects.response(
-            response_id=response_id, created_at=objects.now_s(), status="queued" if background else "in_progress",
+            response_id=response_id, created_at=objects.now_s(),
+            status="queued" if background else "in_progress",
             model=str(body.get("model") or "gpt-emulator"), instructions=body.get("instructions"),
             metadata=body.get("metadata") or {}, conversation_id=conversation_id, background=background,
             store=body.get("store", True) is not False,
@@ -150,7 +151,8 @@ class Engine:
         if status == "completed" and run.conversation_id is not None:
             conv = self.store.conversations.get(run.conversation_id)
             if conv is not None:
-                # Input items, then output items, appended only once the response completes (openai-api.md §5).
+                # Input items, then output items, appended only once the response completes
+                # (openai-api.md §5).
                 self.store.append_items(conv, run.input_items + obj["output"])
         obj["status"] = status
         if status == "completed":

@@ -1,10 +1,11 @@
 """Fault injection: deterministic with a seed, set per server and per request.
 
 Per request, a fault is asked for with the header ``x-emulator-fault`` or the request metadata key
-``emulator_fault`` (so a parley turn's metadata reaches it end to end). The value is one or more ``;``-separated
-parts: a fault kind (``429``, ``500``, ``503``, ``drop``, ``hang``, ``fail``, ``bad_request``) and options
-``latency=MS``, ``ttft=MS``, ``times=N`` (only the first N requests with the same fault key get the fault; the key
-is the header ``x-emulator-fault-key`` or metadata ``emulator_fault_key``, else the conversation and the spec).
+``emulator_fault`` (so a parley turn's metadata reaches it end to end). The value is one or more
+``;``-separated parts: a fault kind (``429``, ``500``, ``503``, ``drop``, ``hang``, ``fail``, ``bad_request``)
+and options ``latency=MS``, ``ttft=MS``, ``times=N`` (only the first N requests with the same fault key get
+the fault; the key is the header ``x-emulator-fault-key`` or metadata ``emulator_fault_key``, else the
+conversation and the spec).
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ class EmulatorConfig:
     retry_after_s: float = 1.0
     hang_s: float = 3600.0
     reject_empty_input: bool = False
-    """UNKNOWN upstream behaviour (openai-api.md §5): by default, a conversation-bound request without input is
-    accepted, as the schema allows; this switch makes it a 400 on ``input`` instead."""
+    """UNKNOWN upstream behaviour (openai-api.md §5): by default, a conversation-bound request without input
+    is accepted, as the schema allows; this switch makes it a 400 on ``input`` instead."""
     api_keys: tuple[str, ...] = ()
     """Bearer keys the emulator accepts; empty accepts any. Others get OpenAI's 401 ``invalid_api_key``."""
     drop_completes: bool = True

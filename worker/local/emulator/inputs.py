@@ -1,4 +1,5 @@
-"""Request validation with OpenAI's limits; every failure is a 400 ``invalid_request_error`` with ``param``."""
+"""Request validation with OpenAI's limits; every failure is a 400 ``invalid_request_error`` with
+``param``."""
 
 from __future__ import annotations
 
@@ -77,8 +78,8 @@ def items(value: Any, param: str, *, required: bool) -> list[JSON]:
     if not isinstance(value, list):
         raise ApiError(400, f"Invalid type for '{param}': expected an array.", param=param)
     if len(value) > MAX_ITEMS_PER_CALL:
-        raise ApiError(400, f"Invalid '{param}': array too long. Expected at most {MAX_ITEMS_PER_CALL} items.",
-                       param=param)
+        raise ApiError(400, f"Invalid '{param}': array too long. "
+                            f"Expected at most {MAX_ITEMS_PER_CALL} items.", param=param)
     return [message_item(raw, f"{param}[{i}]") for i, raw in enumerate(value)]
 
 

@@ -15,7 +15,8 @@ from .store import Store
 
 
 class EmulatorServer(BackgroundServer):
-    """An emulator on a free loopback port; ``base_url`` ends in ``/v1``, ready for ``OpenAI(base_url=...)``."""
+    """An emulator on a free loopback port; ``base_url`` ends in ``/v1``, ready for
+    ``OpenAI(base_url=...)``."""
 
     def __init__(self, config: EmulatorConfig | None = None, *, host: str = "127.0.0.1",
                  port: int | None = None) -> None:
