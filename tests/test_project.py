@@ -85,3 +85,14 @@ def test_event_schema_file_is_current() -> None:
     from parley.worker.events import json_schema
 
     assert json.loads((ROOT / "docs" / "events.schema.json").read_text()) == json_schema()
+
+
+def test_the_package_code_passes_ruff() -> None:
+    """api/, worker/ and parley/ pass the project's ruff rules (pyproject.toml), so style drifts are caught here
+    rather than piling up."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "api", "worker", "parley"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout[-3000:]
