@@ -1,5 +1,5 @@
 #!/bin/sh
-# Container entry point: wait for Redis, then run one parley process (api | worker | beat | flower).
+# Container entry point: wait for Redis, then run one parley process (api | worker | beat | flower | webhooks run).
 set -eu
 mkdir -p "${PROMETHEUS_MULTIPROC_DIR:-/tmp/parley-metrics}"
 python - <<'PY'

@@ -78,7 +78,8 @@ def test_compose_matches_the_compose_spec() -> None:
                         .read_text())
     compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
     jsonschema.validate(compose, schema)
-    assert {"redis", "api", "worker", "reaper", "flower", "prometheus", "grafana"} <= set(compose["services"])
+    assert {"redis", "api", "worker", "reaper", "flower", "webhooks", "prometheus", "grafana"} <= set(
+        compose["services"])
     assert "--appendonly" in compose["services"]["redis"]["command"]
 
 
