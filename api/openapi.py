@@ -15,6 +15,7 @@ from .schemas import ErrorEnvelope
 
 DESCRIPTIONS = {
     400: "Malformed JSON or header",
+    408: "The body did not arrive within PARLEY_BODY_TIMEOUT_S (body_timeout)",
     401: "Missing or invalid API key (when PARLEY_API_KEYS is set)",
     404: "No such conversation or turn",
     409: "Conflict: the turn is no longer queued, or the idempotency key was used for another request",
@@ -27,12 +28,12 @@ DESCRIPTIONS = {
 COMMON = (401, 503)
 """Every ``/v1`` operation: auth, and Redis being down."""
 BY_OPERATION: dict[tuple[str, str], tuple[int, ...]] = {
-    ("post", "/v1/conversations"): (400, 413, 422, 502),
-    ("post", "/v1/conversations/{conversation_id}"): (400, 404, 413, 422, 502),
+    ("post", "/v1/conversations"): (400, 408, 413, 422, 502),
+    ("post", "/v1/conversations/{conversation_id}"): (400, 404, 408, 413, 422, 502),
     ("get", "/v1/conversations/{conversation_id}"): (404,),
     ("delete", "/v1/conversations/{conversation_id}"): (404, 502),
     ("get", "/v1/conversations/{conversation_id}/items"): (404, 422, 502),
-    ("post", "/v1/conversations/{conversation_id}/turns"): (400, 404, 409, 413, 422, 429),
+    ("post", "/v1/conversations/{conversation_id}/turns"): (400, 404, 408, 409, 413, 422, 429),
     ("get", "/v1/turns/{turn_id}"): (404, 422),
     ("post", "/v1/turns/{turn_id}/cancel"): (404, 409),
     ("get", "/v1/conversations/{conversation_id}/events"): (400, 404, 422),

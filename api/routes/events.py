@@ -55,7 +55,7 @@ async def conversation_events(
     after: Annotated[str | None, Query(max_length=19, pattern=r"^[0-9]+$")] = None,
 ) -> EventSourceResponse:
     start = _last_event_id(last_event_id, after)
-    if await services.ingress.conversation(conversation_id) is None:
+    if not await services.ingress.client.exists(services.ingress.keys.conversation(conversation_id)):
         raise not_found("conversation", conversation_id)
     services.listeners.check()
 
