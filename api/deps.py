@@ -11,9 +11,9 @@ from celery import Celery
 from fastapi import Depends, Request
 
 from parley.worker.celery_app import DRAIN_TASK, QUEUE
-from parley.worker.ingress import Ingress
 from parley.worker.log import get_logger
 from parley.worker.settings import Settings
+from parley.worker.store.ingress import Ingress
 
 from .errors import ApiError
 from .listeners import Listeners

@@ -11,10 +11,10 @@ from fastapi_offline import FastAPIOffline
 
 from parley import __version__
 from parley.worker.celery_app import create_celery
-from parley.worker.connections import async_client
-from parley.worker.ingress import Ingress
 from parley.worker.log import configure_logging, get_logger
 from parley.worker.settings import Settings, get_settings
+from parley.worker.store.connections import async_client
+from parley.worker.store.ingress import Ingress
 
 from . import errors, openapi
 from .deps import Services

@@ -21,7 +21,7 @@ publisher = redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(
 
 @worker_ready.connect
 def _warm(**_: object) -> None:
-    from parley.worker.upstream import warm_up
+    from parley.worker.run.upstream import warm_up
 
     warm_up()
 

@@ -23,12 +23,12 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from stack import start_worker, wait_ready  # noqa: E402
 
-from parley.worker.ingress import Ingress  # noqa: E402
-from parley.worker.keys import Keys  # noqa: E402
 from parley.worker.local.background import free_port  # noqa: E402
 from parley.worker.local.processes import spawn, stop  # noqa: E402
 from parley.worker.local.redis_server import EmbeddedRedis  # noqa: E402
 from parley.worker.settings import Settings  # noqa: E402
+from parley.worker.store.ingress import Ingress  # noqa: E402
+from parley.worker.store.keys import Keys  # noqa: E402
 
 
 def cpu_s(pid: int) -> float:

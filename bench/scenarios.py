@@ -19,10 +19,10 @@ import redis.asyncio
 from harness import api, bare_api, cpu_s, emulator, naive_workers, parley_workers, percentile, rss_mb
 
 from parley.worker.celery_app import create_celery
-from parley.worker.ingress import Ingress
-from parley.worker.keys import Keys
 from parley.worker.local.redis_server import EmbeddedRedis
 from parley.worker.settings import Settings
+from parley.worker.store.ingress import Ingress
+from parley.worker.store.keys import Keys
 
 
 @dataclass(frozen=True)

@@ -36,18 +36,18 @@ _EXPORTS = {
     "ParleyTimeoutError": "parley.api.client",
     "RetryPolicy": "parley.api.client",
     # events, as the client, webhooks and consumers see them
-    "Event": "parley.worker.events",
-    "TurnQueued": "parley.worker.events",
-    "TurnStarted": "parley.worker.events",
-    "ResponseDelta": "parley.worker.events",
-    "TurnCompleted": "parley.worker.events",
-    "TurnFailed": "parley.worker.events",
-    "TurnCancelled": "parley.worker.events",
-    "TERMINAL_TYPES": "parley.worker.events",
-    "parse_event": "parley.worker.events",
+    "Event": "parley.worker.events.models",
+    "TurnQueued": "parley.worker.events.models",
+    "TurnStarted": "parley.worker.events.models",
+    "ResponseDelta": "parley.worker.events.models",
+    "TurnCompleted": "parley.worker.events.models",
+    "TurnFailed": "parley.worker.events.models",
+    "TurnCancelled": "parley.worker.events.models",
+    "TERMINAL_TYPES": "parley.worker.events.models",
+    "parse_event": "parley.worker.events.models",
     # the replies stream, read with a consumer group (needs redis)
-    "ReplyConsumer": "parley.worker.replies",
-    "Delivery": "parley.worker.replies",
+    "ReplyConsumer": "parley.worker.events.replies",
+    "Delivery": "parley.worker.events.replies",
     # server tools (pydantic only)
     "tool": "parley.worker.tools",
 }
@@ -99,35 +99,35 @@ if TYPE_CHECKING:
     from parley.api.client import (
         UnavailableError as UnavailableError,
     )
-    from parley.worker.events import (
+    from parley.worker.events.models import (
         TERMINAL_TYPES as TERMINAL_TYPES,
     )
-    from parley.worker.events import (
+    from parley.worker.events.models import (
         Event as Event,
     )
-    from parley.worker.events import (
+    from parley.worker.events.models import (
         ResponseDelta as ResponseDelta,
     )
-    from parley.worker.events import (
+    from parley.worker.events.models import (
         TurnCancelled as TurnCancelled,
     )
-    from parley.worker.events import (
+    from parley.worker.events.models import (
         TurnCompleted as TurnCompleted,
     )
-    from parley.worker.events import (
+    from parley.worker.events.models import (
         TurnFailed as TurnFailed,
     )
-    from parley.worker.events import (
+    from parley.worker.events.models import (
         TurnQueued as TurnQueued,
     )
-    from parley.worker.events import (
+    from parley.worker.events.models import (
         TurnStarted as TurnStarted,
     )
-    from parley.worker.events import (
+    from parley.worker.events.models import (
         parse_event as parse_event,
     )
-    from parley.worker.replies import Delivery as Delivery
-    from parley.worker.replies import ReplyConsumer as ReplyConsumer
+    from parley.worker.events.replies import Delivery as Delivery
+    from parley.worker.events.replies import ReplyConsumer as ReplyConsumer
     from parley.worker.tools import tool as tool
 
 

@@ -18,12 +18,12 @@ import httpx
 import redis
 from stack import start_beat, start_worker
 
-from parley.worker.keys import Keys
 from parley.worker.local.background import BackgroundServer
 from parley.worker.local.emulator import EmulatorServer
 from parley.worker.local.processes import stop
 from parley.worker.local.redis_server import EmbeddedRedis
 from parley.worker.settings import Settings
+from parley.worker.store.keys import Keys
 
 
 @dataclass

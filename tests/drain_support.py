@@ -6,12 +6,12 @@ from collections.abc import Callable
 
 import redis
 
-from parley.worker.drain import Drainer
-from parley.worker.lease import LeaseKeeper
-from parley.worker.mailbox import Mailbox
-from parley.worker.policy import RetryPolicy
+from parley.worker.run.drain import Drainer
+from parley.worker.run.policy import RetryPolicy
+from parley.worker.run.upstream import Upstream
 from parley.worker.settings import Settings
-from parley.worker.upstream import Upstream
+from parley.worker.store.lease import LeaseKeeper
+from parley.worker.store.mailbox import Mailbox
 
 
 def make_drainer(settings: Settings, client: redis.Redis, upstream: Upstream,

@@ -45,7 +45,7 @@ def test_wheel_has_one_top_level_package_with_its_data(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert {name.split("/")[0] for name in names} == {"parley", wheel.name.split("-")[0] + "-" +
                                                       wheel.name.split("-")[1] + ".dist-info"}
-    assert "parley/worker/lua/enqueue.lua" in names and "parley/py.typed" in names
+    assert "parley/worker/store/lua/enqueue.lua" in names and "parley/py.typed" in names
     assert "parley/api/routes/turns.py" in names
 
 
@@ -71,7 +71,7 @@ def test_bot_with_its_own_api_and_worker_packages(wheel: Path, tmp_path: Path) -
              "from parley import ParleyClient, AsyncParleyClient, ReplyConsumer, tool, TurnCompleted\n"
              "assert api.OWNER == 'bot-api' and worker.OWNER == 'bot-worker', (api, worker)\n"
              "assert 'site-packages' in parley.__file__, parley.__file__\n"
-             "import parley.worker.scripts  # the packaged Lua scripts load\n"
+             "import parley.worker.store.scripts  # the packaged Lua scripts load\n"
              "print('ok')\n")
     result = subprocess.run([str(python), "-c", check], cwd=bot, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr

@@ -82,7 +82,7 @@ def test_modules_stay_small() -> None:
 def test_event_schema_file_is_current() -> None:
     import json
 
-    from parley.worker.events import json_schema
+    from parley.worker.events.models import json_schema
 
     assert json.loads((ROOT / "docs" / "events.schema.json").read_text()) == json_schema()
 

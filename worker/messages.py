@@ -50,7 +50,7 @@ class TurnError(BaseModel):
 
 
 class Turn(BaseModel):
-    """A turn as stored in its Redis hash (``worker.keys.Keys.turn``)."""
+    """A turn as stored in its Redis hash (``worker.store.keys.Keys.turn``)."""
 
     id: str
     conversation_id: str

@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = 20.0
     """On SIGTERM, running turns get this long to finish before they are handed back."""
     faultpoint: str | None = None
-    """Tests only: the worker SIGKILLs itself at this point (see worker/faultpoints.py)."""
+    """Tests only: the worker SIGKILLs itself at this point (see worker/run/faultpoints.py)."""
 
     # --- Events and retention ------------------------------------------------------------------------
     stream_maxlen: int = 1_000

@@ -12,10 +12,10 @@ from prometheus_client import start_http_server
 from . import metrics
 from .celery_app import DRAIN_TASK, QUEUE, REAP_TASK
 from .log import configure_logging, get_logger, redact_url, upstream_description
-from .reaper import reap
-from .runtime import get_runtime
+from .run.reaper import reap
+from .run.runtime import get_runtime
+from .run.upstream import warm_up
 from .settings import get_settings
-from .upstream import warm_up
 
 log = get_logger(__name__)
 
@@ -71,7 +71,7 @@ def _beat_started(**_: object) -> None:
 
 @worker_shutting_down.connect
 def _shutting_down(**_: object) -> None:
-    # Stop taking turns now; running ones get the grace period, then are handed back (worker/shutdown.py).
+    # Stop taking turns now; running ones get the grace period, then are handed back (worker/run/shutdown.py).
     runtime = get_runtime()
     runtime.shutdown.request(runtime.settings.shutdown_grace_s)
     log.info("worker_shutting_down", grace_s=runtime.settings.shutdown_grace_s)

@@ -126,10 +126,10 @@ def cmd_dead_letter(args: argparse.Namespace) -> int:
     import json
 
     from parley.worker.celery_app import create_celery
-    from parley.worker.connections import sync_client
-    from parley.worker.dead_letters import DeadLetters
-    from parley.worker.keys import Keys
-    from parley.worker.runtime import Wakeups
+    from parley.worker.run.runtime import Wakeups
+    from parley.worker.store.connections import sync_client
+    from parley.worker.store.dead_letters import DeadLetters
+    from parley.worker.store.keys import Keys
 
     settings = discovery.with_redis(Settings())
     if not settings.redis_url:

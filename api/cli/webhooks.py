@@ -69,8 +69,8 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
 
 
 async def _dead_letters(action: str, delivery_id: str | None) -> int:
-    from parley.worker.connections import async_client
-    from parley.worker.keys import Keys
+    from parley.worker.store.connections import async_client
+    from parley.worker.store.keys import Keys
     from parley.worker.webhooks.store import WebhookStore
 
     settings = Settings()

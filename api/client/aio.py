@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import httpx
 from tenacity import AsyncRetrying
 
-from parley.worker.events import Event
+from parley.worker.events.models import Event
 
 from ..schemas import (
     Conversation,

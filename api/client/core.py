@@ -14,7 +14,7 @@ from typing import Any, Generic, Literal, TypeVar
 import httpx
 from tenacity import RetryCallState, retry_if_exception, stop_after_attempt
 
-from parley.worker.events import TERMINAL_TYPES, Event, parse_event
+from parley.worker.events.models import TERMINAL_TYPES, Event, parse_event
 
 from ..schemas import (
     Conversation,

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import httpx
 from tenacity import Retrying
 
-from parley.worker.events import Event
+from parley.worker.events.models import Event
 
 from ..schemas import (
     Conversation,

@@ -11,8 +11,8 @@ import redis.asyncio
 from fastapi import APIRouter, Header, Query, Request
 from sse_starlette import EventSourceResponse
 
-from parley.worker.event_log import LoggedEvent, follow, last_seq, replay
-from parley.worker.events import terminal_event_of
+from parley.worker.events.log import LoggedEvent, follow, last_seq, replay
+from parley.worker.events.models import terminal_event_of
 from parley.worker.messages import Turn
 
 from ..deps import Authenticated, Services, ServicesDep

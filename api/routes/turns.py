@@ -7,8 +7,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response
 
 from parley.worker import metrics
-from parley.worker.ingress import EnqueueStatus
 from parley.worker.messages import TurnStatus
+from parley.worker.store.ingress import EnqueueStatus
 
 from ..deps import Authenticated, ServicesDep
 from ..errors import ApiError, not_found

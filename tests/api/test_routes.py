@@ -11,10 +11,10 @@ import redis
 from conftest import wait_until
 from pydantic import SecretStr
 
-from parley.worker.events import parse_event
-from parley.worker.keys import Keys
+from parley.worker.events.models import parse_event
 from parley.worker.local.background import BackgroundServer
 from parley.worker.settings import Settings
+from parley.worker.store.keys import Keys
 
 
 @pytest.fixture(name="http")

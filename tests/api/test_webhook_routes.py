@@ -12,8 +12,8 @@ import redis
 import redis.asyncio
 from test_routes import assert_envelope
 
-from parley.worker.events import parse_event
-from parley.worker.keys import Keys
+from parley.worker.events.models import parse_event
+from parley.worker.store.keys import Keys
 from parley.worker.webhooks.policy import MAX_URL_CHARS
 from parley.worker.webhooks.store import Target, WebhookStore
 

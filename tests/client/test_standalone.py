@@ -24,6 +24,6 @@ def test_the_public_client_surface_imports() -> None:
 
     loaded = {name for name, module in sys.modules.items() if module is not None}
     assert not {name for name in loaded if name.split(".")[0] in BLOCKED}
-    server_side = {"parley.api.main", "parley.api.routes", "parley.worker.ingress", "parley.worker.settings",
-                   "parley.worker.tasks", "parley.worker.replies"}
+    server_side = {"parley.api.main", "parley.api.routes", "parley.worker.store.ingress", "parley.worker.settings",
+                   "parley.worker.tasks", "parley.worker.events.replies"}
     assert not loaded & server_side

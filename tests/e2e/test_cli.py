@@ -94,8 +94,8 @@ def test_dead_letter_commands(settings, redis_client) -> None:  # type: ignore[n
     """`parley dead-letter list|show|requeue|drop` on a real dead-lettered turn."""
     from conftest import settings_env
 
-    from parley.worker.keys import Keys
     from parley.worker.messages import Turn, TurnStatus
+    from parley.worker.store.keys import Keys
 
     keys = Keys()
     conv, turn_id = "conv_dl", "turn_dead1"

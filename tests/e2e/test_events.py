@@ -22,10 +22,10 @@ from stack import workers
 
 from parley.api.client import AsyncParleyClient, ParleyClient
 from parley.api.listeners import CLIENT_NAME as SSE_CLIENT_NAME
-from parley.worker.keys import Keys
+from parley.worker.events.replies import ReplyConsumer
 from parley.worker.local.emulator import EmulatorServer
-from parley.worker.replies import ReplyConsumer
 from parley.worker.settings import Settings
+from parley.worker.store.keys import Keys
 
 pytestmark = pytest.mark.slow
 SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "docs" / "events.schema.json").read_text())
@@ -213,8 +213,8 @@ def test_consumer_group_redelivers_a_dead_consumers_replies(settings: Settings, 
 
 
 def test_reaper_relays_replies_a_crash_left_in_the_outbox(settings: Settings, redis_client: redis.Redis) -> None:
-    from parley.worker.mailbox import Mailbox
-    from parley.worker.reaper import reap
+    from parley.worker.run.reaper import reap
+    from parley.worker.store.mailbox import Mailbox
 
     keys = Keys()
     payload = json.dumps({"id": "t.completed", "type": "turn.completed", "conversation_id": "conv_x",

@@ -20,14 +20,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from stack import start_worker, wait_ready, workers
 
 from parley.api.client import ParleyClient
-from parley.worker.keys import Keys
 from parley.worker.local.background import free_port, http_ok, wait_http
 from parley.worker.local.emulator import EmulatorServer
 from parley.worker.local.processes import spawn, stop
 from parley.worker.local.redis_server import EmbeddedRedis
-from parley.worker.mailbox import Mailbox
-from parley.worker.reaper import reap
+from parley.worker.run.reaper import reap
 from parley.worker.settings import Settings
+from parley.worker.store.keys import Keys
+from parley.worker.store.mailbox import Mailbox
 
 pytestmark = pytest.mark.slow
 
@@ -177,10 +177,10 @@ def test_every_script_call_touches_one_cluster_slot(settings: Settings, redis_cl
 
     import redis.asyncio
 
-    from parley.worker import scripts
-    from parley.worker.ingress import Ingress
-    from parley.worker.replies import relay
-    from parley.worker.upstream import Upstream, make_client
+    from parley.worker.store import scripts
+    from parley.worker.events.replies import relay
+    from parley.worker.run.upstream import Upstream, make_client
+    from parley.worker.store.ingress import Ingress
 
     calls: list[tuple[str, list[str]]] = []
     real_call, real_async = scripts.LuaScript.__call__, scripts.LuaScript.run_async

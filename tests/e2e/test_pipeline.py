@@ -15,9 +15,9 @@ import redis
 from conftest import wait_until
 from stack import workers
 
-from parley.worker.keys import Keys
 from parley.worker.local.emulator import EmulatorServer
 from parley.worker.settings import Settings
+from parley.worker.store.keys import Keys
 
 pytestmark = pytest.mark.slow
 

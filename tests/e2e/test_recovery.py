@@ -16,12 +16,12 @@ from conftest import wait_until
 from stack import start_beat, start_worker, wait_ready, workers
 
 from parley.worker.celery_app import create_celery
-from parley.worker.keys import Keys
 from parley.worker.local.background import BackgroundServer
 from parley.worker.local.emulator import EmulatorServer
 from parley.worker.local.processes import stop
 from parley.worker.local.redis_server import EmbeddedRedis
 from parley.worker.settings import Settings
+from parley.worker.store.keys import Keys
 
 pytestmark = pytest.mark.slow
 RECOVERY_BOUND_S = 3.0 + 1.0 + 6.0  # lease TTL + reaper interval (test settings) + slack for a busy machine

@@ -14,10 +14,10 @@ import redis
 from stack import workers
 
 from parley.api.client import ParleyClient
-from parley.worker.events import parse_event
-from parley.worker.keys import Keys
+from parley.worker.events.models import parse_event
 from parley.worker.local.emulator import EmulatorServer
 from parley.worker.settings import Settings
+from parley.worker.store.keys import Keys
 
 pytestmark = pytest.mark.slow
 SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "docs" / "events.schema.json").read_text())

@@ -18,11 +18,11 @@ from stack import workers
 from webhooks_support import cli, dispatcher, ids, receiver, start_dispatcher, start_receiver
 
 from parley.api.client import ParleyClient
-from parley.worker.keys import Keys
 from parley.worker.local.background import free_port
 from parley.worker.local.emulator import EmulatorServer
 from parley.worker.local.processes import stop
 from parley.worker.settings import Settings
+from parley.worker.store.keys import Keys
 from parley.worker.webhooks.signing import generate_secret
 from parley.worker.webhooks.store import GROUP
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import redis
 from conftest import wait_until
 
-from parley.worker.deferred import DeferredWrites
-from parley.worker.keys import Keys
 from parley.worker.settings import Settings
+from parley.worker.store.deferred import DeferredWrites
+from parley.worker.store.keys import Keys
 
 
 def test_flush_decrements_the_counter_and_relays_outboxes(settings: Settings, redis_client: redis.Redis) -> None:

@@ -13,13 +13,13 @@ import redis
 import redis.asyncio
 from drain_support import make_drainer
 
-from parley.worker.ingress import Ingress
 from parley.worker.local.emulator import EmulatorServer
-from parley.worker.mailbox import Mailbox
 from parley.worker.messages import TurnStatus
-from parley.worker.policy import RetryPolicy
+from parley.worker.run.policy import RetryPolicy
+from parley.worker.run.upstream import Upstream, make_client, make_clients
 from parley.worker.settings import Settings
-from parley.worker.upstream import Upstream, make_client, make_clients
+from parley.worker.store.ingress import Ingress
+from parley.worker.store.mailbox import Mailbox
 
 
 class Harness:
@@ -209,7 +209,7 @@ def test_hand_back_on_shutdown(h: Harness) -> None:
 
 
 def test_dead_letters_can_be_listed_requeued_and_dropped(h: Harness) -> None:
-    from parley.worker.dead_letters import DeadLetters
+    from parley.worker.store.dead_letters import DeadLetters
 
     h.settings.max_attempts = 2
     h.drainer.policy = RetryPolicy(2, 0.01, 0.05)

@@ -8,7 +8,7 @@ import pytest
 from tenacity import RetryCallState, Retrying
 
 from parley.worker.errors import ConversationLocked, PermanentUpstreamError, RetryableUpstreamError, translate
-from parley.worker.policy import DeltaCoalescer, RetryPolicy
+from parley.worker.run.policy import DeltaCoalescer, RetryPolicy
 
 POLICY = RetryPolicy(max_attempts=3, backoff_base_s=0.5, backoff_max_s=4.0)
 

@@ -11,13 +11,13 @@ import redis
 import redis.asyncio
 from redis.crc import key_slot
 
-from parley.worker import scripts
-from parley.worker.events import event_json
-from parley.worker.ingress import EnqueueStatus, Ingress
-from parley.worker.keys import Keys
-from parley.worker.mailbox import Fenced, Mailbox
+from parley.worker.store import scripts
+from parley.worker.events.models import event_json
 from parley.worker.messages import Turn, TurnStatus
 from parley.worker.settings import Settings
+from parley.worker.store.ingress import EnqueueStatus, Ingress
+from parley.worker.store.keys import Keys
+from parley.worker.store.mailbox import Fenced, Mailbox
 
 CONV = "conv_test"
 

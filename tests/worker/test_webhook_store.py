@@ -13,10 +13,10 @@ import pytest
 import redis
 import redis.asyncio
 
-from parley.worker.ingress import Ingress
-from parley.worker.keys import Keys
-from parley.worker.replies import ReplyConsumer
+from parley.worker.events.replies import ReplyConsumer
 from parley.worker.settings import Settings
+from parley.worker.store.ingress import Ingress
+from parley.worker.store.keys import Keys
 from parley.worker.webhooks.store import GROUP, Record, Target, WebhookStore
 
 T = TypeVar("T")

@@ -28,10 +28,10 @@ from typing import Any
 import httpx
 import redis.asyncio
 
-from ..keys import Keys
 from ..log import get_logger
 from ..metrics import WEBHOOK_FAILURES, WEBHOOKS_DEAD_LETTERED, WEBHOOKS_DELIVERED
 from ..settings import Settings
+from ..store.keys import Keys
 from .policy import Backoff, Verdict, after_failure, delivered
 from .signing import Signer
 from .store import Entry, Record, Target, WebhookStore

@@ -8,9 +8,9 @@ import signal
 import httpx
 from prometheus_client import start_http_server
 
-from ..connections import async_client
 from ..log import get_logger
 from ..settings import Settings
+from ..store.connections import async_client
 from .dispatcher import Dispatcher
 
 log = get_logger(__name__)

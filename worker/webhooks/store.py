@@ -17,8 +17,8 @@ from typing import Any
 import redis
 import redis.asyncio
 
-from .. import scripts
-from ..keys import Keys
+from ..store import scripts
+from ..store.keys import Keys
 from .policy import DEFAULT_EVENTS
 
 GROUP = "parley-webhooks"

@@ -3,7 +3,7 @@
 Every event goes to the conversation's pub/sub channel and its capped stream; ``seq`` is assigned in Redis,
 inside the script that publishes the event, so it increases strictly per conversation; ``id`` is derived from
 the turn and what happened, so consumers dedupe by it. ``turn.completed`` and ``turn.failed`` also go to the
-global replies stream (``worker.replies``) for consumer groups.
+global replies stream (``worker.events.replies``) for consumer groups.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from .messages import Turn, TurnError, TurnStatus
+from ..messages import Turn, TurnError, TurnStatus
 
 SCHEMA_VERSION = 1
 

@@ -18,9 +18,9 @@ from typing import Any
 import redis
 import redis.asyncio
 
-from .events import Event, parse_event
-from .keys import Keys
-from .log import get_logger
+from ..log import get_logger
+from ..store.keys import Keys
+from .models import Event, parse_event
 
 log = get_logger(__name__)
 

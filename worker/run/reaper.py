@@ -10,8 +10,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import scripts
-from .mailbox import Mailbox
+from ..store import scripts
+from ..store.mailbox import Mailbox
 
 BATCH = 500
 IDLE_FORGET_S = 600.0

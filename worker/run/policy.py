@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from tenacity import RetryCallState, wait_random_exponential
 
-from .errors import ConversationLocked, UpstreamError
+from ..errors import ConversationLocked, UpstreamError
 
 
 @dataclass(frozen=True)

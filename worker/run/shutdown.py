@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 import time
 
-from .errors import ParleyError
+from ..errors import ParleyError
 
 
 class HandBack(ParleyError):

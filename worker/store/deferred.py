@@ -16,9 +16,9 @@ import time
 
 import redis
 
+from ..events.replies import relay_many
+from ..log import get_logger
 from .keys import Keys
-from .log import get_logger
-from .replies import relay_many
 
 log = get_logger(__name__)
 

@@ -14,13 +14,14 @@ from dataclasses import dataclass
 import structlog
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_never
 
-from . import faultpoints, metrics
-from .errors import ConversationLocked, LeaseLost, UpstreamError
-from .events import event_json
-from .lease import LeaseKeeper
-from .log import get_logger
-from .mailbox import Fenced, Finished, Mailbox, StartedTurn
-from .messages import Turn, TurnError, TurnStatus
+from .. import metrics
+from ..errors import ConversationLocked, LeaseLost, UpstreamError
+from ..events.models import event_json
+from ..log import get_logger
+from ..messages import Turn, TurnError, TurnStatus
+from ..store.lease import LeaseKeeper
+from ..store.mailbox import Fenced, Finished, Mailbox, StartedTurn
+from . import faultpoints
 from .policy import DeltaCoalescer, RetryPolicy
 from .shutdown import HandBack, ShutdownSignal
 from .upstream import Reply, Upstream
@@ -56,7 +57,7 @@ class Drainer:
                  dequeued: Callable[[], object] | None = None) -> None:
         self.delta_interval_s = delta_interval_s
         self.stream = stream
-        # Both done at once unless the process defers them (worker/deferred.py).
+        # Both done at once unless the process defers them (worker/store/deferred.py).
         self.relay = relay or mailbox.relay_replies
         self.dequeued = dequeued or mailbox.dequeued
         self.mailbox = mailbox

@@ -12,8 +12,8 @@ from typing import cast
 
 import redis.asyncio
 
-from .events import TERMINAL_TYPES
-from .keys import SEQ_STREAM_SUFFIX, Keys
+from ..store.keys import SEQ_STREAM_SUFFIX, Keys
+from .models import TERMINAL_TYPES
 
 REPLAY_BATCH = 500
 

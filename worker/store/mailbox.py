@@ -8,12 +8,12 @@ from typing import Any
 
 import redis
 
+from ..events.models import EventType, event_json
+from ..events.replies import relay
+from ..messages import Turn
+from ..settings import Settings
 from . import scripts
-from .events import EventType, event_json
 from .keys import Keys
-from .messages import Turn
-from .replies import relay
-from .settings import Settings
 
 
 @dataclass(frozen=True)

@@ -14,14 +14,14 @@ from typing import Any
 
 import redis.asyncio
 
+from ..events.models import event_json
+from ..events.replies import relay_async
+from ..messages import Turn, TurnInput, TurnStatus, conversation_of, new_turn_id
+from ..settings import Settings
+from ..webhooks.policy import check_webhook_events, check_webhook_url
+from ..webhooks.store import WebhookStore
 from . import scripts
-from .events import event_json
 from .keys import Keys
-from .messages import Turn, TurnInput, TurnStatus, conversation_of, new_turn_id
-from .replies import relay_async
-from .settings import Settings
-from .webhooks.policy import check_webhook_events, check_webhook_url
-from .webhooks.store import WebhookStore
 
 
 class EnqueueStatus(str, Enum):  # noqa: UP042 - StrEnum would change str() and format() output

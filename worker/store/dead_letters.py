@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import redis
 
+from ..messages import Turn
 from . import scripts
 from .keys import Keys
-from .messages import Turn
 
 
 @dataclass(frozen=True)

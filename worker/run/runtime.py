@@ -8,14 +8,14 @@ from functools import cache
 
 from celery import Celery
 
-from .celery_app import DRAIN_TASK, QUEUE
-from .connections import sync_client
-from .deferred import DeferredWrites
+from ..celery_app import DRAIN_TASK, QUEUE
+from ..settings import Settings, get_settings
+from ..store.connections import sync_client
+from ..store.deferred import DeferredWrites
+from ..store.lease import LeaseKeeper
+from ..store.mailbox import Mailbox
 from .drain import Drainer
-from .lease import LeaseKeeper
-from .mailbox import Mailbox
 from .policy import RetryPolicy
-from .settings import Settings, get_settings
 from .shutdown import ShutdownSignal
 from .upstream import Upstream, make_clients
 
@@ -61,7 +61,7 @@ def build_runtime(settings: Settings, celery: Celery) -> Runtime:
 
 @cache
 def _runtime_for(pid: int) -> Runtime:
-    from .celery_app import app
+    from ..celery_app import app
 
     return build_runtime(get_settings(), app)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import redis
 import redis.asyncio
 
-from .settings import Settings
+from ..settings import Settings
 
 POOL_TIMEOUT_S = 10.0
 SOCKET_TIMEOUT_S = 10.0

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import signal
 
-from .settings import get_settings
+from ..settings import get_settings
 
 POINTS = ("claimed", "response_created", "upstream_done", "finished")
 

@@ -25,9 +25,9 @@ from typing import Any
 import httpx2
 import openai
 
-from .errors import PermanentUpstreamError, RetryableUpstreamError, translate
-from .messages import Turn
-from .settings import Settings
+from ..errors import PermanentUpstreamError, RetryableUpstreamError, translate
+from ..messages import Turn
+from ..settings import Settings
 
 POLL_INTERVAL_S = 0.25
 POLL_LIMIT_S = 600.0

@@ -9,9 +9,9 @@ import threading
 
 import redis
 
+from ..log import get_logger
 from . import scripts
 from .keys import Keys
-from .log import get_logger
 
 log = get_logger(__name__)
 

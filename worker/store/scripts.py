@@ -1,4 +1,4 @@
-"""The Lua scripts in ``worker/lua/``, loaded once, run by SHA with a fallback to EVAL after a server
+"""The Lua scripts in ``worker/store/lua/``, loaded once, run by SHA with a fallback to EVAL after a server
 restart."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 import redis
 import redis.asyncio
 
-LUA_DIR = resources.files("parley.worker") / "lua"
+LUA_DIR = resources.files("parley.worker.store") / "lua"
 _LIB = (LUA_DIR / "_lib.lua").read_text()
 
 Arg = str | int | float
