@@ -1,8 +1,7 @@
-"""Request dependencies: the services built at startup, and bearer-key authentication."""
+"""Request dependencies: the services built at startup (authentication is in ``auth/``)."""
 
 from __future__ import annotations
 
-import hmac
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -15,7 +14,6 @@ from parley.worker.log import get_logger
 from parley.worker.settings import Settings
 from parley.worker.store.ingress import Ingress
 
-from .errors import ApiError
 from .listeners import Listeners
 
 log = get_logger(__name__)
@@ -44,22 +42,3 @@ def get_services(request: Request) -> Services:
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
-
-
-def require_api_key(request: Request, services: ServicesDep) -> None:
-    keys = services.settings.api_keys
-    if not keys:
-        return
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise ApiError(401, "unauthorized", "Missing bearer API key.", headers={"WWW-Authenticate": "Bearer"})
-    supplied = token.strip().encode()
-    # Compare against every key so the time taken does not reveal which one (or whether any) matched early.
-    matched = False
-    for key in keys:
-        matched |= hmac.compare_digest(supplied, key.get_secret_value().encode())
-    if not matched:
-        raise ApiError(401, "unauthorized", "Invalid API key.", headers={"WWW-Authenticate": "Bearer"})
-
-
-Authenticated = Depends(require_api_key)

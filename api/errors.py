@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import redis
@@ -9,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Send
 
 from parley.worker.log import get_logger
 
@@ -35,6 +37,16 @@ def envelope(type_: str, message: str, param: str | None = None) -> dict[str, An
     if param is not None:
         error["param"] = param
     return {"error": error}
+
+
+async def send_error(send: Send, status: int, type_: str, message: str,
+                     headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    """Answer in the envelope from plain ASGI middleware (before any route runs)."""
+    body = json.dumps(envelope(type_, message)).encode()
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+        *(headers or [])]})
+    await send({"type": "http.response.body", "body": body})
 
 
 def not_found(what: str, ident: str) -> ApiError:

@@ -17,6 +17,8 @@ from parley.worker.store.connections import async_client
 from parley.worker.store.ingress import Ingress
 
 from . import errors, openapi
+from .auth.keys import KeyRing
+from .auth.middleware import Authenticate
 from .deps import Services
 from .listeners import Listeners
 from .middleware import BodyLimit, RequestContext
@@ -33,8 +35,10 @@ def _openai(settings: Settings) -> openai.AsyncOpenAI:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    if settings.environment == "production" and not settings.api_keys:
-        raise RuntimeError("PARLEY_API_KEYS is required in production: the API would be open to anyone")
+    ring = KeyRing([key.get_secret_value() for key in settings.api_keys], settings.api_keys_file)
+    if settings.environment == "production" and not ring.enabled:
+        raise RuntimeError("PARLEY_API_KEYS or PARLEY_API_KEYS_FILE is required in production: the API would "
+                           "be open to anyone")
     configure_logging(settings)
 
     @asynccontextmanager
@@ -56,11 +60,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     openapi.install(app)
 
-    # Added last, so outermost: a body too large is refused before anything reads it.
+    # The last added is outermost: the body cap, then the request context (its log line is the audit line),
+    # then authentication, which binds the key's name to that context before any route reads the body.
+    app.add_middleware(Authenticate, ring=ring, settings=settings)
     app.add_middleware(RequestContext)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
     app.include_router(health.router)
     app.include_router(conversations.router)
     app.include_router(turns.router)
     app.include_router(events.router)
+    app.state.key_ring = ring
     return app

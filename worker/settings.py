@@ -108,7 +108,16 @@ class Settings(BaseSettings):
 
     # --- API -----------------------------------------------------------------------------------------
     api_keys: Annotated[list[SecretStr], NoDecode] = []
-    """Comma-separated bearer keys. Empty: no auth, and the API only binds to loopback."""
+    """Comma-separated API keys: ``name:tenant:scope+scope:sha256hex`` entries (``parley keys new`` makes
+    one), or plain secrets (tenant ``default``, every scope). None here nor in the file: no auth, and the API
+    only binds to loopback."""
+    api_keys_file: str | None = None
+    """A file of key entries, one per line (``#`` comments), re-read within a second of any change: keys are
+    added and revoked without a restart. A file that turns invalid keeps the keys last read (logged)."""
+    rate_limit_per_s: float = 0.0
+    """Requests per second one API key may make, across all API processes (in Redis); 0 turns it off."""
+    rate_limit_burst: int = 50
+    """Requests a key may make at once above its steady rate before it gets 429 ``rate_limited``."""
     host: str = "127.0.0.1"
     port: int = 8000
     max_input_chars: int = 32_000

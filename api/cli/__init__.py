@@ -39,9 +39,9 @@ def cmd_api(args: argparse.Namespace) -> int:
     settings = Settings()
     host = args.host or settings.host
     port = args.port or settings.port
-    if not settings.api_keys and host not in LOOPBACK:
-        _print(f"refusing to bind {host}: no PARLEY_API_KEYS are set, so the API would be open to anyone. "
-               "Set PARLEY_API_KEYS, or bind to 127.0.0.1.")
+    if not settings.api_keys and not settings.api_keys_file and host not in LOOPBACK:
+        _print(f"refusing to bind {host}: no PARLEY_API_KEYS (or PARLEY_API_KEYS_FILE) are set, so the API "
+               "would be open to anyone. Set them, or bind to 127.0.0.1.")
         return 2
     _print(f"parley api on http://{host}:{port}, Redis {redact_url(settings.redis_url or '(not set)')}, "
            f"upstream {upstream_description(settings)}")
@@ -197,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     dead.set_defaults(func=cmd_dead_letter)
     from .webhooks import add_webhook_commands  # parley webhooks ...: run, new-secret, dead-letters
     add_webhook_commands(sub)
+    from .keys import add_key_commands  # parley keys ...: new, check
+    add_key_commands(sub)
     send = command("send", "send one turn and print the reply")
     send.add_argument("text")
     send.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the reply")

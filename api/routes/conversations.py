@@ -8,7 +8,8 @@ from typing import Annotated, Any, Literal
 import openai
 from fastapi import APIRouter, Query, Response
 
-from ..deps import Authenticated, ServicesDep
+from ..auth import ConversationsRead, ConversationsWrite, Principal
+from ..deps import ServicesDep
 from ..errors import not_found
 from ..schemas import (
     Conversation,
@@ -19,20 +20,25 @@ from ..schemas import (
 )
 from ..upstream_errors import upstream_error
 
-router = APIRouter(prefix="/v1/conversations", tags=["conversations"], dependencies=[Authenticated])
+router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
 
-async def _existing(services: ServicesDep, conversation_id: str) -> dict[str, Any]:
+
+async def _existing(services: ServicesDep, conversation_id: str, principal: Principal) -> dict[str, Any]:
+    """The conversation's record, if it belongs to the caller's tenant: another tenant's is a 404 like a
+    missing one, so ids do not even tell whether they exist."""
     record = await services.ingress.conversation(conversation_id)
-    if record is None:
+    if record is None or not principal.owns(record.get("tenant")):
         raise not_found("conversation", conversation_id)
     return record
 
 
 @router.post("", status_code=201, response_model=Conversation)
-async def create_conversation(body: CreateConversation, services: ServicesDep, response: Response) -> Any:
-    ingress = services.ingress
+async def create_conversation(body: CreateConversation, services: ServicesDep, response: Response,
+                              principal: ConversationsWrite) -> Any:
+    ingress, tenant = services.ingress, principal.tenant
     if body.key is not None:
-        bound = await ingress.conversation_for_key(body.key)
+        # Keys are per tenant: the same Slack thread id names different conversations for two bots.
+        bound = await ingress.conversation_for_key(tenant, body.key)
         if bound is not None and (record := await ingress.conversation(bound)) is not None:
             response.status_code = 200
             return record
@@ -41,7 +47,7 @@ async def create_conversation(body: CreateConversation, services: ServicesDep, r
     except openai.OpenAIError as exc:
         raise upstream_error(exc) from exc
     if body.key is not None:
-        winner = await ingress.claim_key(body.key, upstream.id)
+        winner = await ingress.claim_key(tenant, body.key, upstream.id)
         if winner != upstream.id:
             # Lost a race with a parallel create for the same key: keep theirs, drop ours.
             try:
@@ -53,23 +59,25 @@ async def create_conversation(body: CreateConversation, services: ServicesDep, r
                 return record
     await ingress.register_conversation(upstream.id, created_at=upstream.created_at,
                                         metadata=dict(upstream.metadata or {}), key=body.key,
-                                        webhook_url=body.webhook_url, webhook_events=body.webhook_events)
+                                        webhook_url=body.webhook_url, webhook_events=body.webhook_events,
+                                        tenant=tenant)
     return {"id": upstream.id, "created_at": upstream.created_at, "metadata": dict(upstream.metadata or {}),
             "key": body.key, "webhook_url": body.webhook_url,
             "webhook_events": body.webhook_events if body.webhook_url else None}
 
 
 @router.get("/{conversation_id}", response_model=ConversationWithQueue)
-async def get_conversation(conversation_id: str, services: ServicesDep) -> Any:
-    record = await _existing(services, conversation_id)
+async def get_conversation(conversation_id: str, services: ServicesDep, principal: ConversationsRead) -> Any:
+    record = await _existing(services, conversation_id, principal)
     state = await services.ingress.queue_state(conversation_id)
     return {**record, "pending": state.pending, "running_turn": state.running_turn}
 
 
 @router.post("/{conversation_id}", response_model=Conversation)
-async def update_conversation(conversation_id: str, body: UpdateConversation, services: ServicesDep) -> Any:
+async def update_conversation(conversation_id: str, body: UpdateConversation, services: ServicesDep,
+                              principal: ConversationsWrite) -> Any:
     """Change the fields given (``metadata`` replaces the metadata as a whole); the others stay."""
-    record = await _existing(services, conversation_id)
+    record = await _existing(services, conversation_id, principal)
     metadata = None
     if body.metadata is not None:
         # Upstream first: if OpenAI refuses, nothing changed here either.
@@ -88,14 +96,15 @@ async def update_conversation(conversation_id: str, body: UpdateConversation, se
         events = body.webhook_events if "webhook_events" in given else record.get("webhook_events")
         if not await services.ingress.set_webhook_url(conversation_id, url, events):
             raise not_found("conversation", conversation_id)
-        return await _existing(services, conversation_id)
+        return await _existing(services, conversation_id, principal)
     return updated if metadata is not None else record
 
 
 @router.delete("/{conversation_id}", response_model=ConversationDeleted)
-async def delete_conversation(conversation_id: str, services: ServicesDep) -> dict[str, Any]:
-    record = await _existing(services, conversation_id)
-    await services.ingress.delete_conversation(conversation_id, record.get("key"))
+async def delete_conversation(conversation_id: str, services: ServicesDep,
+                              principal: ConversationsWrite) -> dict[str, Any]:
+    record = await _existing(services, conversation_id, principal)
+    await services.ingress.delete_conversation(conversation_id, record.get("key"), record["tenant"])
     try:
         await services.openai.conversations.delete(conversation_id)
     except openai.NotFoundError:
@@ -109,11 +118,12 @@ async def delete_conversation(conversation_id: str, services: ServicesDep) -> di
 async def list_items(
     conversation_id: str,
     services: ServicesDep,
+    principal: ConversationsRead,
     after: Annotated[str | None, Query(max_length=256)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     order: Literal["asc", "desc"] = "desc",
 ) -> Any:
-    await _existing(services, conversation_id)
+    await _existing(services, conversation_id, principal)
     params: dict[str, Any] = {"limit": limit, "order": order}
     if after:
         params["after"] = after

@@ -15,10 +15,11 @@ from parley.worker.events.log import LoggedEvent, follow, last_seq, replay
 from parley.worker.events.models import terminal_event_of
 from parley.worker.messages import Turn
 
-from ..deps import Authenticated, Services, ServicesDep
+from ..auth import ConversationsRead, TurnsRead
+from ..deps import Services, ServicesDep
 from ..errors import ApiError, not_found
 
-router = APIRouter(tags=["events"], dependencies=[Authenticated])
+router = APIRouter(tags=["events"])
 
 PING_S = 15
 BLOCK_MS = 1000
@@ -50,12 +51,13 @@ def _sse(event: LoggedEvent) -> dict[str, str]:
 
 @router.get("/v1/conversations/{conversation_id}/events")
 async def conversation_events(
-    conversation_id: str, request: Request, services: ServicesDep,
+    conversation_id: str, request: Request, services: ServicesDep, principal: ConversationsRead,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
     after: Annotated[str | None, Query(max_length=19, pattern=r"^[0-9]+$")] = None,
 ) -> EventSourceResponse:
     start = _last_event_id(last_event_id, after)
-    if not await services.ingress.client.exists(services.ingress.keys.conversation(conversation_id)):
+    owner = await services.ingress.owner(conversation_id)
+    if owner is None or not principal.owns(owner):
         raise not_found("conversation", conversation_id)
     services.listeners.check()
 
@@ -74,8 +76,8 @@ async def conversation_events(
     return EventSourceResponse(events(), ping=PING_S)
 
 
-async def _turn_or_404(services: Services, turn_id: str) -> Turn:
-    turn = await services.ingress.get_turn(turn_id)
+async def _turn_or_404(services: Services, turn_id: str, tenant: str) -> Turn:
+    turn = await services.ingress.get_turn(turn_id, tenant)
     if turn is None:
         raise not_found("turn", turn_id)
     return turn
@@ -83,10 +85,10 @@ async def _turn_or_404(services: Services, turn_id: str) -> Turn:
 
 @router.get("/v1/turns/{turn_id}/events")
 async def turn_events(
-    turn_id: str, request: Request, services: ServicesDep,
+    turn_id: str, request: Request, services: ServicesDep, principal: TurnsRead,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> EventSourceResponse:
-    turn = await _turn_or_404(services, turn_id)
+    turn = await _turn_or_404(services, turn_id, principal.tenant)
     start = _last_event_id(last_event_id, None)
 
     services.listeners.check()

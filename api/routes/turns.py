@@ -10,25 +10,27 @@ from parley.worker import metrics
 from parley.worker.messages import TurnStatus
 from parley.worker.store.ingress import EnqueueStatus
 
-from ..deps import Authenticated, ServicesDep
+from ..auth import TurnsRead, TurnsWrite
+from ..deps import ServicesDep
 from ..errors import ApiError, not_found
 from ..schemas import CreateTurn, TurnAccepted, TurnOut
 from .events import MAX_WAIT_S, wait_for_turn
 
-router = APIRouter(tags=["turns"], dependencies=[Authenticated])
+router = APIRouter(tags=["turns"])
 
 FULL_RETRY_AFTER_S = 1
 
 
 @router.post("/v1/conversations/{conversation_id}/turns", status_code=202, response_model=TurnAccepted)
 async def create_turn(conversation_id: str, body: CreateTurn, services: ServicesDep,
-                      response: Response) -> Any:
+                      response: Response, principal: TurnsWrite) -> Any:
     limit = services.settings.max_input_chars
     if body.input_chars() > limit:
         raise ApiError(413, "input_too_large", f"input is longer than {limit} characters.", param="input")
     result = await services.ingress.enqueue(
         conversation_id=conversation_id, input=body.input_value(), model=body.model,
-        instructions=body.instructions, metadata=body.metadata or {}, idempotency_key=body.idempotency_key)
+        instructions=body.instructions, metadata=body.metadata or {}, idempotency_key=body.idempotency_key,
+        tenant=principal.tenant)
     if result.status is EnqueueStatus.missing:
         raise not_found("conversation", conversation_id)
     if result.status is EnqueueStatus.full:
@@ -48,7 +50,7 @@ async def create_turn(conversation_id: str, body: CreateTurn, services: Services
         metrics.TURNS_ACCEPTED.inc()
         return {"id": result.turn_id, "conversation_id": conversation_id, "status": TurnStatus.queued,
                 "position": result.position, "created_at": result.created_at}
-    turn = await services.ingress.get_turn(result.turn_id)
+    turn = await services.ingress.get_turn(result.turn_id, principal.tenant)
     if turn is None:  # the duplicate's record outlived its retention
         raise not_found("turn", result.turn_id)
     response.status_code = 200
@@ -57,18 +59,18 @@ async def create_turn(conversation_id: str, body: CreateTurn, services: Services
 
 
 @router.get("/v1/turns/{turn_id}", response_model=TurnOut)
-async def get_turn(turn_id: str, services: ServicesDep,
+async def get_turn(turn_id: str, services: ServicesDep, principal: TurnsRead,
                    wait: Annotated[float | None, Query(ge=0, le=MAX_WAIT_S)] = None) -> Any:
     """With ``wait=SECONDS`` (at most 60), answer once the turn has ended or the time is up (long-poll)."""
-    turn = await services.ingress.get_turn(turn_id)
+    turn = await services.ingress.get_turn(turn_id, principal.tenant)
     if turn is None:
         raise not_found("turn", turn_id)
     return TurnOut.of(await wait_for_turn(services, turn, wait or 0.0))
 
 
 @router.post("/v1/turns/{turn_id}/cancel", response_model=TurnOut)
-async def cancel_turn(turn_id: str, services: ServicesDep) -> Any:
-    turn = await services.ingress.get_turn(turn_id)
+async def cancel_turn(turn_id: str, services: ServicesDep, principal: TurnsWrite) -> Any:
+    turn = await services.ingress.get_turn(turn_id, principal.tenant)
     if turn is None:
         raise not_found("turn", turn_id)
     if not await services.ingress.cancel(turn):

@@ -46,13 +46,15 @@ class TestConversations:
     def test_delete_cancels_the_queued_turns(self, http: httpx.Client, conv: str, redis_client: redis.Redis
                                              ) -> None:
         """Deleting a conversation ends its queued turns as ``cancelled`` with a ``turn.cancelled`` event each
-        (reason ``conversation_deleted``), instead of leaving them to run and fail later; nothing new is taken."""
+        (reason ``conversation_deleted``) on the replies stream, instead of leaving them to run and fail later;
+        the turns are gone with it (404) and nothing new is taken."""
         turns = [http.post(f"/v1/conversations/{conv}/turns", json={"input": f"m{i}", "metadata": {"n": str(i)}}
                            ).json()["id"] for i in range(3)]
         before = int(redis_client.get(Keys().queued_total) or 0)
         assert http.delete(f"/v1/conversations/{conv}").status_code == 200
-        assert [http.get(f"/v1/turns/{t}").json()["status"] for t in turns] == ["cancelled"] * 3
-        events = [parse_event(fields["data"]) for _, fields in redis_client.xrange(Keys().events(conv))]
+        for t in turns:
+            assert_envelope(http.get(f"/v1/turns/{t}"), 404)
+        events = [parse_event(fields["data"]) for _, fields in redis_client.xrange(Keys().replies)]
         cancelled = [e for e in events if e.type == "turn.cancelled"]
         assert [(e.turn_id, e.reason, e.metadata) for e in cancelled] == [  # type: ignore[union-attr]
             (t, "conversation_deleted", {"n": str(i)}) for i, t in enumerate(turns)]
@@ -234,8 +236,9 @@ def test_oversized_body_is_413(http: httpx.Client, conv: str) -> None:
 
 def test_chunked_body_over_the_limit_is_413_before_it_is_read(settings: Settings, conv: str,
                                                              api_http: Callable[..., httpx.Client]) -> None:
-    """A body without Content-Length (chunked) is cut off at PARLEY_MAX_BODY_BYTES: 413 in the envelope, with or
-    without a key (tests/e2e/test_operations.py shows the API's memory stays flat)."""
+    """A body without Content-Length (chunked) is cut off at PARLEY_MAX_BODY_BYTES: 413 in the envelope with a
+    key; without one, 401 before any of it is read (tests/e2e/test_operations.py shows the API's memory stays
+    flat)."""
     from parley.api.main import create_app
 
     def chunks() -> Iterator[bytes]:
@@ -245,11 +248,12 @@ def test_chunked_body_over_the_limit_is_413_before_it_is_read(settings: Settings
 
     keyed = settings.model_copy(update={"api_keys": [SecretStr("k-1")]})
     with BackgroundServer(create_app(keyed)) as server, api_http(server.url) as http:
-        for headers in ({}, {"authorization": "Bearer k-1"}):
+        for headers, status, kind in (({}, 401, "unauthorized"),
+                                      ({"authorization": "Bearer k-1"}, 413, "body_too_large")):
             response = http.post(f"/v1/conversations/{conv}/turns", content=chunks(),
                                  headers={"content-type": "application/json", **headers})
-            assert_envelope(response, 413)
-            assert response.json()["error"]["type"] == "body_too_large"
+            assert_envelope(response, status)
+            assert response.json()["error"]["type"] == kind
 
 
 def test_lone_surrogate_in_conversation_metadata_is_422(http: httpx.Client) -> None:

@@ -21,7 +21,7 @@ from ..settings import Settings
 from ..webhooks.policy import check_webhook_events, check_webhook_url
 from ..webhooks.store import WebhookStore
 from . import scripts
-from .keys import Keys
+from .keys import DEFAULT_TENANT, Keys
 
 
 class EnqueueStatus(str, Enum):  # noqa: UP042 - StrEnum would change str() and format() output
@@ -66,9 +66,10 @@ class Ingress:
 
     async def register_conversation(self, conv: str, *, created_at: int, metadata: dict[str, str],
                                     key: str | None, webhook_url: str | None = None,
-                                    webhook_events: list[str] | None = None) -> None:
+                                    webhook_events: list[str] | None = None,
+                                    tenant: str = DEFAULT_TENANT) -> None:
         fields = {"id": conv, "created_at": created_at, "metadata": json.dumps(metadata), "key": key or "",
-                  **_webhook_fields(webhook_url, webhook_events)}
+                  "tenant": tenant, **_webhook_fields(webhook_url, webhook_events)}
         await self.client.hset(self.keys.conversation(conv), mapping=fields)
         if webhook_url is not None:
             await self._webhooks_from_now()
@@ -81,7 +82,16 @@ class Ingress:
         return {"id": conv, "created_at": int(fields["created_at"]),
                 "metadata": json.loads(fields["metadata"]), "key": fields.get("key") or None,
                 "webhook_url": fields.get("webhook_url") or None,
-                "webhook_events": json.loads(events) if events else None}
+                "webhook_events": json.loads(events) if events else None,
+                "tenant": fields.get("tenant") or DEFAULT_TENANT}
+
+    async def owner(self, conv: str) -> str | None:
+        """The tenant a conversation belongs to; ``None`` when there is no such conversation."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.exists(self.keys.conversation(conv))
+            pipe.hget(self.keys.conversation(conv), "tenant")
+            exists, tenant = await pipe.execute()
+        return (tenant or DEFAULT_TENANT) if exists else None
 
     async def set_webhook_url(self, conv: str, url: str | None, events: list[str] | None = None) -> bool:
         """Point the conversation's webhook at ``url`` (``None``: back to the server default, if any), with
@@ -115,18 +125,19 @@ class Ingress:
             return None
         return await self.conversation(conv)
 
-    async def claim_key(self, key: str, conv: str) -> str:
-        """Bind a get-or-create key to ``conv`` unless it is already bound; returns the bound conversation."""
-        name = self.keys.conversation_key(key)
+    async def claim_key(self, tenant: str, key: str, conv: str) -> str:
+        """Bind a tenant's get-or-create key to ``conv`` unless it is already bound; returns the bound
+        conversation."""
+        name = self.keys.conversation_key(tenant, key)
         if await self.client.set(name, conv, nx=True):
             return conv
         return str(await self.client.get(name))
 
-    async def conversation_for_key(self, key: str) -> str | None:
-        value = await self.client.get(self.keys.conversation_key(key))
+    async def conversation_for_key(self, tenant: str, key: str) -> str | None:
+        value = await self.client.get(self.keys.conversation_key(tenant, key))
         return str(value) if value else None
 
-    async def delete_conversation(self, conv: str, key: str | None) -> int:
+    async def delete_conversation(self, conv: str, key: str | None, tenant: str = DEFAULT_TENANT) -> int:
         """Delete the record and cancel the queued turns (``turn.cancelled``); returns how many were
         cancelled."""
         k = self.keys
@@ -136,7 +147,7 @@ class Ingress:
             [k.turn_prefix(conv), f"{time.time():.6f}", conv, self.settings.stream_maxlen,
              self.settings.retention_s])
         if key:
-            await self.client.delete(k.conversation_key(key))
+            await self.client.delete(k.conversation_key(tenant, key))
         if cancelled > 0:
             await self.client.decrby(k.queued_total, cancelled)
             await relay_async(self.client, k, conv, maxlen=self.settings.replies_maxlen)
@@ -144,12 +155,21 @@ class Ingress:
 
     async def enqueue(self, *, conversation_id: str, input: TurnInput, model: str | None,
                       instructions: str | None, metadata: dict[str, str],
-                      idempotency_key: str | None) -> EnqueueResult:
+                      idempotency_key: str | None, tenant: str = DEFAULT_TENANT) -> EnqueueResult:
+        """Accept a turn for ``conversation_id`` if it exists and belongs to ``tenant`` (else ``missing``,
+        and nothing is written: another tenant's conversation must not even see its index touched)."""
         k, conv, now = self.keys, conversation_id, time.time()
         turn = Turn(id=new_turn_id(conv), conversation_id=conv, status=TurnStatus.queued, input=input,
                     model=model, instructions=instructions, metadata=metadata,
                     idempotency_key=idempotency_key, created_at=now)
-        queued_total = await self.client.get(k.queued_total)
+        async with self.client.pipeline(transaction=False) as pipe:  # one round trip, as before tenants
+            pipe.get(k.queued_total)
+            pipe.exists(k.conversation(conv))
+            pipe.hget(k.conversation(conv), "tenant")
+            queued_total, exists, owner = await pipe.execute()
+        if not exists or (owner or DEFAULT_TENANT) != tenant:
+            return EnqueueResult(status=EnqueueStatus.missing, turn_id="", position=0, need_wakeup=False,
+                                 created_at=now)
         if queued_total is not None and int(queued_total) >= self.settings.global_queue_cap:
             return EnqueueResult(status=EnqueueStatus.overloaded, turn_id="", position=int(queued_total),
                                  need_wakeup=False, created_at=now)
@@ -164,22 +184,30 @@ class Ingress:
              k.turn(conv, turn.id), k.idempotency(conv, idempotency_key or ""), k.seq(conv), k.events(conv)],
             [turn.id, int(idempotency_key is not None), self.settings.mailbox_cap,
              self.settings.idempotency_ttl_s, int(now * 1000), self.settings.retention_s,
-             self.settings.stream_maxlen, event, request_fingerprint(turn),
+             self.settings.stream_maxlen, event, request_fingerprint(turn), tenant,
              *scripts.flatten(dict(turn.to_hash()))])
         if status == EnqueueStatus.ok:
             await self.client.incr(k.queued_total)
         elif status == EnqueueStatus.missing:
-            # No such conversation: take back the index entry, or any id a client makes up (up to the URL's
-            # length) would sit in the reaper's index for its idle time.
+            # Deleted since the check above: take back the index entry, or it would sit in the reaper's
+            # index for its idle time.
             await self.client.zrem(k.active, conv)
         return EnqueueResult(status=EnqueueStatus(status), turn_id=turn_id, position=int(position),
                              need_wakeup=bool(need), created_at=now)
 
-    async def get_turn(self, turn_id: str) -> Turn | None:
+    async def get_turn(self, turn_id: str, tenant: str | None = None) -> Turn | None:
+        """The turn's record; with ``tenant``, only if its conversation exists and belongs to that tenant
+        (a turn of another tenant, or of a deleted conversation, is not there for the caller)."""
         conv = conversation_of(turn_id)
         if conv is None:
             return None
-        fields = await self.client.hgetall(self.keys.turn(conv, turn_id))
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.keys.turn(conv, turn_id))
+            pipe.exists(self.keys.conversation(conv))
+            pipe.hget(self.keys.conversation(conv), "tenant")
+            fields, exists, owner = await pipe.execute()
+        if tenant is not None and (not exists or (owner or DEFAULT_TENANT) != tenant):
+            return None
         return Turn.from_hash(fields, conv, turn_id) if fields else None
 
     async def cancel(self, turn: Turn) -> bool:

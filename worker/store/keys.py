@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+DEFAULT_TENANT = "default"
+"""The tenant of plain (legacy) API keys, of an API without keys, and of records from before tenants."""
+
 SEQ_STREAM_SUFFIX = "-0"
 """Stream entry ids are ``<seq>-0`` so an SSE ``Last-Event-ID`` (the seq) maps straight to a stream id."""
 
@@ -79,9 +82,17 @@ class Keys:
         """Sorted set: conversation id -> last enqueue time (ms); what the reaper scans."""
         return f"{self.prefix}:active"
 
-    def conversation_key(self, key: str) -> str:
-        """String: conversation id for a client's get-or-create key (e.g. a Slack thread)."""
-        return f"{self.prefix}:conv-key:{key}"
+    def conversation_key(self, tenant: str, key: str) -> str:
+        """String: conversation id for a tenant's get-or-create key (e.g. a Slack thread). The default
+        tenant keeps the layout from before tenants (``conv-key:<key>``), so its keys still find their
+        conversations; other tenants' live under ``tenant:<name>:``, which no default key can spell."""
+        if tenant == DEFAULT_TENANT:
+            return f"{self.prefix}:conv-key:{key}"
+        return f"{self.prefix}:tenant:{tenant}:conv-key:{key}"
+
+    def rate_limit(self, key_name: str) -> str:
+        """String: an API key's rate limiter (GCRA's theoretical arrival time, us); expires when idle."""
+        return f"{self.prefix}:rate:{key_name}"
 
     @property
     def queued_total(self) -> str:

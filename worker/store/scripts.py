@@ -69,9 +69,10 @@ REQUEUE = LuaScript("requeue")
 DELETE = LuaScript("delete")
 UPDATE_CONVERSATION = LuaScript("update_conversation")
 WEBHOOK_CLAIM = LuaScript("webhook_claim")
+RATE_LIMIT = LuaScript("rate_limit")
 
 ALL = (ENQUEUE, CLAIM, NEXT_TURN, HEARTBEAT, RECORD, PUBLISH, FINISH, RELEASE, REKICK, CANCEL, FORGET,
-       HAND_BACK, REQUEUE, DELETE, UPDATE_CONVERSATION, WEBHOOK_CLAIM)
+       HAND_BACK, REQUEUE, DELETE, UPDATE_CONVERSATION, WEBHOOK_CLAIM, RATE_LIMIT)
 
 
 def flatten(fields: dict[str, Arg | None]) -> list[Arg]:

@@ -5,10 +5,14 @@
 -- ARGV[1] turn id  ARGV[2] has idempotency key (1/0)  ARGV[3] mailbox cap  ARGV[4] idempotency ttl s
 -- ARGV[5] now ms   ARGV[6] retention s   ARGV[7] stream maxlen   ARGV[8] turn.queued event json (no seq)
 -- ARGV[9] request fingerprint (what the turn asks for; an idempotency key reused for another request is refused)
--- ARGV[10..] turn hash field/value pairs
+-- ARGV[10] tenant of the caller (the conversation must belong to it)   ARGV[11..] turn hash field/value pairs
 -- The idempotency key holds "<turn id> <fingerprint>" (a bare turn id from before fingerprints matches any).
 -- Returns {status, turn id, position, need_hint}; status is ok | duplicate | reused | full | missing.
 if redis.call('EXISTS', KEYS[1]) == 0 then
+  return {'missing', '', 0, 0}
+end
+-- Records from before tenants have none: they belong to the default tenant.
+if (redis.call('HGET', KEYS[1], 'tenant') or 'default') ~= ARGV[10] then
   return {'missing', '', 0, 0}
 end
 local busy = redis.call('EXISTS', KEYS[5])
@@ -29,7 +33,7 @@ local queued = redis.call('LLEN', KEYS[2])
 if queued >= tonumber(ARGV[3]) then
   return {'full', '', queued, 0}
 end
-redis.call('HSET', KEYS[6], unpack(ARGV, 10))
+redis.call('HSET', KEYS[6], unpack(ARGV, 11))
 redis.call('EXPIRE', KEYS[6], ARGV[6])
 if ARGV[2] == '1' then
   redis.call('SET', KEYS[7], ARGV[1] .. ' ' .. ARGV[9], 'EX', ARGV[4])

@@ -1,0 +1,34 @@
+"""Who a request acts for: API keys with tenants and scopes (``keys``, ``scopes``), checked with the per-key
+rate limit before any route runs (``middleware``); a route names the scope it needs by the type of its
+principal parameter (``principal: TurnsWrite``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from ..errors import ApiError
+from .scopes import CONVERSATIONS_READ, CONVERSATIONS_WRITE, TURNS_READ, TURNS_WRITE, Principal
+
+
+def _requiring(scope: str) -> Callable[[Request], Principal]:
+    def check(request: Request) -> Principal:
+        principal: Principal | None = getattr(request.state, "principal", None)
+        if principal is None:  # the middleware did not run: fail closed
+            raise ApiError(401, "unauthorized", "Missing bearer API key.",
+                           headers={"WWW-Authenticate": "Bearer"})
+        if not principal.allows(scope):
+            raise ApiError(403, "forbidden", f"The key {principal.key!r} does not have the scope {scope!r}.")
+        return principal
+
+    return check
+
+
+ConversationsRead = Annotated[Principal, Depends(_requiring(CONVERSATIONS_READ))]
+ConversationsWrite = Annotated[Principal, Depends(_requiring(CONVERSATIONS_WRITE))]
+TurnsRead = Annotated[Principal, Depends(_requiring(TURNS_READ))]
+TurnsWrite = Annotated[Principal, Depends(_requiring(TURNS_WRITE))]
+
+__all__ = ["ConversationsRead", "ConversationsWrite", "Principal", "TurnsRead", "TurnsWrite"]
