@@ -27,6 +27,7 @@ _EXPORTS = {
     "ParleyAPIError": "parley.api.client",
     "InvalidRequestError": "parley.api.client",
     "AuthenticationError": "parley.api.client",
+    "PermissionDeniedError": "parley.api.client",
     "NotFoundError": "parley.api.client",
     "ConflictError": "parley.api.client",
     "RateLimitError": "parley.api.client",
@@ -89,6 +90,9 @@ if TYPE_CHECKING:
     )
     from parley.api.client import (
         ParleyTimeoutError as ParleyTimeoutError,
+    )
+    from parley.api.client import (
+        PermissionDeniedError as PermissionDeniedError,
     )
     from parley.api.client import (
         RateLimitError as RateLimitError,

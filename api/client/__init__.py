@@ -28,6 +28,7 @@ from .errors import (
     ParleyConnectionError,
     ParleyError,
     ParleyTimeoutError,
+    PermissionDeniedError,
     RateLimitError,
     UnavailableError,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "ParleyConnectionError",
     "ParleyError",
     "ParleyTimeoutError",
+    "PermissionDeniedError",
     "RateLimitError",
     "RetryPolicy",
     "UnavailableError",

@@ -4,6 +4,7 @@
     ├── ParleyAPIError            an error answer: status_code, type, message, param, request_id
     │   ├── InvalidRequestError   400, 413, 422
     │   ├── AuthenticationError   401
+    │   ├── PermissionDeniedError 403 (the key lacks the route's scope)
     │   ├── NotFoundError         404
     │   ├── ConflictError         409
     │   ├── RateLimitError        429 (retried; retry_after_s)
@@ -50,6 +51,10 @@ class AuthenticationError(ParleyAPIError):
     """401: a missing or unknown API key."""
 
 
+class PermissionDeniedError(ParleyAPIError):
+    """403: the key is valid but lacks the scope the route needs."""
+
+
 class NotFoundError(ParleyAPIError):
     """404: no such conversation, turn or item."""
 
@@ -87,7 +92,8 @@ class ParleyTimeoutError(ParleyConnectionError):
 
 _BY_STATUS: dict[int, type[ParleyAPIError]] = {
     400: InvalidRequestError, 413: InvalidRequestError, 422: InvalidRequestError, 401: AuthenticationError,
-    404: NotFoundError, 409: ConflictError, 429: RateLimitError, 503: UnavailableError,
+    403: PermissionDeniedError, 404: NotFoundError, 409: ConflictError, 429: RateLimitError,
+    503: UnavailableError,
 }
 
 

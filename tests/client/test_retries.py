@@ -17,6 +17,7 @@ from parley import (
     ParleyClient,
     ParleyConnectionError,
     ParleyTimeoutError,
+    PermissionDeniedError,
     RateLimitError,
     RetryPolicy,
     UnavailableError,
@@ -70,6 +71,15 @@ def test_other_errors_are_not_retried_and_have_their_own_types() -> None:
         with pytest.raises(InternalServerError) as crash:
             client.get_turn("turn_t")
     assert conflict.value.param == "id" and crash.value.type == "http_error" and len(server.seen) == 2
+
+
+def test_a_missing_scope_is_permission_denied_and_not_retried() -> None:
+    """403 ``forbidden`` (the key lacks the route's scope) is a PermissionDeniedError after one request."""
+    with tiny_server(Reply(403, envelope("forbidden"))) as server:
+        client = ParleyClient(url(server), retry=FAST)
+        with pytest.raises(PermissionDeniedError) as denied:
+            client.send_turn("conv_c", "hi")
+    assert denied.value.status_code == 403 and denied.value.type == "forbidden" and len(server.seen) == 1
 
 
 def test_send_turn_retried_after_a_dropped_connection_reuses_its_generated_idempotency_key() -> None:
