@@ -82,6 +82,26 @@ class Turn(BaseModel):
                 data[name] = json.loads(data[name])
         return cls.model_validate(data)
 
+    @classmethod
+    def parse(cls, fields: dict[str, str], conversation_id: str, turn_id: str) -> tuple[Turn, str | None]:
+        """The turn of a record, and ``None``; or, for a record that does not parse (a bug, a hand edit, an
+        old layout), what could be read of it and a sentence saying which field is bad. The worker fails
+        such a turn at once instead of crashing on it at every attempt, and the API still serves it."""
+        try:
+            return cls.from_hash(fields, conversation_id, turn_id), None
+        except (ValueError, TypeError) as exc:  # json and pydantic errors are ValueErrors
+            problem = _first_problem(exc)
+        data: dict[str, Any] = {"id": turn_id, "conversation_id": conversation_id, "status": "failed",
+                                "input": "", "created_at": 0.0}
+        for name, raw in fields.items():
+            try:
+                value = json.loads(raw) if name in cls.JSON_FIELDS else raw
+                cls.model_validate({**data, name: value})
+            except (ValueError, TypeError):
+                continue  # the bad field keeps its default; the others are served as stored
+            data[name] = value
+        return cls.model_validate(data), f"the stored turn does not parse: {problem}"
+
     def to_hash(self) -> dict[str, str]:
         # Leave out what is empty or implied: a queued turn is most of Redis's memory (issue 6 budget).
         raw = self.model_dump(mode="json", exclude_none=True, exclude={"id", "conversation_id"})
@@ -90,3 +110,12 @@ class Turn(BaseModel):
         if not raw.get("attempts"):
             raw.pop("attempts", None)
         return {k: json.dumps(v) if k in self.JSON_FIELDS else str(v) for k, v in raw.items()}
+
+
+def _first_problem(exc: Exception) -> str:
+    """One short sentence about what is wrong, without the stored values (they may hold users' text)."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        return f"{'.'.join(str(part) for part in first['loc'])}: {first['msg']}"
+    return type(exc).__name__

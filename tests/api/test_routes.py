@@ -281,6 +281,17 @@ def test_a_deterministic_redis_error_is_not_retry_shortly(http: httpx.Client, re
     assert response.json()["error"]["type"] == "internal_error"
 
 
+def test_a_damaged_conversation_record_is_still_served(http: httpx.Client, conv: str,
+                                                       redis_client: redis.Redis) -> None:
+    """A conversation whose stored fields do not parse (metadata not an object, created_at not a number) is
+    read with those fields empty, not a 500 for as long as it exists; it can still be deleted."""
+    redis_client.hset(Keys().conversation(conv), mapping={"metadata": "[1", "created_at": "soon"})
+    response = http.get(f"/v1/conversations/{conv}")
+    assert response.status_code == 200, response.text
+    assert response.json()["metadata"] == {} and response.json()["created_at"] == 0
+    assert http.delete(f"/v1/conversations/{conv}").status_code == 200
+
+
 def test_unknown_ids_are_404(http: httpx.Client) -> None:
     assert_envelope(http.get("/v1/turns/turn_nope"), 404)
     assert_envelope(http.get("/v1/conversations/conv_nope"), 404)

@@ -180,6 +180,28 @@ def test_permanent_error_fails_one_turn_and_the_conversation_goes_on(
     assert [role for role, _ in texts(emulator, conv)] == ["user", "assistant"]
 
 
+def test_a_bad_record_fails_its_turn_at_once_and_is_still_served(
+        settings: Settings, http: httpx.Client, emulator: EmulatorServer, redis_client: redis.Redis) -> None:
+    """A turn whose stored record does not parse (here its metadata was overwritten with a JSON string) is
+    failed as ``invalid_record`` at its first attempt by a real worker, instead of crashing the task at every
+    attempt while the turns behind it wait; the next turn completes, and GET serves the bad one (no 500)."""
+    conv = new_conversations(http, 1)[0]
+    first, bad, last = (post_turn(http, conv, text) for text in ("first", "bad", "last"))
+    redis_client.hset(Keys().turn(conv, bad), "metadata", json.dumps("not an object"))
+    started = time.monotonic()
+    with workers(settings, 1, concurrency=4):
+        wait_until(lambda: http.get(f"/v1/turns/{last}").json()["status"] == "completed", timeout_s=15,
+                   message="the turn after the bad one")
+    assert time.monotonic() - started < settings.lease_ttl_ms / 1000 + 10  # no crash, no lease expiry wait
+    served = http.get(f"/v1/turns/{bad}")
+    assert served.status_code == 200, served.text
+    turn = served.json()
+    assert turn["status"] == "failed" and turn["error"]["type"] == "invalid_record" and turn["attempts"] == 1
+    assert "metadata" in turn["error"]["message"] and "not an object" not in turn["error"]["message"]
+    assert http.get(f"/v1/turns/{first}").json()["status"] == "completed"
+    assert [text for role, text in texts(emulator, conv) if role == "user"] == ["first", "last"]
+
+
 def test_lost_wakeup_is_repaired_by_the_reaper(settings: Settings, http: httpx.Client,
                                                emulator: EmulatorServer, redis_client: redis.Redis) -> None:
     """The Celery message is deleted right after ingress; the reaper (beat) re-sends it."""

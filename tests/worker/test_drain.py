@@ -96,6 +96,37 @@ def test_permanent_error_fails_the_turn_and_the_next_one_runs(h: Harness) -> Non
     assert "turn.failed" in [e["type"] for e in h.events()]
 
 
+def test_a_record_that_does_not_parse_fails_at_once_and_the_next_turn_runs(h: Harness) -> None:
+    """A stored turn whose fields do not parse is failed (``invalid_record``, first attempt) instead of raising
+    out of the drain at every attempt; the turn behind it runs, and the bad record still loads."""
+    bad, good = h.post("bad"), h.post("good")
+    h.mailbox.client.hset(h.mailbox.keys.turn(h.conv, bad), "metadata", "[1, 2]")
+    h.drainer.drain(h.conv)
+    failed = h.turn(bad)
+    assert failed.status is TurnStatus.failed and failed.error and failed.error.type == "invalid_record"
+    assert "metadata" in failed.error.message and failed.input == "bad" and failed.attempts == 1
+    assert h.turn(good).status is TurnStatus.completed
+    assert [text for role, text in h.items() if role == "user"] == ["good"]
+
+
+def test_a_bug_while_running_a_turn_fails_that_turn_only(h: Harness) -> None:
+    """An exception that is not an upstream error (a bug in parley) fails that one turn as
+    ``internal_error`` naming the exception type; the conversation goes on with the next turn."""
+    class Buggy(Upstream):
+        def generate(self, turn, **kwargs):  # type: ignore[no-untyped-def]
+            if turn.input == "crash":
+                raise KeyError("a bug")
+            return super().generate(turn, **kwargs)
+
+    drainer = make_drainer(h.settings, h.mailbox.client, Buggy(h.upstream.client, h.settings))
+    crash, after = h.post("crash"), h.post("after")
+    drainer.drain(h.conv)
+    failed = h.turn(crash)
+    assert failed.status is TurnStatus.failed and failed.error and failed.error.type == "internal_error"
+    assert "KeyError" in failed.error.message and failed.attempts == 1
+    assert h.turn(after).status is TurnStatus.completed
+
+
 def test_retryable_errors_retry_without_duplicates(h: Harness) -> None:
     turn_id = h.post("flaky", emulator_fault="503;times=2")
     h.drainer.drain(h.conv)

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import redis
 import structlog
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_never
 
@@ -129,6 +130,10 @@ class Drainer:
                 outcome = "dead_lettered"
                 return self._fail(conv, token, turn, TurnError(
                     type="dead_lettered", message=f"gave up after {started.attempts - 1} attempts"), go_on())
+            if started.problem is not None:
+                outcome = "failed"
+                error = TurnError(type="invalid_record", message=started.problem)
+                return self._fail(conv, token, turn, error, go_on())
             try:
                 reply = self._call_with_retries(conv, token, turn, started)
             except HandBack:
@@ -144,6 +149,16 @@ class Drainer:
                 return self._fail(conv, token, turn, TurnError(type=exc.reason, message=exc.message,
                                                                code=exc.code, status_code=exc.status_code),
                                   go_on())
+            except (Fenced, LeaseLost, redis.RedisError):
+                raise  # not this turn's fault: another owner or a later attempt takes it over
+            except Exception as exc:  # noqa: BLE001 - a bug must cost one turn, not the conversation
+                # Crashing the task would leave the turn in flight: it would be resumed and crash again at
+                # every attempt, blocking the turns behind it for minutes (a poison turn).
+                log.exception("turn_crashed")
+                outcome = "failed"
+                return self._fail(conv, token, turn, TurnError(
+                    type="internal_error", message=f"parley could not run this turn ({type(exc).__name__}); "
+                    "the worker's log has the traceback"), go_on())
             faultpoints.reached("upstream_done")
             finished = self._complete(conv, token, turn, reply, go_on())
             faultpoints.reached("finished")

@@ -37,7 +37,7 @@ class DeadLetters:
 
     def show(self, letter: DeadLetter) -> Turn | None:
         fields = self.client.hgetall(self.keys.turn(letter.conversation_id, letter.turn_id))
-        return Turn.from_hash(fields, letter.conversation_id, letter.turn_id) if fields else None
+        return Turn.parse(fields, letter.conversation_id, letter.turn_id)[0] if fields else None
 
     def requeue(self, letter: DeadLetter) -> bool:
         """Queue the turn again at the tail of its conversation; ``True`` when a wake-up must be sent."""

@@ -78,11 +78,14 @@ class Ingress:
         fields = await self.client.hgetall(self.keys.conversation(conv))
         if not fields:
             return None
-        events = fields.get("webhook_events")
-        return {"id": conv, "created_at": int(fields["created_at"]),
-                "metadata": json.loads(fields["metadata"]), "key": fields.get("key") or None,
+        # Tolerant of a damaged record (a hand edit, a bug): every stored conversation can still be read,
+        # and deleted, instead of answering 500 for as long as it exists.
+        events = _json(fields.get("webhook_events"), list)
+        created_at = fields.get("created_at", "")
+        return {"id": conv, "created_at": int(created_at) if created_at.isdigit() else 0,
+                "metadata": _metadata(fields.get("metadata")), "key": fields.get("key") or None,
                 "webhook_url": fields.get("webhook_url") or None,
-                "webhook_events": json.loads(events) if events else None,
+                "webhook_events": events,
                 "tenant": fields.get("tenant") or DEFAULT_TENANT}
 
     async def owner(self, conv: str) -> str | None:
@@ -208,7 +211,7 @@ class Ingress:
             fields, exists, owner = await pipe.execute()
         if tenant is not None and (not exists or (owner or DEFAULT_TENANT) != tenant):
             return None
-        return Turn.from_hash(fields, conv, turn_id) if fields else None
+        return Turn.parse(fields, conv, turn_id)[0] if fields else None
 
     async def cancel(self, turn: Turn) -> bool:
         k, conv = self.keys, turn.conversation_id
@@ -237,6 +240,20 @@ class Ingress:
             pipe.get(self.keys.inflight(conv))
             pending, running = await pipe.execute()
         return QueueState(pending=int(pending), running_turn=running or None)
+
+
+def _json(raw: str | None, kind: type) -> Any:
+    """``raw`` parsed if it is JSON of ``kind``, else ``None``."""
+    try:
+        value = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    return value if isinstance(value, kind) else None
+
+
+def _metadata(raw: str | None) -> dict[str, str]:
+    value = _json(raw, dict) or {}
+    return {k: v for k, v in value.items() if isinstance(v, str)}
 
 
 def _webhook_fields(url: str | None, events: list[str] | None) -> dict[str, str]:

@@ -21,6 +21,8 @@ class StartedTurn:
     turn: Turn
     attempts: int
     resumed: bool
+    problem: str | None = None
+    """Set when the stored record does not parse (``Turn.parse``): the turn is failed, not run."""
 
     @property
     def turn_id(self) -> str:
@@ -63,8 +65,8 @@ class Mailbox:
     def _started(conv: str, result: list[Any]) -> StartedTurn:
         """From ``[turn id, attempts, resumed, field, value, ...]`` as start_next (Lua) returns it."""
         fields = dict(zip(result[3::2], result[4::2], strict=True))
-        turn = Turn.from_hash(fields, conv, result[0])
-        return StartedTurn(turn=turn, attempts=int(result[1]), resumed=bool(result[2]))
+        turn, problem = Turn.parse(fields, conv, result[0])
+        return StartedTurn(turn=turn, attempts=int(result[1]), resumed=bool(result[2]), problem=problem)
 
     def claim(self, conv: str) -> Claim:
         """Take the lease and start the next turn, in one round trip."""
@@ -90,7 +92,7 @@ class Mailbox:
         return self._started(conv, result[1:])
 
     def load(self, conv: str, turn_id: str) -> Turn:
-        return Turn.from_hash(self.client.hgetall(self.keys.turn(conv, turn_id)), conv, turn_id)
+        return Turn.parse(self.client.hgetall(self.keys.turn(conv, turn_id)), conv, turn_id)[0]
 
     def last_item_id(self, conv: str) -> str | None:
         value = self.client.hget(self.keys.state(conv), "last_item_id")
