@@ -48,7 +48,8 @@ def cmd_api(args: argparse.Namespace) -> int:
     from ..http_protocol import HeaderDeadlineProtocol
 
     uvicorn.run("parley.api.main:create_app", factory=True, host=host, port=port, log_level="warning",
-                access_log=False, workers=args.workers, timeout_keep_alive=30, http=HeaderDeadlineProtocol)
+                access_log=False, workers=args.workers, timeout_keep_alive=30, http=HeaderDeadlineProtocol,
+                limit_concurrency=settings.max_connections)
     return 0
 
 

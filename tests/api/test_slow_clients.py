@@ -6,6 +6,7 @@ import socket
 import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from parley.api.http_protocol import with_header_deadline
@@ -139,5 +140,31 @@ def test_parley_api_closes_slow_header_connections(settings: Settings) -> None:
         started = time.monotonic()
         assert _closed_within(sock, 3.0) and time.monotonic() - started < 3.0
         sock.close()
+    finally:
+        stop(api)
+
+
+@pytest.mark.slow
+def test_parley_api_caps_its_connections(settings: Settings) -> None:
+    """With PARLEY_MAX_CONNECTIONS=3, three idle connections fill a real ``parley api`` process: a fourth
+    request is answered 503 at once instead of holding one more connection; once they leave, it is served."""
+    from conftest import settings_env
+
+    from parley.worker.local.background import free_port, wait_http
+    from parley.worker.local.processes import spawn, stop
+
+    port = free_port()
+    env = {**settings_env(settings), "PARLEY_MAX_CONNECTIONS": "3", "PARLEY_HEADER_TIMEOUT_S": "30"}
+    api = spawn(["python", "-m", "parley", "api", "--port", str(port)], env=env, quiet=True)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", 30)
+        time.sleep(0.2)  # the readiness probe's connection has gone
+        idle = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(3)]
+        time.sleep(0.2)
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 503
+        for sock in idle:
+            sock.close()
+        time.sleep(0.2)
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
     finally:
         stop(api)
