@@ -129,8 +129,8 @@ class Settings(BaseSettings):
     """A request body must arrive within this long of the first read, else 408 ``body_timeout``."""
     max_connections: int = 4000
     """Connections (and requests in flight) one ``parley api`` process holds at once (uvicorn's
-    ``limit_concurrency``); past it new requests get 503 at once, so a flood of idle or slow connections cannot
-    exhaust the process's file descriptors and memory. Keep it above ``max_listeners``."""
+    ``limit_concurrency``); past it new requests get 503 at once, so a flood of idle or slow connections
+    cannot exhaust the process's file descriptors and memory. Keep it above ``max_listeners``."""
     max_listeners: int = 1000
     """Event streams and long-polls one API process serves at once (each holds a Redis connection); beyond,
     503 ``too_many_listeners``. Keep processes x this below Redis ``maxclients``."""
