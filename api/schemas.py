@@ -128,6 +128,9 @@ class CreateTurn(Strict):
     model: Annotated[str, Field(min_length=1, max_length=128)] | None = None
     instructions: Annotated[str, Field(max_length=32_000)] | None = None
     metadata: Metadata | None = None
+    deadline_s: Annotated[float, Field(gt=0, le=86_400)] | None = None
+    """Give up retrying after this many seconds from the turn's start (``deadline_exceeded``); at most the
+    server's PARLEY_TURN_DEADLINE_S, which a longer value is cut to."""
 
     def input_chars(self) -> int:
         if isinstance(self.input, str):
@@ -159,6 +162,7 @@ class TurnOut(BaseModel):
     usage: dict[str, Any] | None
     error: TurnError | None
     attempts: int
+    crashes: int = 0
     created_at: float
     started_at: float | None
     completed_at: float | None

@@ -40,6 +40,7 @@ _EXPORTS = {
     "Event": "parley.worker.events.models",
     "TurnQueued": "parley.worker.events.models",
     "TurnStarted": "parley.worker.events.models",
+    "TurnRetrying": "parley.worker.events.models",
     "ResponseDelta": "parley.worker.events.models",
     "TurnCompleted": "parley.worker.events.models",
     "TurnFailed": "parley.worker.events.models",
@@ -123,6 +124,9 @@ if TYPE_CHECKING:
     )
     from parley.worker.events.models import (
         TurnQueued as TurnQueued,
+    )
+    from parley.worker.events.models import (
+        TurnRetrying as TurnRetrying,
     )
     from parley.worker.events.models import (
         TurnStarted as TurnStarted,

@@ -120,7 +120,8 @@ def run_chaos(cfg: ChaosConfig, emulator: EmulatorServer) -> ChaosReport:
     with EmbeddedRedis(appendonly=True) as server:
         settings = Settings(_env_file=None, redis_url=server.url, openai_base_url=emulator.base_url,
                             lease_ttl_ms=3000, heartbeat_interval_ms=1000, reaper_interval_s=1.0, hint_retry_s=2.0,
-                            backoff_base_s=0.05, backoff_max_s=1.0, max_attempts=50, log_level="WARNING",
+                            backoff_base_s=0.05, backoff_max_s=1.0, turn_deadline_s=900, circuit_breaker=True,
+                            log_level="WARNING",
                             worker_concurrency=cfg.concurrency, mailbox_cap=cfg.turns + 1,
                             worker_metrics_port=0)
         chaos = _Chaos(cfg, settings, server, logdir)

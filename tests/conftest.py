@@ -69,7 +69,9 @@ def _settings(redis_client: redis.Redis, redis_url: str, emulator: EmulatorServe
     return Settings(_env_file=None, redis_url=redis_url, openai_base_url=emulator.base_url,
                     lease_ttl_ms=3000, heartbeat_interval_ms=1000, reaper_interval_s=1.0, hint_retry_s=2.0,
                     backoff_base_s=0.05, backoff_max_s=1.0, worker_concurrency=50, log_level="WARNING",
-                    worker_metrics_port=0)
+                    worker_metrics_port=0,
+                    # Off unless a test is about it: its reports to Redis would outlive the test that made them.
+                    circuit_breaker=False)
 
 
 @pytest.fixture(autouse=True)

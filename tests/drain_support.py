@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import redis
 
+from parley.worker.run.circuit import Circuit
 from parley.worker.run.drain import Drainer
 from parley.worker.run.policy import RetryPolicy
 from parley.worker.run.upstream import Upstream
@@ -20,7 +21,9 @@ def make_drainer(settings: Settings, client: redis.Redis, upstream: Upstream,
     mailbox = Mailbox(client, settings)
     keeper = LeaseKeeper(client, mailbox.keys, ttl_ms=settings.lease_ttl_ms,
                          interval_ms=settings.heartbeat_interval_ms)
-    policy = RetryPolicy(settings.max_attempts, settings.backoff_base_s, settings.backoff_max_s)
+    policy = RetryPolicy(deadline_s=settings.turn_deadline_s, max_crashes=settings.max_crashes,
+                         backoff_base_s=settings.backoff_base_s, backoff_max_s=settings.backoff_max_s)
+    circuit = Circuit(client, mailbox.keys, settings) if settings.circuit_breaker else None
     return Drainer(mailbox, upstream, keeper, policy, fairness_budget=settings.fairness_budget,
                    wake=wake or (lambda conversation_id: None), stream=settings.stream_upstream,
-                   delta_interval_s=settings.delta_interval_ms / 1000)
+                   delta_interval_s=settings.delta_interval_ms / 1000, circuit=circuit)

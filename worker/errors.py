@@ -49,6 +49,15 @@ class ConversationLocked(RetryableUpstreamError):
     """An earlier attempt's response is still running upstream: wait, re-check, and don't count an attempt."""
 
 
+class CircuitOpen(RetryableUpstreamError):
+    """Most recent calls to this model failed, across all workers: wait with them instead of calling."""
+
+
+class DeadlineExceeded(RetryableUpstreamError):
+    """Retryable errors went on until the turn's deadline. Retryable in kind: the turn is dead-lettered, so an
+    operator can requeue it once the provider is back."""
+
+
 class PermanentUpstreamError(UpstreamError):
     """400/401/403/404/422: trying again cannot help; the turn fails and the conversation moves on."""
 

@@ -65,6 +65,11 @@ class Turn(BaseModel):
     usage: dict[str, Any] | None = None
     error: TurnError | None = None
     attempts: int = 0
+    crashes: int = 0
+    """Times a worker died (or lost its lease) while running this turn; past PARLEY_MAX_CRASHES it is
+    dead-lettered."""
+    deadline_s: float | None = None
+    """The turn's own retry budget, if it asked for less than the server's."""
     created_at: float
     started_at: float | None = None
     completed_at: float | None = None
@@ -107,8 +112,9 @@ class Turn(BaseModel):
         raw = self.model_dump(mode="json", exclude_none=True, exclude={"id", "conversation_id"})
         if not raw.get("metadata"):
             raw.pop("metadata", None)
-        if not raw.get("attempts"):
-            raw.pop("attempts", None)
+        for counter in ("attempts", "crashes"):
+            if not raw.get(counter):
+                raw.pop(counter, None)
         return {k: json.dumps(v) if k in self.JSON_FIELDS else str(v) for k, v in raw.items()}
 
 

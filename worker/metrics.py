@@ -67,10 +67,28 @@ def process_registry() -> CollectorRegistry:
     return REGISTRY
 
 
-def render(backlog: Mapping[str, float] | None = None) -> bytes:
+class CircuitCollector(Collector):
+    """``parley_upstream_circuit_open{model}`` from the shared state in Redis, the same on every API
+    process."""
+
+    def __init__(self, open_by_model: Mapping[str, bool]) -> None:
+        self.open_by_model = open_by_model
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily("parley_upstream_circuit_open", "1 while the shared upstream circuit of a "
+                                   "model is open (workers wait instead of calling it).", labels=["model"])
+        for model, is_open in self.open_by_model.items():
+            family.add_metric([model], 1.0 if is_open else 0.0)
+        yield family
+
+
+def render(backlog: Mapping[str, float] | None = None, circuits: Mapping[str, bool] | None = None) -> bytes:
     body = generate_latest(process_registry())
-    if backlog is not None:
+    if backlog is not None or circuits is not None:
         registry = CollectorRegistry()
-        registry.register(BacklogCollector(backlog))
+        if backlog is not None:
+            registry.register(BacklogCollector(backlog))
+        if circuits is not None:
+            registry.register(CircuitCollector(circuits))
         body += generate_latest(registry)
     return body

@@ -44,9 +44,24 @@ class Settings(BaseSettings):
     reaper_interval_s: float = 5.0
     hint_retry_s: float = 30.0
     """A ready conversation whose wake-up has not run for this long gets a new one from the reaper."""
-    max_attempts: int = 5
+    turn_deadline_s: float = 900.0
+    """Retryable upstream errors (429, 5xx, timeouts, dropped streams) are retried until this long after the
+    turn first started (a turn may ask for less with ``deadline_s``), then it fails ``deadline_exceeded``."""
+    max_crashes: int = 3
+    """A turn whose worker died while running it more than this many times is dead-lettered (a poison
+    turn)."""
     backoff_base_s: float = 0.5
     backoff_max_s: float = 30.0
+    circuit_breaker: bool = True
+    """Workers share each model's upstream health in Redis: when most calls fail, all of them wait together
+    (the circuit is open) instead of each hammering the provider, then let a few calls probe it."""
+    circuit_window_s: float = 10.0
+    circuit_min_calls: int = 20
+    """Calls a window needs before its failure ratio can open the circuit."""
+    circuit_failure_ratio: float = 0.5
+    circuit_cooldown_s: float = 2.0
+    """How long the circuit stays open the first time; doubled each time it opens again, up to the max."""
+    circuit_cooldown_max_s: float = 30.0
     fairness_budget: int = 10
     """Turns one drain task runs before it yields the worker to other conversations."""
     mailbox_cap: int = 100

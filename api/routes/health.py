@@ -26,4 +26,5 @@ async def readyz(services: ServicesDep) -> dict[str, str]:
 async def prometheus_metrics(services: ServicesDep) -> Response:
     """Prometheus text: this process's counters, plus the backlog gauges the reaper keeps in Redis."""
     backlog = await services.ingress.backlog()
-    return Response(metrics.render(backlog), media_type="text/plain; version=0.0.4; charset=utf-8")
+    circuits = await services.ingress.open_circuits()
+    return Response(metrics.render(backlog, circuits), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -30,7 +30,7 @@ async def create_turn(conversation_id: str, body: CreateTurn, services: Services
     result = await services.ingress.enqueue(
         conversation_id=conversation_id, input=body.input_value(), model=body.model,
         instructions=body.instructions, metadata=body.metadata or {}, idempotency_key=body.idempotency_key,
-        tenant=principal.tenant)
+        tenant=principal.tenant, deadline_s=body.deadline_s)
     if result.status is EnqueueStatus.missing:
         raise not_found("conversation", conversation_id)
     if result.status is EnqueueStatus.full:

@@ -82,6 +82,34 @@ def test_sigkill_at_any_point_completes_exactly_once(point: str, settings: Setti
     assert recovered_s < RECOVERY_BOUND_S + 5
 
 
+def test_a_turn_that_kills_every_worker_is_dead_lettered_after_max_crashes(
+        settings: Settings, http: httpx.Client, emulator: EmulatorServer, redis_client: redis.Redis) -> None:
+    """A poison turn (its worker is SIGKILLed whenever it starts it) is dead-lettered once it has killed
+    PARLEY_MAX_CRASHES + 1 workers, without ever reaching upstream; the conversation's next turn completes.
+    Workers are restarted as they die, as a process manager would."""
+    conv = conversation(http)
+    poison, after = post(http, conv, "poison pill"), post(http, conv, "after")
+    poisoned = settings.model_copy(update={"max_crashes": 2})
+    env = {"PARLEY_FAULTPOINT": "running@poison", "PARLEY_MAX_CRASHES": "2"}
+    deaths = 0
+    with start_beat(poisoned):
+        deadline = time.monotonic() + 90
+        while status(http, after) != "completed":
+            assert time.monotonic() < deadline, f"stuck after {deaths} deaths"
+            worker = start_worker(poisoned, f"w{deaths}", concurrency=4, extra_env=env)
+            try:
+                while worker.poll() is None and status(http, after) != "completed":
+                    time.sleep(0.2)
+            finally:
+                stop(worker)
+            deaths += worker.returncode == -signal.SIGKILL
+    turn = http.get(f"/v1/turns/{poison}").json()
+    assert turn["status"] == "failed" and turn["error"]["type"] == "dead_lettered"
+    assert deaths == 3 and turn["crashes"] == 3
+    assert redis_client.zscore(Keys().dead_letters, f"{conv}/{poison}") is not None
+    assert [text for role, text in items(emulator, conv) if role == "user"] == ["after"]
+
+
 def test_heartbeat_keeps_the_lease_through_a_long_call(settings: Settings, http: httpx.Client,
                                                        emulator: EmulatorServer) -> None:
     """An upstream call of 2.5x the lease TTL is not taken over by a second worker."""

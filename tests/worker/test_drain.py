@@ -147,14 +147,36 @@ def test_dropped_stream_recovers_the_response_instead_of_resending(h: Harness) -
     assert len(h.emulator.store.snapshot_requests()) == 1
 
 
-def test_retries_past_the_cap_dead_letter(h: Harness) -> None:
-    turn_id = h.post("always 500", emulator_fault="500")
+def test_retries_until_the_deadline_then_deadline_exceeded(h: Harness) -> None:
+    """A turn whose every attempt gets a 500 is retried until its deadline (here it asked for 1.5 s), then
+    fails ``deadline_exceeded`` naming the last error, is dead-lettered, and the next turn runs; each wait
+    published ``turn.retrying`` with its cause, attempt and when it retries."""
+    turn_id = h._ingress(lambda i: i.enqueue(conversation_id=h.conv, input="always 500", model=None,
+                                             instructions=None, metadata={"emulator_fault": "500"},
+                                             idempotency_key=None, deadline_s=1.5)).turn_id
     after = h.post("after")
     h.drainer.drain(h.conv)
     turn = h.turn(turn_id)
-    assert turn.status is TurnStatus.failed and turn.attempts == h.settings.max_attempts
+    assert turn.status is TurnStatus.failed and turn.error and turn.error.type == "deadline_exceeded"
+    assert "http_500" in turn.error.message and turn.attempts >= 3
+    assert turn.completed_at is not None and turn.started_at is not None
+    assert 1.0 <= turn.completed_at - turn.started_at <= 3.0
     assert h.mailbox.client.zscore(h.mailbox.keys.dead_letters, f"{h.conv}/{turn_id}") is not None
     assert h.turn(after).status is TurnStatus.completed
+    retrying = [e for e in h.events() if e["type"] == "turn.retrying"]
+    assert len(retrying) == turn.attempts - 1
+    assert {e["cause"] for e in retrying} == {"http_500"}
+    assert all(float(e["retry_at"]) >= float(e["created_at"]) for e in retrying)
+
+
+def test_rate_limits_are_waited_out_without_counting_attempts(h: Harness) -> None:
+    """Three 429s in a row (Retry-After) are waits, not failed attempts: the turn completes at attempt 1."""
+    h.emulator.config.retry_after_s = 0.05
+    turn_id = h.post("busy", emulator_fault="429;times=3")
+    h.drainer.drain(h.conv)
+    turn = h.turn(turn_id)
+    assert turn.status is TurnStatus.completed and turn.attempts == 1
+    assert [e["cause"] for e in h.events() if e["type"] == "turn.retrying"] == ["rate_limited"] * 3
 
 
 def test_fairness_budget_rewakes(h: Harness) -> None:
@@ -211,7 +233,8 @@ def test_429_honours_retry_after(h: Harness) -> None:
     started = time.monotonic()
     h.drainer.drain(h.conv)
     assert time.monotonic() - started >= 0.4
-    assert h.turn(turn_id).status is TurnStatus.completed and h.turn(turn_id).attempts == 2
+    # A 429 is a wait the provider asked for, not a failed attempt.
+    assert h.turn(turn_id).status is TurnStatus.completed and h.turn(turn_id).attempts == 1
 
 
 def test_hand_back_on_shutdown(h: Harness) -> None:
@@ -242,10 +265,11 @@ def test_hand_back_on_shutdown(h: Harness) -> None:
 def test_dead_letters_can_be_listed_requeued_and_dropped(h: Harness) -> None:
     from parley.worker.store.dead_letters import DeadLetters
 
-    h.settings.max_attempts = 2
-    h.drainer.policy = RetryPolicy(2, 0.01, 0.05)
-    turn_id = h.post("poison", emulator_fault="500;times=2")
+    h.drainer.policy = RetryPolicy(deadline_s=0.3, max_crashes=3, backoff_base_s=0.01, backoff_max_s=0.05)
+    h.emulator.config.p_500 = 1.0  # an outage longer than the turn's deadline
+    turn_id = h.post("poison")
     h.drainer.drain(h.conv)
+    h.emulator.config.p_500 = 0.0
     letters = DeadLetters(h.mailbox.client, h.mailbox.keys)
     [letter] = letters.list()
     assert letter.turn_id == turn_id and letters.show(letter).status is TurnStatus.failed

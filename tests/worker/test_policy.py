@@ -10,7 +10,7 @@ from tenacity import RetryCallState, Retrying
 from parley.worker.errors import ConversationLocked, PermanentUpstreamError, RetryableUpstreamError, translate
 from parley.worker.run.policy import DeltaCoalescer, RetryPolicy
 
-POLICY = RetryPolicy(max_attempts=3, backoff_base_s=0.5, backoff_max_s=4.0)
+POLICY = RetryPolicy(deadline_s=900, max_crashes=3, backoff_base_s=0.5, backoff_max_s=4.0)
 
 
 def _status_error(status: int, body: dict[str, object] | None = None,
@@ -50,19 +50,36 @@ def test_connection_errors_are_retryable() -> None:
     assert translate(openai.APITimeoutError(request=request)).reason == "timeout"
 
 
-@pytest.mark.parametrize(("attempts", "error", "retry"), [
-    (1, RetryableUpstreamError("x", reason="r"), True),
-    (2, RetryableUpstreamError("x", reason="r"), True),
-    (3, RetryableUpstreamError("x", reason="r"), False),
-    (9, ConversationLocked("x", reason="conversation_locked"), True),
-    (1, PermanentUpstreamError("x", reason="http_400"), False),
-    (1, ValueError("bug"), False),
+@pytest.mark.parametrize(("error", "retry"), [
+    (RetryableUpstreamError("x", reason="http_503"), True),
+    (ConversationLocked("x", reason="conversation_locked"), True),
+    (PermanentUpstreamError("x", reason="http_400"), False),
+    (ValueError("bug"), False),
 ])
-def test_should_retry(attempts: int, error: BaseException, retry: bool) -> None:
-    assert POLICY.should_retry(error, attempts) is retry
+def test_should_retry_any_retryable_upstream_error(error: BaseException, retry: bool) -> None:
+    """Whether to retry no longer depends on a count of attempts: the deadline stops retries."""
+    assert POLICY.should_retry(error) is retry
 
 
-def test_dead_letter_on_start_counts_crash_loops() -> None:
+@pytest.mark.parametrize(("reason", "counted"), [
+    ("http_500", True), ("timeout", True), ("stream_ended", True),
+    ("rate_limited", False), ("conversation_locked", False), ("circuit_open", False),
+])
+def test_waits_that_are_not_failures_are_not_counted(reason: str, counted: bool) -> None:
+    """A 429, an earlier attempt still running, and an open circuit are waits, not failed attempts."""
+    assert POLICY.counts_as_attempt(RetryableUpstreamError("x", reason=reason)) is counted
+
+
+def test_the_deadline_is_from_the_first_start_and_a_turn_may_only_shorten_it() -> None:
+    assert POLICY.deadline(1000.0) == 1900.0
+    assert POLICY.deadline(1000.0, asked_s=60) == 1060.0
+    assert POLICY.deadline(1000.0, asked_s=5000) == 1900.0
+    assert not POLICY.past_deadline(1890.0, 9.0, 1900.0)
+    assert POLICY.past_deadline(1890.0, 11.0, 1900.0)
+
+
+def test_dead_letter_on_start_counts_crashes() -> None:
+    """Past PARLEY_MAX_CRASHES deaths of its worker, a turn is dead-lettered when it is picked up again."""
     assert not POLICY.dead_letter_on_start(3)
     assert POLICY.dead_letter_on_start(4)
 

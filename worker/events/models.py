@@ -39,6 +39,17 @@ class TurnStarted(_Event):
     attempt: int = Field(ge=1)
 
 
+class TurnRetrying(_Event):
+    type: Literal["turn.retrying"]
+    cause: str
+    """What went wrong: ``rate_limited``, ``http_5xx``, ``timeout``, ``connection``, ``stream_ended``,
+    ``circuit_open`` (most calls to this model are failing; workers wait together)."""
+    attempt: int = Field(ge=1)
+    retry_at: float
+    """When the next attempt starts (Unix time): a bot can show "still working" until then."""
+    message: str | None = None
+
+
 class ResponseDelta(_Event):
     type: Literal["response.delta"]
     delta: str
@@ -65,10 +76,10 @@ class TurnCancelled(_Event):
     """Why: cancelled by a client (``POST /v1/turns/{id}/cancel``), or its conversation was deleted."""
 
 
-Event = Annotated[TurnQueued | TurnStarted | ResponseDelta | TurnCompleted | TurnFailed | TurnCancelled,
-                  Field(discriminator="type")]
-EventType = Literal["turn.queued", "turn.started", "response.delta", "turn.completed", "turn.failed",
-                    "turn.cancelled"]
+Event = Annotated[TurnQueued | TurnStarted | TurnRetrying | ResponseDelta | TurnCompleted | TurnFailed
+                  | TurnCancelled, Field(discriminator="type")]
+EventType = Literal["turn.queued", "turn.started", "turn.retrying", "response.delta", "turn.completed",
+                    "turn.failed", "turn.cancelled"]
 TERMINAL_TYPES = frozenset({"turn.completed", "turn.failed", "turn.cancelled"})
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 

@@ -13,17 +13,18 @@ from dataclasses import dataclass
 
 import redis
 import structlog
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_never
 
 from .. import metrics
-from ..errors import ConversationLocked, LeaseLost, UpstreamError
+from ..errors import CircuitOpen, LeaseLost, RetryableUpstreamError, UpstreamError
 from ..events.models import event_json
 from ..log import get_logger
 from ..messages import Turn, TurnError, TurnStatus
 from ..store.lease import LeaseKeeper
 from ..store.mailbox import Fenced, Finished, Mailbox, StartedTurn
 from . import faultpoints
+from .circuit import Circuit
 from .policy import DeltaCoalescer, RetryPolicy
+from .retrying import call_with_retries
 from .shutdown import HandBack, ShutdownSignal
 from .upstream import Reply, Upstream
 
@@ -32,15 +33,6 @@ log = get_logger(__name__)
 def worker_id() -> str:
     """Recorded on each finished turn (``host:pid``), so an operator can tell which process handled it."""
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _note_retry(retry_state: RetryCallState) -> None:
-    error = retry_state.outcome.exception() if retry_state.outcome else None
-    metrics.RETRIES.labels(cause=getattr(error, "reason", type(error).__name__)).inc()
-    # The provider's own reason, so an operator sees why (a bad network, a rate limit) without a debugger.
-    log.info("turn_retry", error=getattr(error, "reason", type(error).__name__),
-             status_code=getattr(error, "status_code", None), message=getattr(error, "message", str(error)),
-             wait_s=round(retry_state.upcoming_sleep, 2))
 
 
 @dataclass(frozen=True)
@@ -55,7 +47,8 @@ class Drainer:
                  *, fairness_budget: int, wake: Callable[[str], None],
                  shutdown: ShutdownSignal | None = None, delta_interval_s: float = 0.05,
                  stream: bool = True, relay: Callable[[str], object] | None = None,
-                 dequeued: Callable[[], object] | None = None) -> None:
+                 dequeued: Callable[[], object] | None = None, circuit: Circuit | None = None) -> None:
+        self.circuit = circuit
         self.delta_interval_s = delta_interval_s
         self.stream = stream
         # Both done at once unless the process defers them (worker/store/deferred.py).
@@ -124,16 +117,18 @@ class Drainer:
         began = time.monotonic()
         outcome = "interrupted"
         try:
-            if self.policy.dead_letter_on_start(started.attempts):
+            if self.policy.dead_letter_on_start(turn.crashes):
                 self.mailbox.dead_letter(conv, turn.id)
                 metrics.TURNS_DEAD_LETTERED.inc()
                 outcome = "dead_lettered"
                 return self._fail(conv, token, turn, TurnError(
-                    type="dead_lettered", message=f"gave up after {started.attempts - 1} attempts"), go_on())
+                    type="dead_lettered", message=f"its worker died {turn.crashes} times while running it"),
+                    go_on())
             if started.problem is not None:
                 outcome = "failed"
                 error = TurnError(type="invalid_record", message=started.problem)
                 return self._fail(conv, token, turn, error, go_on())
+            faultpoints.reached("running", turn.input)
             try:
                 reply = self._call_with_retries(conv, token, turn, started)
             except HandBack:
@@ -170,28 +165,11 @@ class Drainer:
             structlog.contextvars.unbind_contextvars("conversation_id", "turn_id", "attempt")
 
     def _call_with_retries(self, conv: str, token: str, turn: Turn, started: StartedTurn) -> Reply:
-        state = {"attempts": started.attempts, "count_next": False}
+        def attempt(needs_check: bool) -> Reply:
+            return self._attempt(conv, token, turn, needs_check=needs_check)
 
-        def retry_wanted(exc: BaseException) -> bool:
-            # Waiting out an earlier attempt that still runs upstream is not a new attempt.
-            state["count_next"] = not isinstance(exc, ConversationLocked)
-            return self.policy.should_retry(exc, state["attempts"])
-
-        for attempt in Retrying(retry=retry_if_exception(retry_wanted), wait=self.policy.wait_s,
-                                stop=stop_never, reraise=True, sleep=self.shutdown.sleep,
-                                before_sleep=_note_retry):
-            with attempt:
-                retried = attempt.retry_state.attempt_number > 1
-                if retried:
-                    state["attempts"] = turn.attempts = self.mailbox.record(
-                        conv, turn.id, token, count_attempt=bool(state["count_next"]))
-                    structlog.contextvars.bind_contextvars(attempt=turn.attempts)
-                # A resumed or retried turn may already have reached upstream (a crash, a hand-back, a
-                # timeout).
-                needs_check = (retried or started.resumed or state["attempts"] > 1
-                               or turn.response_id is not None)
-                return self._attempt(conv, token, turn, needs_check=needs_check)
-        raise AssertionError("unreachable")  # pragma: no cover
+        return call_with_retries(self.policy, self.mailbox, self.shutdown, conv=conv, token=token, turn=turn,
+                                 started=started, attempt=attempt)
 
     def _attempt(self, conv: str, token: str, turn: Turn, *, needs_check: bool) -> Reply:
         if needs_check:
@@ -221,16 +199,35 @@ class Drainer:
             if ready:
                 publish_delta(ready)
 
-        began = time.monotonic()
-        try:
-            if not self.stream:
-                return self.upstream.generate_whole(turn)
-            reply = self.upstream.generate(turn, on_created=on_created, on_delta=on_delta)
-        finally:
-            metrics.UPSTREAM_SECONDS.observe(time.monotonic() - began)
+        reply = self._generate(turn, on_created=on_created, on_delta=on_delta)
+        if not self.stream:
+            return reply
         rest = coalescer.flush(time.monotonic())
         if rest:
             publish_delta(rest)
+        return reply
+
+    def _generate(self, turn: Turn, **callbacks: Callable[[str], None]) -> Reply:
+        """One upstream generation, through the shared circuit of its model: while it is open, wait (an
+        uncounted retry) instead of calling; every outcome is reported to it."""
+        model = turn.model or self.upstream.settings.model
+        if self.circuit is not None and (wait_s := self.circuit.gate(model)) > 0:
+            raise CircuitOpen(f"most recent calls to {model} failed; waiting with the other workers",
+                              reason="circuit_open", retry_after_s=wait_s)
+        began = time.monotonic()
+        try:
+            if not self.stream:
+                reply = self.upstream.generate_whole(turn)
+            else:
+                reply = self.upstream.generate(turn, **callbacks)
+        except RetryableUpstreamError as exc:
+            if self.circuit is not None and exc.reason != "conversation_locked":
+                self.circuit.record(model, ok=False)
+            raise
+        finally:
+            metrics.UPSTREAM_SECONDS.observe(time.monotonic() - began)
+        if self.circuit is not None:
+            self.circuit.record(model, ok=True)
         return reply
 
     def _complete(self, conv: str, token: str, turn: Turn, reply: Reply, go_on: bool) -> Finished:

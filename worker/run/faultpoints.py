@@ -1,5 +1,6 @@
 """Crash points for the recovery tests: with ``PARLEY_FAULTPOINT=<name>`` the worker process SIGKILLs itself
-when it reaches that point, exactly as an OOM kill or a node loss would. Inert otherwise."""
+when it reaches that point, exactly as an OOM kill or a node loss would; with ``<name>@<text>``, only for
+turns whose input contains the text (a poison turn: it kills every worker that runs it). Inert otherwise."""
 
 from __future__ import annotations
 
@@ -8,9 +9,14 @@ import signal
 
 from ..settings import get_settings
 
-POINTS = ("claimed", "response_created", "upstream_done", "finished")
+POINTS = ("claimed", "running", "response_created", "upstream_done", "finished")
+"""``running``: past the start checks (dead-lettering), before upstream: where a poison turn would crash."""
 
 
-def reached(name: str) -> None:
-    if get_settings().faultpoint == name:
+def reached(name: str, turn_input: object = None) -> None:
+    point = get_settings().faultpoint
+    if point is None:
+        return
+    wanted, _, needle = point.partition("@")
+    if wanted == name and (not needle or needle in str(turn_input)):
         os.kill(os.getpid(), signal.SIGKILL)

@@ -1,4 +1,4 @@
-"""Pure decisions, no I/O: backoff, retry or give up, dead-lettering, delta coalescing."""
+"""Pure decisions, no I/O: backoff, retry until the deadline or give up, dead-lettering, delta coalescing."""
 
 from __future__ import annotations
 
@@ -6,28 +6,45 @@ from dataclasses import dataclass, field
 
 from tenacity import RetryCallState, wait_random_exponential
 
-from ..errors import ConversationLocked, UpstreamError
+from ..errors import UpstreamError
+
+UNCOUNTED_REASONS = frozenset({"conversation_locked", "rate_limited", "circuit_open"})
+"""Waits that are not failed attempts: an earlier attempt still running upstream, a 429 (the provider said
+when to come back), and the shared circuit being open (nobody called upstream)."""
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    max_attempts: int
+    """Retryable upstream errors are retried until the turn's deadline (a budget in time, as outages and
+    rate-limit waves last minutes, not a count of attempts); crashes (a worker died holding the turn) are
+    counted on their own, so a turn that kills its worker is still dead-lettered quickly."""
+
+    deadline_s: float
+    max_crashes: int
     backoff_base_s: float
     backoff_max_s: float
 
-    def exhausted(self, attempts: int) -> bool:
-        """A turn that has been tried ``attempts`` times may not be tried again."""
-        return attempts >= self.max_attempts
+    def deadline(self, started_at: float, asked_s: float | None = None) -> float:
+        """When retrying stops: the turn's first start plus its budget (``asked_s`` may only shorten it)."""
+        budget = self.deadline_s if asked_s is None else min(asked_s, self.deadline_s)
+        return started_at + budget
 
-    def dead_letter_on_start(self, attempts: int) -> bool:
-        """A turn picked up for its ``attempts``-th time (crash loops count) is past the cap."""
-        return attempts > self.max_attempts
+    def dead_letter_on_start(self, crashes: int) -> bool:
+        """A turn whose workers died ``crashes`` times while running it is a poison turn past the cap."""
+        return crashes > self.max_crashes
 
-    def should_retry(self, error: BaseException, attempts: int) -> bool:
-        if not isinstance(error, UpstreamError) or not error.retryable:
-            return False
-        # Waiting for an earlier attempt that still runs upstream is not a new attempt.
-        return isinstance(error, ConversationLocked) or not self.exhausted(attempts)
+    @staticmethod
+    def should_retry(error: BaseException) -> bool:
+        return isinstance(error, UpstreamError) and error.retryable
+
+    @staticmethod
+    def counts_as_attempt(error: BaseException) -> bool:
+        return getattr(error, "reason", None) not in UNCOUNTED_REASONS
+
+    @staticmethod
+    def past_deadline(now: float, wait_s: float, deadline: float) -> bool:
+        """Whether the next attempt, ``wait_s`` from ``now``, would start after the deadline."""
+        return now + wait_s > deadline
 
     def wait_s(self, retry_state: RetryCallState) -> float:
         """tenacity ``wait``: the server's Retry-After when it gave one, else full-jitter exponential."""

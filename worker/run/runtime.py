@@ -14,6 +14,7 @@ from ..store.connections import sync_client
 from ..store.deferred import DeferredWrites
 from ..store.lease import LeaseKeeper
 from ..store.mailbox import Mailbox
+from .circuit import Circuit
 from .drain import Drainer
 from .policy import RetryPolicy
 from .shutdown import ShutdownSignal
@@ -46,15 +47,16 @@ def build_runtime(settings: Settings, celery: Celery) -> Runtime:
     keeper = LeaseKeeper(client, mailbox.keys, ttl_ms=settings.lease_ttl_ms,
                          interval_ms=settings.heartbeat_interval_ms)
     upstream = Upstream(make_clients(settings, concurrency=settings.worker_concurrency), settings)
-    policy = RetryPolicy(max_attempts=settings.max_attempts, backoff_base_s=settings.backoff_base_s,
-                         backoff_max_s=settings.backoff_max_s)
+    policy = RetryPolicy(deadline_s=settings.turn_deadline_s, max_crashes=settings.max_crashes,
+                         backoff_base_s=settings.backoff_base_s, backoff_max_s=settings.backoff_max_s)
+    circuit = Circuit(client, mailbox.keys, settings) if settings.circuit_breaker else None
     wake = Wakeups(celery)
     shutdown = ShutdownSignal()
     deferred = DeferredWrites(client, mailbox.keys, maxlen=settings.replies_maxlen)
     drainer = Drainer(mailbox, upstream, keeper, policy, fairness_budget=settings.fairness_budget, wake=wake,
                       shutdown=shutdown, delta_interval_s=settings.delta_interval_ms / 1000,
                       stream=settings.stream_upstream, relay=deferred.relay,
-                      dequeued=deferred.dequeued)
+                      dequeued=deferred.dequeued, circuit=circuit)
     return Runtime(settings=settings, mailbox=mailbox, drainer=drainer, keeper=keeper, wake=wake,
                    shutdown=shutdown)
 

@@ -158,13 +158,15 @@ class Ingress:
 
     async def enqueue(self, *, conversation_id: str, input: TurnInput, model: str | None,
                       instructions: str | None, metadata: dict[str, str],
-                      idempotency_key: str | None, tenant: str = DEFAULT_TENANT) -> EnqueueResult:
+                      idempotency_key: str | None, tenant: str = DEFAULT_TENANT,
+                      deadline_s: float | None = None) -> EnqueueResult:
         """Accept a turn for ``conversation_id`` if it exists and belongs to ``tenant`` (else ``missing``,
         and nothing is written: another tenant's conversation must not even see its index touched)."""
         k, conv, now = self.keys, conversation_id, time.time()
         turn = Turn(id=new_turn_id(conv), conversation_id=conv, status=TurnStatus.queued, input=input,
                     model=model, instructions=instructions, metadata=metadata,
-                    idempotency_key=idempotency_key, created_at=now)
+                    idempotency_key=idempotency_key, created_at=now,
+                    deadline_s=None if deadline_s is None else min(deadline_s, self.settings.turn_deadline_s))
         async with self.client.pipeline(transaction=False) as pipe:  # one round trip, as before tenants
             pipe.get(k.queued_total)
             pipe.exists(k.conversation(conv))
@@ -233,6 +235,17 @@ class Ingress:
             pipe.zcard(self.keys.dead_letters)
             stats, dead = await pipe.execute()
         return {**{k: float(v) for k, v in stats.items()}, "dead_letters": float(dead)}
+
+    async def open_circuits(self) -> dict[str, bool]:
+        """Each model's shared upstream circuit (worker/run/circuit.py): whether it is open now."""
+        models = sorted(await self.client.smembers(self.keys.upstream_models))
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.time()
+            for model in models:
+                pipe.hget(self.keys.upstream_health(model), "open_until")
+            (seconds, micros), *until = await pipe.execute()
+        now_ms = seconds * 1000 + micros // 1000
+        return {model: float(u or 0) > now_ms for model, u in zip(models, until, strict=True)}
 
     async def queue_state(self, conv: str) -> QueueState:
         async with self.client.pipeline(transaction=False) as pipe:

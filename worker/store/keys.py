@@ -130,6 +130,18 @@ class Keys:
         """Sorted set of webhook delivery ids past their retry budget, by time."""
         return f"{self.prefix}:{{webhooks}}:dead-letters"
 
+    # The upstream health keys share the hash tag {upstream}: the circuit script writes a model's hash and the
+    # index together.
+
+    def upstream_health(self, model: str) -> str:
+        """Hash: one model's circuit (the current window's calls and failures, open_until, opens)."""
+        return f"{self.prefix}:{{upstream}}:health:{model}"
+
+    @property
+    def upstream_models(self) -> str:
+        """Set of models that have a health hash (what the API's /metrics reports)."""
+        return f"{self.prefix}:{{upstream}}:models"
+
     @property
     def dead_letters(self) -> str:
         """Sorted set of ``conversation_id/turn_id`` dead-lettered, by time."""

@@ -70,9 +70,10 @@ DELETE = LuaScript("delete")
 UPDATE_CONVERSATION = LuaScript("update_conversation")
 WEBHOOK_CLAIM = LuaScript("webhook_claim")
 RATE_LIMIT = LuaScript("rate_limit")
+CIRCUIT = LuaScript("circuit")
 
 ALL = (ENQUEUE, CLAIM, NEXT_TURN, HEARTBEAT, RECORD, PUBLISH, FINISH, RELEASE, REKICK, CANCEL, FORGET,
-       HAND_BACK, REQUEUE, DELETE, UPDATE_CONVERSATION, WEBHOOK_CLAIM, RATE_LIMIT)
+       HAND_BACK, REQUEUE, DELETE, UPDATE_CONVERSATION, WEBHOOK_CLAIM, RATE_LIMIT, CIRCUIT)
 
 
 def flatten(fields: dict[str, Arg | None]) -> list[Arg]:

@@ -17,8 +17,9 @@ local function owns(lease_key, token)
 end
 
 -- Start the next turn of a conversation whose lease the caller holds: the in-flight one if a previous owner
--- died with it (or handed it back), else the inbox head, skipping cancelled turns. Counts the attempt on the
--- turn, publishes turn.started, and returns {1, turn id, attempts, resumed, field, value, ...} or {0}.
+-- died with it (or handed it back), else the inbox head, skipping cancelled turns. Counts the attempt (and a
+-- crash, when its owner died) on the turn, publishes turn.started, and returns
+-- {1, turn id, attempts, resumed, field, value, ...} or {0}.
 -- Turn keys are built from `prefix`, which carries the conversation's hash tag (one cluster slot).
 local function start_next(inflight_key, inbox_key, seq_key, events_key, token, prefix, now, conv, maxlen,
                           retention_s)
@@ -35,6 +36,11 @@ local function start_next(inflight_key, inbox_key, seq_key, events_key, token, p
     end
   end
   local turn_key = prefix .. turn_id
+  -- Still 'running' when resumed: its owner died (or lost the lease) mid-turn. A hand-back sets it to
+  -- 'queued' first, so a graceful shutdown is not counted as a crash.
+  if resumed == 1 and redis.call('HGET', turn_key, 'status') == 'running' then
+    redis.call('HINCRBY', turn_key, 'crashes', 1)
+  end
   redis.call('SET', inflight_key, turn_id)
   local attempts = redis.call('HINCRBY', turn_key, 'attempts', 1)
   redis.call('HSET', turn_key, 'status', 'running', 'lease_token', token)
