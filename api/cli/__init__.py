@@ -135,7 +135,8 @@ def cmd_dead_letter(args: argparse.Namespace) -> int:
     if not settings.redis_url:
         _print(f"PARLEY_REDIS_URL is not set and no parley up is running with data in {settings.data_dir}")
         return 1
-    letters = DeadLetters(sync_client(settings), Keys(settings.key_prefix))
+    letters = DeadLetters(sync_client(settings), Keys(settings.key_prefix),
+                          retention_s=settings.retention_s)
     if args.action == "list":
         for entry in letters.list():
             at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(entry.at))
