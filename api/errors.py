@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from parley.worker.log import get_logger
 
-from .validation import explain
+from .validation import clip, explain
 
 log = get_logger(__name__)
 
@@ -38,7 +38,7 @@ def envelope(type_: str, message: str, param: str | None = None) -> dict[str, An
 
 
 def not_found(what: str, ident: str) -> ApiError:
-    return ApiError(404, "not_found", f"No {what} with id {ident!r}.", param="id")
+    return ApiError(404, "not_found", f"No {what} with id {clip(ident)!r}.", param="id")
 
 
 async def _api_error(request: Request, exc: Exception) -> JSONResponse:

@@ -8,8 +8,12 @@ from typing import Annotated, Any, Literal
 import openai
 from fastapi import APIRouter, Query, Response
 
+from parley.worker.log import get_logger
+from parley.worker.messages import is_conversation_id
+
 from ..deps import Authenticated, ServicesDep
-from ..errors import not_found
+from ..errors import ApiError, not_found
+from ..path_ids import ConversationId
 from ..schemas import (
     Conversation,
     ConversationDeleted,
@@ -18,6 +22,9 @@ from ..schemas import (
     UpdateConversation,
 )
 from ..upstream_errors import upstream_error
+from ..validation import clip
+
+log = get_logger(__name__)
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"], dependencies=[Authenticated])
 
@@ -40,6 +47,11 @@ async def create_conversation(body: CreateConversation, services: ServicesDep, r
         upstream = await services.openai.conversations.create(metadata=body.metadata or {})
     except openai.OpenAIError as exc:
         raise upstream_error(exc) from exc
+    if not is_conversation_id(upstream.id):
+        # Every route would answer 404 for it (path_ids.py): refuse now rather than hand out a dead id.
+        log.error("upstream_conversation_id_refused", id=clip(upstream.id))
+        raise ApiError(502, "upstream_bad_id", f"The model provider made a conversation id that is not of "
+                       f"the form conv_... ({clip(upstream.id)!r}).")
     if body.key is not None:
         winner = await ingress.claim_key(body.key, upstream.id)
         if winner != upstream.id:
@@ -60,14 +72,15 @@ async def create_conversation(body: CreateConversation, services: ServicesDep, r
 
 
 @router.get("/{conversation_id}", response_model=ConversationWithQueue)
-async def get_conversation(conversation_id: str, services: ServicesDep) -> Any:
+async def get_conversation(conversation_id: ConversationId, services: ServicesDep) -> Any:
     record = await _existing(services, conversation_id)
     state = await services.ingress.queue_state(conversation_id)
     return {**record, "pending": state.pending, "running_turn": state.running_turn}
 
 
 @router.post("/{conversation_id}", response_model=Conversation)
-async def update_conversation(conversation_id: str, body: UpdateConversation, services: ServicesDep) -> Any:
+async def update_conversation(conversation_id: ConversationId, body: UpdateConversation,
+                              services: ServicesDep) -> Any:
     """Change the fields given (``metadata`` replaces the metadata as a whole); the others stay."""
     record = await _existing(services, conversation_id)
     metadata = None
@@ -93,7 +106,8 @@ async def update_conversation(conversation_id: str, body: UpdateConversation, se
 
 
 @router.delete("/{conversation_id}", response_model=ConversationDeleted)
-async def delete_conversation(conversation_id: str, services: ServicesDep) -> dict[str, Any]:
+async def delete_conversation(conversation_id: ConversationId, services: ServicesDep
+                              ) -> dict[str, Any]:
     record = await _existing(services, conversation_id)
     await services.ingress.delete_conversation(conversation_id, record.get("key"))
     try:
@@ -107,7 +121,7 @@ async def delete_conversation(conversation_id: str, services: ServicesDep) -> di
 
 @router.get("/{conversation_id}/items")
 async def list_items(
-    conversation_id: str,
+    conversation_id: ConversationId,
     services: ServicesDep,
     after: Annotated[str | None, Query(max_length=256)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
