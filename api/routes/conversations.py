@@ -35,6 +35,14 @@ async def _existing(services: ServicesDep, conversation_id: str) -> dict[str, An
     return record
 
 
+async def _drop_upstream(services: ServicesDep, conversation_id: str) -> None:
+    """Best effort: an upstream conversation parley will not use."""
+    try:
+        await services.openai.conversations.delete(conversation_id)
+    except openai.OpenAIError:
+        pass
+
+
 @router.post("", status_code=201, response_model=Conversation)
 async def create_conversation(body: CreateConversation, services: ServicesDep, response: Response) -> Any:
     ingress = services.ingress
@@ -50,16 +58,14 @@ async def create_conversation(body: CreateConversation, services: ServicesDep, r
     if not is_conversation_id(upstream.id):
         # Every route would answer 404 for it (path_ids.py): refuse now rather than hand out a dead id.
         log.error("upstream_conversation_id_refused", id=clip(upstream.id))
+        await _drop_upstream(services, upstream.id)
         raise ApiError(502, "upstream_bad_id", f"The model provider made a conversation id that is not of "
                        f"the form conv_... ({clip(upstream.id)!r}).")
     if body.key is not None:
         winner = await ingress.claim_key(body.key, upstream.id)
         if winner != upstream.id:
             # Lost a race with a parallel create for the same key: keep theirs, drop ours.
-            try:
-                await services.openai.conversations.delete(upstream.id)
-            except openai.OpenAIError:
-                pass
+            await _drop_upstream(services, upstream.id)
             if (record := await ingress.conversation(winner)) is not None:
                 response.status_code = 200
                 return record
