@@ -72,6 +72,8 @@ class Settings(BaseSettings):
 
     worker_metrics_port: int = 9808
     """Port of a worker process's Prometheus endpoint; 0 turns it off."""
+    worker_metrics_address: str = "127.0.0.1"
+    """Address it binds: loopback unless set (deploy/ sets 0.0.0.0 where Prometheus scrapes pod IPs)."""
     worker_send_task_events: bool = False
     """Celery task events, which Flower needs to show tasks; they cost throughput (research.md §4a)."""
 
@@ -97,6 +99,8 @@ class Settings(BaseSettings):
     """A delivery taken by a dispatcher that died is taken over after this long (above twice the timeout)."""
     webhook_metrics_port: int = 9809
     """Port of the dispatcher's Prometheus endpoint; 0 turns it off."""
+    webhook_metrics_address: str = "127.0.0.1"
+    """Address it binds, loopback unless set."""
 
     # --- Flower --------------------------------------------------------------------------------------
     flower_basic_auth: SecretStr | None = None
