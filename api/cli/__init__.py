@@ -17,6 +17,7 @@ from parley.worker.log import redact_url, upstream_description
 from parley.worker.settings import Settings
 
 from . import discovery
+from .flower import cmd_flower
 from .up import add_arguments as add_up_arguments
 from .up import cmd_up
 from .workers import PASSTHROUGH
@@ -50,27 +51,6 @@ def cmd_api(args: argparse.Namespace) -> int:
     uvicorn.run("parley.api.main:create_app", factory=True, host=host, port=port, log_level="warning",
                 access_log=False, workers=args.workers, timeout_keep_alive=30, http=HeaderDeadlineProtocol)
     return 0
-
-
-def cmd_flower(args: argparse.Namespace) -> int:
-    settings = Settings()
-    env = dict(os.environ)
-    if settings.flower_basic_auth is not None:
-        # Through the environment, so the password is not in the process list.
-        env["FLOWER_BASIC_AUTH"] = settings.flower_basic_auth.get_secret_value()
-    elif settings.flower_allow_unauthenticated:
-        env["FLOWER_UNAUTHENTICATED_API"] = "true"
-    else:
-        _print("refusing to start Flower without PARLEY_FLOWER_BASIC_AUTH (user:password): its UI and API "
-               "can revoke tasks and resize pools. Set PARLEY_FLOWER_ALLOW_UNAUTHENTICATED=true to run it "
-               "open.")
-        return 2
-    argv = [sys.executable, "-m", "celery", "-A", "parley.worker.celery_app", "flower",
-            f"--address={settings.flower_address}", f"--port={settings.flower_port}",
-            # Flower keeps every task in memory; bound it (research.md §3.1).
-            "--max_tasks=10000", "--persistent=False"]
-    os.execvpe(argv[0], argv, env)
-    return 0  # pragma: no cover - execvpe does not return
 
 
 def cmd_emulator(args: argparse.Namespace) -> int:
