@@ -130,7 +130,12 @@ def cmd_dead_letter(args: argparse.Namespace) -> int:
         turn = letters.show(letter)
         print(json.dumps(turn.model_dump(mode="json") if turn else None, indent=2))
     elif args.action == "requeue":
-        if letters.requeue(letter):
+        try:
+            rewake = letters.requeue(letter)
+        except ValueError as exc:
+            _print(str(exc))
+            return 1
+        if rewake:
             Wakeups(create_celery(settings))(letter.conversation_id)
         _print(f"requeued {letter.turn_id}")
     else:

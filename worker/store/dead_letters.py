@@ -50,7 +50,7 @@ class DeadLetters:
             [letter.turn_id, int(time.time() * 1000), turn_nonce(letter.turn_id),
              turn_index_ttl_s(self.retention_s)])
         if status != 1:
-            raise ValueError(f"turn {letter.turn_id} is not a failed turn")
+            raise ValueError(f"turn {letter.turn_id} is not a failed turn of an existing conversation")
         self.client.zadd(k.active, {conv: int(time.time() * 1000)})
         self.client.incr(k.queued_total)
         self.drop(letter)
