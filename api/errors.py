@@ -14,7 +14,7 @@ from starlette.types import Send
 
 from parley.worker.log import get_logger
 
-from .validation import explain
+from .validation import clip, explain
 
 log = get_logger(__name__)
 
@@ -50,7 +50,7 @@ async def send_error(send: Send, status: int, type_: str, message: str,
 
 
 def not_found(what: str, ident: str) -> ApiError:
-    return ApiError(404, "not_found", f"No {what} with id {ident!r}.", param="id")
+    return ApiError(404, "not_found", f"No {what} with id {clip(ident)!r}.", param="id")
 
 
 async def _api_error(request: Request, exc: Exception) -> JSONResponse:

@@ -8,6 +8,7 @@ FastAPI then reports as a 400 "error parsing the body".
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import time
 
@@ -23,11 +24,18 @@ from .errors import envelope
 log = get_logger(__name__)
 
 QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+"""What a client's ``x-request-id`` may be to be kept: it goes into every log line and back as a header, so
+anything longer or of other characters (spaces, quotes, control bytes) is replaced by a fresh id."""
+
+
+def request_id_of(given: str) -> str:
+    return given if REQUEST_ID.fullmatch(given) else f"req_{secrets.token_hex(8)}"
 
 
 class RequestContext:
-    """Binds ``request_id`` (the client's ``x-request-id`` or a new one) for everything logged on the way,
-    returns it as ``x-request-id``, and logs one canonical ``request`` line."""
+    """Binds ``request_id`` (the client's ``x-request-id`` if well-formed, else a new one) for everything
+    logged on the way, returns it as ``x-request-id``, and logs one canonical ``request`` line."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -37,7 +45,7 @@ class RequestContext:
             await self.app(scope, receive, send)
             return
         given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        request_id = given or f"req_{secrets.token_hex(8)}"
+        request_id = request_id_of(given)
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
         started, status = time.perf_counter(), 500

@@ -17,12 +17,13 @@ DESCRIPTIONS = {
     400: "Malformed JSON or header",
     408: "The body did not arrive within PARLEY_BODY_TIMEOUT_S (body_timeout)",
     401: "Missing or invalid API key (when PARLEY_API_KEYS is set)",
-    404: "No such conversation or turn",
+    404: "No such conversation or turn (also any id that breaks its grammar: see the parameter's pattern)",
     409: "Conflict: the turn is no longer queued, or the idempotency key was used for another request",
     413: "Body or input too large",
     422: "A field breaks a rule; the message names the field and the rule",
     429: "Mailbox or queue full; retry after Retry-After seconds",
-    502: "The model provider rejected parley's key or quota (upstream_auth_failed, upstream_quota_exceeded)",
+    502: "The model provider rejected parley's key or quota (upstream_auth_failed, upstream_quota_exceeded), "
+         "or made a conversation id parley cannot serve (upstream_bad_id)",
     503: "Redis or the model provider is unavailable, or too many event streams; retry after Retry-After",
 }
 COMMON = (401, 503)

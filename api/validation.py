@@ -28,6 +28,13 @@ LIMITS = {
     "less_than": ("lt", "must be less than {}"),
 }
 """Length and bound rules: the ``ctx`` key that holds the limit, and the rule around it."""
+MAX_ECHOED_CHARS = 64
+"""A value a client sent is quoted in an error message up to this long: a message never carries a client's
+kilobytes back (nor into logs)."""
+
+
+def clip(value: str, limit: int = MAX_ECHOED_CHARS) -> str:
+    return value if len(value) <= limit else value[:limit] + "…"
 
 
 def _path(loc: Sequence[Any], body: Any) -> tuple[str, int]:
@@ -64,6 +71,10 @@ def _limit(field: str, kind: str, ctx: dict[str, Any]) -> str | None:
     return f"{field} {rule.format(ctx.get(key))}."
 
 
+def _quoted(given: Any) -> str:
+    return repr(clip(given)) if isinstance(given, str) else clip(repr(given))
+
+
 def _sentence(field: str, error: dict[str, Any], content_type: str | None) -> str:
     kind, ctx, given = error.get("type", ""), error.get("ctx") or {}, error.get("input")
     if not field:
@@ -80,9 +91,9 @@ def _sentence(field: str, error: dict[str, Any], content_type: str | None) -> st
         return limit
     if kind == "string_pattern_mismatch":
         pattern = str(ctx.get("pattern", ""))
-        return f"{field} {RULES.get(pattern, f'must match the pattern {pattern}')} (got {given!r})."
+        return f"{field} {RULES.get(pattern, f'must match the pattern {pattern}')} (got {_quoted(given)})."
     if kind == "literal_error" or kind == "enum":
-        return f"{field} must be one of {ctx.get('expected')} (got {given!r})."
+        return f"{field} must be one of {ctx.get('expected')} (got {_quoted(given)})."
     if kind == "value_error":
         return f"{field}: {ctx.get('error', error.get('msg'))}."
     if (expected := _kind(kind)) is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from enum import Enum
 from typing import Any, ClassVar
@@ -27,19 +28,54 @@ class TurnStatus(str, Enum):  # noqa: UP042 - StrEnum would change str() and for
 TURN_PREFIX = "turn_"
 _NONCE_HEX = 16
 
+# The id grammar, defined here once: the API checks every path id against it before any Redis access, and a
+# conversation id from upstream that breaks it is refused at creation. Upstream mints conversation ids
+# (``conv_`` + 48 hex at OpenAI); a wider charset is allowed, but never ``{``/``}`` (they would move a key out
+# of its conversation's hash slot) nor ``:``, ``/`` or spaces.
+MAX_CONVERSATION_ID_CHARS = 96
+_CONVERSATION_BODY = rf"conv_[A-Za-z0-9_-]{{1,{MAX_CONVERSATION_ID_CHARS - 5}}}"
+_TURN_BODY = rf"{TURN_PREFIX}([0-9a-f]{{{_NONCE_HEX}}})_({_CONVERSATION_BODY})"
+CONVERSATION_ID_PATTERN = f"^{_CONVERSATION_BODY}$"
+"""The grammars as JSON Schema patterns, for the OpenAPI document (Python matches them whole: ``fullmatch``,
+since ``$`` would let a trailing newline through)."""
+TURN_ID_PATTERN = f"^{_TURN_BODY.replace('(', '').replace(')', '')}$"
+MAX_TURN_ID_CHARS = len(TURN_PREFIX) + _NONCE_HEX + 1 + MAX_CONVERSATION_ID_CHARS
+_CONVERSATION_ID = re.compile(_CONVERSATION_BODY)
+_TURN_ID = re.compile(_TURN_BODY)
+
+
+def is_conversation_id(value: str) -> bool:
+    return len(value) <= MAX_CONVERSATION_ID_CHARS and _CONVERSATION_ID.fullmatch(value) is not None
+
+
+def turn_id_parts(conversation_id: str) -> tuple[str, str]:
+    """A turn id is ``head + nonce + tail``: what a Lua script needs to rebuild ids from their nonces."""
+    return TURN_PREFIX, f"_{conversation_id}"
+
 
 def new_turn_id(conversation_id: str) -> str:
     """``turn_<16 hex>_<conversation id>``: the id names its conversation, so finding a turn needs no index
     key (one key less per turn in Redis, and no cross-slot write)."""
-    return f"{TURN_PREFIX}{secrets.token_hex(_NONCE_HEX // 2)}_{conversation_id}"
+    head, tail = turn_id_parts(conversation_id)
+    return f"{head}{secrets.token_hex(_NONCE_HEX // 2)}{tail}"
+
+
+def _turn_match(turn_id: str) -> re.Match[str] | None:
+    return _TURN_ID.fullmatch(turn_id) if len(turn_id) <= MAX_TURN_ID_CHARS else None
 
 
 def conversation_of(turn_id: str) -> str | None:
-    """The conversation id inside a turn id, or ``None`` for a malformed id."""
-    head = len(TURN_PREFIX) + _NONCE_HEX
-    if not turn_id.startswith(TURN_PREFIX) or len(turn_id) <= head + 1 or turn_id[head] != "_":
-        return None
-    return turn_id[head + 1:]
+    """The conversation id inside a turn id, or ``None`` for an id that breaks the grammar."""
+    match = _turn_match(turn_id)
+    return match.group(2) if match else None
+
+
+def turn_nonce(turn_id: str) -> str:
+    """The random part of a well-formed turn id (what the conversation's turn index holds)."""
+    match = _turn_match(turn_id)
+    if match is None:
+        raise ValueError("not a turn id")
+    return match.group(1)
 
 
 class TurnError(BaseModel):

@@ -8,10 +8,14 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from .secrets_policy import check_secret_strength
+
 
 class Settings(BaseSettings):
+    # hide_input_in_errors: a validation error would otherwise print the raw input, secrets and all.
     model_config = SettingsConfigDict(
-        env_prefix="PARLEY_", env_file=".env", env_ignore_empty=True, extra="ignore"
+        env_prefix="PARLEY_", env_file=".env", env_ignore_empty=True, extra="ignore",
+        hide_input_in_errors=True,
     )
 
     environment: Literal["development", "production"] = "development"
@@ -87,6 +91,8 @@ class Settings(BaseSettings):
 
     worker_metrics_port: int = 9808
     """Port of a worker process's Prometheus endpoint; 0 turns it off."""
+    worker_metrics_address: str = "127.0.0.1"
+    """Address it binds: loopback unless set (deploy/ sets 0.0.0.0 where Prometheus scrapes pod IPs)."""
     worker_send_task_events: bool = False
     """Celery task events, which Flower needs to show tasks; they cost throughput (research.md §4a)."""
 
@@ -112,6 +118,8 @@ class Settings(BaseSettings):
     """A delivery taken by a dispatcher that died is taken over after this long (above twice the timeout)."""
     webhook_metrics_port: int = 9809
     """Port of the dispatcher's Prometheus endpoint; 0 turns it off."""
+    webhook_metrics_address: str = "127.0.0.1"
+    """Address it binds, loopback unless set."""
 
     # --- Flower --------------------------------------------------------------------------------------
     flower_basic_auth: SecretStr | None = None
@@ -178,7 +186,24 @@ class Settings(BaseSettings):
         if self.webhook_claim_idle_ms <= 2 * self.webhook_timeout_s * 1000:
             # An entry may wait one timeout for its URL's slot and take another to POST while still alive.
             raise ValueError("webhook_claim_idle_ms must be above twice webhook_timeout_s")
+        if self.environment == "production":
+            self._check_secrets()
         return self
+
+    def _check_secrets(self) -> None:
+        """No placeholder (deploy/'s Secret, .env.example, the README) and no short API key in production."""
+        for number, key in enumerate(self.api_keys, start=1):
+            what = f"PARLEY_API_KEYS entry {number}" if len(self.api_keys) > 1 else "PARLEY_API_KEYS"
+            check_secret_strength(key.get_secret_value(), what=what)
+        others = {"PARLEY_WEBHOOK_SECRET": self.webhook_secret, "OPENAI_API_KEY": self.openai_api_key}
+        for what, secret in others.items():
+            if secret is not None:
+                check_secret_strength(secret.get_secret_value(), what=what, min_length=0)
+        if self.flower_basic_auth is not None:
+            for entry in self.flower_basic_auth.get_secret_value().split(","):
+                user, _, password = entry.strip().partition(":")
+                check_secret_strength(password, what=f"the password of {user!r} in PARLEY_FLOWER_BASIC_AUTH",
+                                      min_length=0)
 
     @property
     def redis_url_required(self) -> str:

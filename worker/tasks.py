@@ -49,12 +49,13 @@ def _prepare(**_: object) -> None:
     log.info("worker_started", queue=QUEUE, pool=settings.worker_pool,
              concurrency=settings.worker_concurrency,
              redis=redact_url(settings.redis_url or ""), upstream=upstream_description(settings),
-             metrics_port=settings.worker_metrics_port or None)
+             metrics_port=settings.worker_metrics_port or None,
+             metrics_address=settings.worker_metrics_address)
     port = settings.worker_metrics_port
     if port:
         # In the main process: with PROMETHEUS_MULTIPROC_DIR it also serves what prefork children counted.
         try:
-            start_http_server(port, registry=metrics.process_registry())
+            start_http_server(port, addr=settings.worker_metrics_address, registry=metrics.process_registry())
         except OSError as exc:
             log.warning("metrics_port_unavailable", port=port, error=str(exc))
 

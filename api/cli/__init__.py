@@ -17,6 +17,7 @@ from parley.worker.log import redact_url, upstream_description
 from parley.worker.settings import Settings
 
 from . import discovery
+from .flower import cmd_flower
 from .up import add_arguments as add_up_arguments
 from .up import cmd_up
 from .workers import PASSTHROUGH
@@ -51,27 +52,6 @@ def cmd_api(args: argparse.Namespace) -> int:
                 access_log=False, workers=args.workers, timeout_keep_alive=30, http=HeaderDeadlineProtocol,
                 limit_concurrency=settings.max_connections)
     return 0
-
-
-def cmd_flower(args: argparse.Namespace) -> int:
-    settings = Settings()
-    env = dict(os.environ)
-    if settings.flower_basic_auth is not None:
-        # Through the environment, so the password is not in the process list.
-        env["FLOWER_BASIC_AUTH"] = settings.flower_basic_auth.get_secret_value()
-    elif settings.flower_allow_unauthenticated:
-        env["FLOWER_UNAUTHENTICATED_API"] = "true"
-    else:
-        _print("refusing to start Flower without PARLEY_FLOWER_BASIC_AUTH (user:password): its UI and API "
-               "can revoke tasks and resize pools. Set PARLEY_FLOWER_ALLOW_UNAUTHENTICATED=true to run it "
-               "open.")
-        return 2
-    argv = [sys.executable, "-m", "celery", "-A", "parley.worker.celery_app", "flower",
-            f"--address={settings.flower_address}", f"--port={settings.flower_port}",
-            # Flower keeps every task in memory; bound it (research.md §3.1).
-            "--max_tasks=10000", "--persistent=False"]
-    os.execvpe(argv[0], argv, env)
-    return 0  # pragma: no cover - execvpe does not return
 
 
 def cmd_emulator(args: argparse.Namespace) -> int:
@@ -136,7 +116,8 @@ def cmd_dead_letter(args: argparse.Namespace) -> int:
     if not settings.redis_url:
         _print(f"PARLEY_REDIS_URL is not set and no parley up is running with data in {settings.data_dir}")
         return 1
-    letters = DeadLetters(sync_client(settings), Keys(settings.key_prefix))
+    letters = DeadLetters(sync_client(settings), Keys(settings.key_prefix),
+                          retention_s=settings.retention_s)
     if args.action == "list":
         for entry in letters.list():
             at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(entry.at))
@@ -150,7 +131,12 @@ def cmd_dead_letter(args: argparse.Namespace) -> int:
         turn = letters.show(letter)
         print(json.dumps(turn.model_dump(mode="json") if turn else None, indent=2))
     elif args.action == "requeue":
-        if letters.requeue(letter):
+        try:
+            rewake = letters.requeue(letter)
+        except ValueError as exc:
+            _print(str(exc))
+            return 1
+        if rewake:
             Wakeups(create_celery(settings))(letter.conversation_id)
         _print(f"requeued {letter.turn_id}")
     else:

@@ -8,9 +8,13 @@ from typing import Annotated, Any, Literal
 import openai
 from fastapi import APIRouter, Query, Response
 
+from parley.worker.log import get_logger
+from parley.worker.messages import is_conversation_id
+
 from ..auth import ConversationsRead, ConversationsWrite, Principal
 from ..deps import ServicesDep
-from ..errors import not_found
+from ..errors import ApiError, not_found
+from ..path_ids import ConversationId
 from ..schemas import (
     Conversation,
     ConversationDeleted,
@@ -19,6 +23,9 @@ from ..schemas import (
     UpdateConversation,
 )
 from ..upstream_errors import upstream_error
+from ..validation import clip
+
+log = get_logger(__name__)
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
 
@@ -30,6 +37,14 @@ async def _existing(services: ServicesDep, conversation_id: str, principal: Prin
     if record is None or not principal.owns(record.get("tenant")):
         raise not_found("conversation", conversation_id)
     return record
+
+
+async def _drop_upstream(services: ServicesDep, conversation_id: str) -> None:
+    """Best effort: an upstream conversation parley will not use."""
+    try:
+        await services.openai.conversations.delete(conversation_id)
+    except openai.OpenAIError:
+        pass
 
 
 @router.post("", status_code=201, response_model=Conversation)
@@ -46,14 +61,17 @@ async def create_conversation(body: CreateConversation, services: ServicesDep, r
         upstream = await services.openai.conversations.create(metadata=body.metadata or {})
     except openai.OpenAIError as exc:
         raise upstream_error(exc) from exc
+    if not is_conversation_id(upstream.id):
+        # Every route would answer 404 for it (path_ids.py): refuse now rather than hand out a dead id.
+        log.error("upstream_conversation_id_refused", id=clip(upstream.id))
+        await _drop_upstream(services, upstream.id)
+        raise ApiError(502, "upstream_bad_id", f"The model provider made a conversation id that is not of "
+                       f"the form conv_... ({clip(upstream.id)!r}).")
     if body.key is not None:
         winner = await ingress.claim_key(tenant, body.key, upstream.id)
         if winner != upstream.id:
             # Lost a race with a parallel create for the same key: keep theirs, drop ours.
-            try:
-                await services.openai.conversations.delete(upstream.id)
-            except openai.OpenAIError:
-                pass
+            await _drop_upstream(services, upstream.id)
             if (record := await ingress.conversation(winner)) is not None:
                 response.status_code = 200
                 return record
@@ -67,15 +85,16 @@ async def create_conversation(body: CreateConversation, services: ServicesDep, r
 
 
 @router.get("/{conversation_id}", response_model=ConversationWithQueue)
-async def get_conversation(conversation_id: str, services: ServicesDep, principal: ConversationsRead) -> Any:
+async def get_conversation(conversation_id: ConversationId, services: ServicesDep,
+                           principal: ConversationsRead) -> Any:
     record = await _existing(services, conversation_id, principal)
     state = await services.ingress.queue_state(conversation_id)
     return {**record, "pending": state.pending, "running_turn": state.running_turn}
 
 
 @router.post("/{conversation_id}", response_model=Conversation)
-async def update_conversation(conversation_id: str, body: UpdateConversation, services: ServicesDep,
-                              principal: ConversationsWrite) -> Any:
+async def update_conversation(conversation_id: ConversationId, body: UpdateConversation,
+                              services: ServicesDep, principal: ConversationsWrite) -> Any:
     """Change the fields given (``metadata`` replaces the metadata as a whole); the others stay."""
     record = await _existing(services, conversation_id, principal)
     metadata = None
@@ -101,7 +120,7 @@ async def update_conversation(conversation_id: str, body: UpdateConversation, se
 
 
 @router.delete("/{conversation_id}", response_model=ConversationDeleted)
-async def delete_conversation(conversation_id: str, services: ServicesDep,
+async def delete_conversation(conversation_id: ConversationId, services: ServicesDep,
                               principal: ConversationsWrite) -> dict[str, Any]:
     record = await _existing(services, conversation_id, principal)
     await services.ingress.delete_conversation(conversation_id, record.get("key"), record["tenant"])
@@ -116,7 +135,7 @@ async def delete_conversation(conversation_id: str, services: ServicesDep,
 
 @router.get("/{conversation_id}/items")
 async def list_items(
-    conversation_id: str,
+    conversation_id: ConversationId,
     services: ServicesDep,
     principal: ConversationsRead,
     after: Annotated[str | None, Query(max_length=256)] = None,

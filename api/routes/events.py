@@ -18,6 +18,7 @@ from parley.worker.messages import Turn
 from ..auth import ConversationsRead, TurnsRead
 from ..deps import Services, ServicesDep
 from ..errors import ApiError, not_found
+from ..path_ids import ConversationId, TurnId
 
 router = APIRouter(tags=["events"])
 
@@ -51,7 +52,7 @@ def _sse(event: LoggedEvent) -> dict[str, str]:
 
 @router.get("/v1/conversations/{conversation_id}/events")
 async def conversation_events(
-    conversation_id: str, request: Request, services: ServicesDep, principal: ConversationsRead,
+    conversation_id: ConversationId, request: Request, services: ServicesDep, principal: ConversationsRead,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
     after: Annotated[str | None, Query(max_length=19, pattern=r"^[0-9]+$")] = None,
 ) -> EventSourceResponse:
@@ -85,7 +86,7 @@ async def _turn_or_404(services: Services, turn_id: str, tenant: str) -> Turn:
 
 @router.get("/v1/turns/{turn_id}/events")
 async def turn_events(
-    turn_id: str, request: Request, services: ServicesDep, principal: TurnsRead,
+    turn_id: TurnId, request: Request, services: ServicesDep, principal: TurnsRead,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> EventSourceResponse:
     turn = await _turn_or_404(services, turn_id, principal.tenant)

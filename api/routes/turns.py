@@ -13,7 +13,9 @@ from parley.worker.store.ingress import EnqueueStatus
 from ..auth import TurnsRead, TurnsWrite
 from ..deps import ServicesDep
 from ..errors import ApiError, not_found
+from ..path_ids import ConversationId, TurnId
 from ..schemas import CreateTurn, TurnAccepted, TurnOut
+from ..validation import clip
 from .events import MAX_WAIT_S, wait_for_turn
 
 router = APIRouter(tags=["turns"])
@@ -22,7 +24,7 @@ FULL_RETRY_AFTER_S = 1
 
 
 @router.post("/v1/conversations/{conversation_id}/turns", status_code=202, response_model=TurnAccepted)
-async def create_turn(conversation_id: str, body: CreateTurn, services: ServicesDep,
+async def create_turn(conversation_id: ConversationId, body: CreateTurn, services: ServicesDep,
                       response: Response, principal: TurnsWrite) -> Any:
     limit = services.settings.max_input_chars
     if body.input_chars() > limit:
@@ -41,8 +43,8 @@ async def create_turn(conversation_id: str, body: CreateTurn, services: Services
                        headers={"Retry-After": str(FULL_RETRY_AFTER_S)})
     if result.status is EnqueueStatus.reused:
         raise ApiError(409, "idempotency_key_reused",
-                       f"idempotency_key {body.idempotency_key!r} was already used by turn {result.turn_id} "
-                       "with a different request; use a new key for a new message.",
+                       f"idempotency_key {clip(body.idempotency_key or '')!r} was already used by turn "
+                       f"{result.turn_id} with a different request; use a new key for a new message.",
                        param="idempotency_key")
     if result.need_wakeup:
         services.wake(conversation_id)
@@ -59,7 +61,7 @@ async def create_turn(conversation_id: str, body: CreateTurn, services: Services
 
 
 @router.get("/v1/turns/{turn_id}", response_model=TurnOut)
-async def get_turn(turn_id: str, services: ServicesDep, principal: TurnsRead,
+async def get_turn(turn_id: TurnId, services: ServicesDep, principal: TurnsRead,
                    wait: Annotated[float | None, Query(ge=0, le=MAX_WAIT_S)] = None) -> Any:
     """With ``wait=SECONDS`` (at most 60), answer once the turn has ended or the time is up (long-poll)."""
     turn = await services.ingress.get_turn(turn_id, principal.tenant)
@@ -69,7 +71,7 @@ async def get_turn(turn_id: str, services: ServicesDep, principal: TurnsRead,
 
 
 @router.post("/v1/turns/{turn_id}/cancel", response_model=TurnOut)
-async def cancel_turn(turn_id: str, services: ServicesDep, principal: TurnsWrite) -> Any:
+async def cancel_turn(turn_id: TurnId, services: ServicesDep, principal: TurnsWrite) -> Any:
     turn = await services.ingress.get_turn(turn_id, principal.tenant)
     if turn is None:
         raise not_found("turn", turn_id)

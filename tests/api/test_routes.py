@@ -61,6 +61,28 @@ class TestConversations:
         assert int(redis_client.get(Keys().queued_total) or 0) == before - 3
         assert_envelope(http.post(f"/v1/conversations/{conv}/turns", json={"input": "late"}), 404)
 
+    def test_after_delete_nothing_of_it_is_readable(self, http: httpx.Client, conv: str,
+                                                    redis_client: redis.Redis) -> None:
+        """Once deleted, its turns (whose records hold the users' texts), their event streams, the
+        conversation's events and its idempotency keys are gone: every read is 404, the old key finds no
+        conversation, and Redis keeps nothing under its hash tag but the cancellations, for seconds."""
+        url = f"/v1/conversations/{conv}/turns"
+        turn = http.post(url, json={"input": "a secret", "idempotency_key": "Ev-del"}).json()["id"]
+        assert http.get(f"/v1/turns/{turn}").status_code == 200
+        assert http.delete(f"/v1/conversations/{conv}").status_code == 200
+        assert_envelope(http.get(f"/v1/turns/{turn}"), 404, "id")
+        assert_envelope(http.get(f"/v1/turns/{turn}", params={"wait": 1}), 404, "id")
+        assert_envelope(http.get(f"/v1/turns/{turn}/events"), 404)
+        assert_envelope(http.post(f"/v1/turns/{turn}/cancel"), 404)
+        assert_envelope(http.get(f"/v1/conversations/{conv}/events"), 404)
+        assert_envelope(http.post(url, json={"input": "a secret", "idempotency_key": "Ev-del"}), 404)
+        assert_envelope(http.delete(f"/v1/conversations/{conv}"), 404)
+        left = set(redis_client.scan_iter(match=f"parley:{{{conv}}}:*"))
+        assert left == {Keys().events(conv)}  # no webhook: no ``deleted``
+        stream = [parse_event(fields["data"]) for _, fields in redis_client.xrange(Keys().events(conv))]
+        assert [(e.type, e.turn_id) for e in stream] == [("turn.cancelled", turn)]
+        assert "a secret" not in str(redis_client.xrange(Keys().events(conv)))
+
     def test_get_or_create_by_key(self, http: httpx.Client) -> None:
         first = http.post("/v1/conversations", json={"key": "slack:T1:C2:1712345.678"})
         again = http.post("/v1/conversations", json={"key": "slack:T1:C2:1712345.678"})

@@ -94,11 +94,13 @@ def test_dead_letter_commands(settings, redis_client) -> None:  # type: ignore[n
     """`parley dead-letter list|show|requeue|drop` on a real dead-lettered turn."""
     from conftest import settings_env
 
-    from parley.worker.messages import Turn, TurnStatus
+    from parley.worker.messages import Turn, TurnStatus, new_turn_id
     from parley.worker.store.keys import Keys
 
     keys = Keys()
-    conv, turn_id = "conv_dl", "turn_dead1"
+    conv = "conv_dl"
+    turn_id = new_turn_id(conv)
+    redis_client.hset(keys.conversation(conv), mapping={"id": conv, "created_at": 1, "metadata": "{}"})
     turn = Turn(id=turn_id, conversation_id=conv, status=TurnStatus.failed, input="x", created_at=1.0)
     redis_client.hset(keys.turn(conv, turn_id), mapping=turn.to_hash())
     redis_client.zadd(keys.dead_letters, {f"{conv}/{turn_id}": 1.0})

@@ -250,7 +250,8 @@ def test_bad_last_event_id_is_400(api_server: str, client: ParleyClient, value: 
     query = httpx.get(f"{api_server}/v1/conversations/{conv}/events", params={"after": value})
     assert query.status_code in (400, 422) and query.json()["error"]["param"] == "after"
     assert httpx.get(f"{api_server}/v1/turns/turn_nope/events").status_code == 404
-    assert httpx.get(f"{api_server}/v1/turns/turn_nope", params={"wait": 500}).status_code == 422
+    unknown = f"turn_{'0' * 16}_{conv}"  # well-formed: a malformed id is 404 before the query is read
+    assert httpx.get(f"{api_server}/v1/turns/{unknown}", params={"wait": 500}).status_code == 422
 
 
 def test_parley_chat_streams_a_reply(settings: Settings, api_server: str, chatty: EmulatorServer) -> None:

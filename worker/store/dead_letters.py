@@ -7,9 +7,10 @@ from dataclasses import dataclass
 
 import redis
 
-from ..messages import Turn
+from ..messages import Turn, turn_nonce
+from ..settings import Settings
 from . import scripts
-from .keys import Keys
+from .keys import Keys, turn_index_ttl_s
 
 
 @dataclass(frozen=True)
@@ -24,9 +25,10 @@ class DeadLetter:
 
 
 class DeadLetters:
-    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys, *, retention_s: int | None = None) -> None:
         self.client = client
         self.keys = keys
+        self.retention_s = retention_s or int(Settings.model_fields["retention_s"].default)
 
     def list(self, limit: int = 100) -> list[DeadLetter]:
         rows = self.client.zrange(self.keys.dead_letters, 0, limit - 1, withscores=True)
@@ -43,10 +45,12 @@ class DeadLetters:
         """Queue the turn again at the tail of its conversation; ``True`` when a wake-up must be sent."""
         k, conv = self.keys, letter.conversation_id
         status, *rest = scripts.REQUEUE(
-            self.client, [k.turn(conv, letter.turn_id), k.inbox(conv), k.lease(conv), k.state(conv)],
-            [letter.turn_id, int(time.time() * 1000)])
+            self.client, [k.turn(conv, letter.turn_id), k.inbox(conv), k.lease(conv), k.state(conv),
+                          k.conversation(conv), k.turn_index(conv)],
+            [letter.turn_id, int(time.time() * 1000), turn_nonce(letter.turn_id),
+             turn_index_ttl_s(self.retention_s)])
         if status != 1:
-            raise ValueError(f"turn {letter.turn_id} is not a failed turn")
+            raise ValueError(f"turn {letter.turn_id} is not a failed turn of an existing conversation")
         self.client.zadd(k.active, {conv: int(time.time() * 1000)})
         self.client.incr(k.queued_total)
         self.drop(letter)

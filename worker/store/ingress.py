@@ -16,12 +16,16 @@ import redis.asyncio
 
 from ..events.models import event_json
 from ..events.replies import relay_async
-from ..messages import Turn, TurnInput, TurnStatus, conversation_of, new_turn_id
+from ..messages import Turn, TurnInput, TurnStatus, conversation_of, new_turn_id, turn_id_parts, turn_nonce
 from ..settings import Settings
 from ..webhooks.policy import check_webhook_events, check_webhook_url
 from ..webhooks.store import WebhookStore
 from . import scripts
-from .keys import DEFAULT_TENANT, Keys
+from .keys import DEFAULT_TENANT, Keys, turn_index_ttl_s
+
+DELETED_EVENTS_GRACE_S = 10
+"""A deleted conversation's event stream keeps the cancellations of its delete this long (and nothing else),
+so that listeners following it at that moment read them; the API answers 404 for it at once."""
 
 
 class EnqueueStatus(str, Enum):  # noqa: UP042 - StrEnum would change str() and format() output
@@ -141,20 +145,30 @@ class Ingress:
         return str(value) if value else None
 
     async def delete_conversation(self, conv: str, key: str | None, tenant: str = DEFAULT_TENANT) -> int:
-        """Delete the record and cancel the queued turns (``turn.cancelled``); returns how many were
-        cancelled."""
+        """Delete the conversation and everything kept of it (delete.lua), after cancelling its waiting and
+        running turns (``turn.cancelled``); returns how many queued turns were cancelled."""
         k = self.keys
-        cancelled = await scripts.DELETE.run_async(
+        head, tail = turn_id_parts(conv)
+        result = await scripts.DELETE.run_async(
             self.client, [k.conversation(conv), k.inbox(conv), k.seq(conv), k.events(conv), k.outbox(conv),
-                          k.deleted(conv)],
+                          k.deleted(conv), k.inflight(conv), k.lease(conv), k.state(conv), k.fence(conv),
+                          k.turn_index(conv), k.idempotency_index(conv)],
             [k.turn_prefix(conv), f"{time.time():.6f}", conv, self.settings.stream_maxlen,
-             self.settings.retention_s])
+             self.settings.retention_s, head, tail, k.idempotency_prefix(conv), DELETED_EVENTS_GRACE_S])
+        if result[0] < 0:
+            return 0
+        cancelled, turns = int(result[0]), list(result[1])
         if key:
             await self.client.delete(k.conversation_key(tenant, key))
         if cancelled > 0:
             await self.client.decrby(k.queued_total, cancelled)
-            await relay_async(self.client, k, conv, maxlen=self.settings.replies_maxlen)
-        return max(0, int(cancelled))
+        if turns:
+            # Only ids, but of turns that no longer exist: `parley dead-letter` would list them forever.
+            await self.client.zrem(k.dead_letters, *(f"{conv}/{turn}" for turn in turns))
+        await relay_async(self.client, k, conv, maxlen=self.settings.replies_maxlen)
+        # After the relay: until then the reaper finds the outbox through this index (if we die here).
+        await self.client.zrem(k.active, conv)
+        return cancelled
 
     async def enqueue(self, *, conversation_id: str, input: TurnInput, model: str | None,
                       instructions: str | None, metadata: dict[str, str],
@@ -186,10 +200,12 @@ class Ingress:
         status, turn_id, position, need = await scripts.ENQUEUE.run_async(
             self.client,
             [k.conversation(conv), k.inbox(conv), k.lease(conv), k.state(conv), k.inflight(conv),
-             k.turn(conv, turn.id), k.idempotency(conv, idempotency_key or ""), k.seq(conv), k.events(conv)],
+             k.turn(conv, turn.id), k.idempotency(conv, idempotency_key or ""), k.seq(conv), k.events(conv),
+             k.turn_index(conv), k.idempotency_index(conv)],
             [turn.id, int(idempotency_key is not None), self.settings.mailbox_cap,
              self.settings.idempotency_ttl_s, int(now * 1000), self.settings.retention_s,
-             self.settings.stream_maxlen, event, request_fingerprint(turn), tenant,
+             self.settings.stream_maxlen, event, request_fingerprint(turn), tenant, turn_nonce(turn.id),
+             idempotency_key or "", turn_index_ttl_s(self.settings.retention_s),
              *scripts.flatten(dict(turn.to_hash()))])
         if status == EnqueueStatus.ok:
             await self.client.incr(k.queued_total)

@@ -16,6 +16,13 @@ SEQ_STREAM_SUFFIX = "-0"
 """Stream entry ids are ``<seq>-0`` so an SSE ``Last-Event-ID`` (the seq) maps straight to a stream id."""
 
 
+def turn_index_ttl_s(retention_s: int) -> int:
+    """How long the turn index keeps a nonce: a turn starts within the retention of its acceptance (an older
+    record has expired and is skipped), and its record lives the retention past its last write, made while it
+    runs; three retentions bounds that with room to spare."""
+    return 3 * retention_s
+
+
 @dataclass(frozen=True)
 class Keys:
     prefix: str = "parley"
@@ -54,8 +61,21 @@ class Keys:
         """Hash: one turn's record."""
         return self.turn_prefix(conversation_id) + turn_id
 
+    def turn_index(self, conversation_id: str) -> str:
+        """Sorted set: the nonce of each of the conversation's turns (``messages.turn_nonce``) -> when it was
+        accepted (ms), so that deleting the conversation finds every turn record (a Lua script cannot SCAN
+        on Redis Cluster). The nonce rather than the whole id: a queued turn's bytes are the memory budget."""
+        return self._conv(conversation_id, "turn-index")
+
+    def idempotency_prefix(self, conversation_id: str) -> str:
+        return self._conv(conversation_id, "idem:")
+
     def idempotency(self, conversation_id: str, idempotency_key: str) -> str:
-        return self._conv(conversation_id, f"idem:{idempotency_key}")
+        return self.idempotency_prefix(conversation_id) + idempotency_key
+
+    def idempotency_index(self, conversation_id: str) -> str:
+        """Sorted set: each idempotency key of the conversation -> when it was set (ms), for the delete."""
+        return self._conv(conversation_id, "idem-index")
 
     def seq(self, conversation_id: str) -> str:
         """Counter for event ``seq`` numbers of the conversation."""

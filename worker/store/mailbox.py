@@ -71,8 +71,9 @@ class Mailbox:
     def claim(self, conv: str) -> Claim:
         """Take the lease and start the next turn, in one round trip."""
         k = self.keys
-        result = scripts.CLAIM(self.client, [k.lease(conv), k.fence(conv), k.state(conv), k.inflight(conv),
-                                             k.inbox(conv), k.seq(conv), k.events(conv)],
+        result = scripts.CLAIM(self.client,
+                               [k.lease(conv), k.fence(conv), k.state(conv), k.inflight(conv), k.inbox(conv),
+                                k.seq(conv), k.events(conv), k.conversation(conv)],
                                [self.settings.lease_ttl_ms, *self._start_args(conv)])
         if result[0] == 0:
             return Claim(token=None, started=None)

@@ -28,7 +28,7 @@ async def serve(settings: Settings, *, name: str | None = None) -> None:
     """Run a dispatcher until SIGTERM or SIGINT."""
     if settings.webhook_metrics_port:
         try:
-            start_http_server(settings.webhook_metrics_port)
+            start_http_server(settings.webhook_metrics_port, addr=settings.webhook_metrics_address)
         except OSError as exc:  # another dispatcher on this host has it: deliveries matter more than metrics
             log.warning("metrics_port_unavailable", port=settings.webhook_metrics_port, error=str(exc))
     stop = asyncio.Event()

@@ -12,6 +12,14 @@ local function emit(seq_key, events_key, json, maxlen, retention_s)
   return seq, payload
 end
 
+-- Add `member` to a per-conversation index (sorted set by time, ms) that lives `ttl_s`, dropping the members
+-- older than that: their keys have expired by now.
+local function add_to_index(key, now_ms, member, ttl_s)
+  redis.call('ZADD', key, now_ms, member)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', string.format('(%d', now_ms - ttl_s * 1000))
+  redis.call('EXPIRE', key, ttl_s)
+end
+
 local function owns(lease_key, token)
   return redis.call('GET', lease_key) == token
 end

@@ -1,11 +1,13 @@
 -- Take a conversation's lease with a new fencing token and start its next turn in the same round trip.
 -- KEYS[1] lease   KEYS[2] fence counter   KEYS[3] state   KEYS[4] inflight   KEYS[5] inbox   KEYS[6] seq
--- KEYS[7] events
+-- KEYS[7] events   KEYS[8] conversation hash
 -- ARGV[1] lease ttl ms   ARGV[2] turn key prefix   ARGV[3] now (s, float)   ARGV[4] conversation id
 -- ARGV[5] stream maxlen   ARGV[6] retention s
 -- Returns {0} when another owner holds the lease, {1, token} when there was nothing to do (the lease is
 -- already given back), or {2, token, turn id, attempts, resumed, field, value, ...}.
-if redis.call('EXISTS', KEYS[1]) == 1 then
+-- A deleted conversation is never claimed again ({0}, writing nothing): a wake-up that arrives after the delete
+-- must not bring back its fence, state or lease, and with no new lease its old owner stays fenced out.
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[8]) == 0 then
   return {0}
 end
 local token = tostring(redis.call('INCR', KEYS[2]))

@@ -2,10 +2,15 @@
 -- KEYS[1] conversation hash   KEYS[2] inbox        KEYS[3] lease    KEYS[4] state
 -- KEYS[5] inflight            KEYS[6] turn hash    KEYS[7] idempotency key (unused when ARGV[2] == '0')
 -- KEYS[8] seq                 KEYS[9] events stream/channel
+-- KEYS[10] turn index          KEYS[11] idempotency index
 -- ARGV[1] turn id  ARGV[2] has idempotency key (1/0)  ARGV[3] mailbox cap  ARGV[4] idempotency ttl s
 -- ARGV[5] now ms   ARGV[6] retention s   ARGV[7] stream maxlen   ARGV[8] turn.queued event json (no seq)
 -- ARGV[9] request fingerprint (what the turn asks for; an idempotency key reused for another request is refused)
--- ARGV[10] tenant of the caller (the conversation must belong to it)   ARGV[11..] turn hash field/value pairs
+-- ARGV[10] tenant of the caller (the conversation must belong to it)
+-- ARGV[11] turn nonce   ARGV[12] idempotency key ('' without)   ARGV[13] turn index ttl s
+-- ARGV[14..] turn hash field/value pairs
+-- The two indexes are what a delete finds the turns and idempotency keys by; each prunes, as it grows, the
+-- members whose keys have expired, so a conversation that lives for months keeps only recent ones.
 -- The idempotency key holds "<turn id> <fingerprint>" (a bare turn id from before fingerprints matches any).
 -- Returns {status, turn id, position, need_hint}; status is ok | duplicate | reused | full | missing.
 if redis.call('EXISTS', KEYS[1]) == 0 then
@@ -33,10 +38,13 @@ local queued = redis.call('LLEN', KEYS[2])
 if queued >= tonumber(ARGV[3]) then
   return {'full', '', queued, 0}
 end
-redis.call('HSET', KEYS[6], unpack(ARGV, 11))
+redis.call('HSET', KEYS[6], unpack(ARGV, 14))
 redis.call('EXPIRE', KEYS[6], ARGV[6])
+local now_ms = tonumber(ARGV[5])
+add_to_index(KEYS[10], now_ms, ARGV[11], tonumber(ARGV[13]))
 if ARGV[2] == '1' then
   redis.call('SET', KEYS[7], ARGV[1] .. ' ' .. ARGV[9], 'EX', ARGV[4])
+  add_to_index(KEYS[11], now_ms, ARGV[12], tonumber(ARGV[4]))
 end
 local position = redis.call('RPUSH', KEYS[2], ARGV[1]) + busy
 emit(KEYS[8], KEYS[9], ARGV[8], ARGV[7], ARGV[6])
