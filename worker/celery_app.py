@@ -20,7 +20,8 @@ FALLBACK_BROKER = "redis://127.0.0.1:6379/0"
 
 
 def create_celery(settings: Settings) -> Celery:
-    app = Celery("parley", broker=settings.redis_url or FALLBACK_BROKER, include=["parley.worker.tasks"])
+    broker = settings.redis_url_required if settings.redis_url else FALLBACK_BROKER
+    app = Celery("parley", broker=broker, include=["parley.worker.tasks"])
     app.conf.update(
         task_default_queue=QUEUE,
         task_ignore_result=True,
