@@ -55,14 +55,15 @@ def test_no_secret_leaks_from_a_production_500(settings: Settings, emulator: Emu
                                                locked_redis: EmbeddedRedis, tmp_path: Path) -> None:
     production = settings.model_copy(update={"redis_url": SecretUrl(locked_redis.url), "log_format": "auto",
                                              "log_level": "INFO"})
-    env = {**settings_env(production), "PARLEY_ENVIRONMENT": "production", "PARLEY_OPENAI_API_KEY": OPENAI_KEY,
-           "PARLEY_API_KEYS": API_KEY}
+    env = {**settings_env(production), "PARLEY_ENVIRONMENT": "production",
+           "PARLEY_OPENAI_API_KEY": OPENAI_KEY, "PARLEY_API_KEYS": API_KEY}
     env.pop("PARLEY_LOG_FORMAT")  # production alone must mean JSON logs
     emulator.config.api_keys = (OPENAI_KEY,)  # parley's calls get through only with the planted key
     port = free_port()
     api_log, worker_log = tmp_path / "api.log", tmp_path / "worker.log"
     api = spawn(["python", "-m", "parley", "api", "--port", str(port)], env=env, log_path=str(api_log))
-    worker = spawn(["python", "-m", "parley", "worker", "-n", "secrets@%h"], env=env, log_path=str(worker_log))
+    worker = spawn(["python", "-m", "parley", "worker", "-n", "secrets@%h"], env=env,
+                   log_path=str(worker_log))
     recorder = Recorder()
     store = redis.Redis.from_url(locked_redis.url, decode_responses=True)
     keys = Keys()
@@ -102,7 +103,8 @@ def test_no_secret_leaks_from_a_production_500(settings: Settings, emulator: Emu
         store.close()
     api_lines = [json.loads(line) for line in api_log.read_text().splitlines() if line.startswith("{")]
     crashes = [line for line in api_lines if line.get("event") == "unhandled_error"]
-    assert len(crashes) == 2 and all(line["exception"] for line in crashes), api_lines  # JSON, with tracebacks
+    # JSON lines, with tracebacks
+    assert len(crashes) == 2 and all(line["exception"] for line in crashes), api_lines
     assert {"ResponseError", "JSONDecodeError"} <= {frame["exc_type"] for line in crashes
                                                     for frame in line["exception"]}
     logs = api_log.read_text() + worker_log.read_text()

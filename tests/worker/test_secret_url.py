@@ -28,7 +28,8 @@ PASSWORD = "hunter2-redis-pw"
     ("redis://user-only@h/0", "redis://user-only@h/0", []),
     ("redis://[::1", "[redacted]", []),  # unparseable: nobody can say where a password would be
 ])
-def test_the_password_is_masked_wherever_redis_py_would_read_one(url: str, shown: str, found: list[str]) -> None:
+def test_the_password_is_masked_wherever_redis_py_would_read_one(url: str, shown: str,
+                                                                  found: list[str]) -> None:
     """The user part and the ``password=`` parameter are masked, the rest is kept; every form of the password
     (as written and decoded) is found, for masking by value."""
     assert mask_password(url) == shown
@@ -55,7 +56,8 @@ def test_the_redis_password_is_masked_by_value_in_any_text() -> None:
     """Once the settings are registered, the password is masked wherever it shows up, also without its URL
     (an error message quoting only the AUTH argument), and in its decoded form."""
     register_secrets(Settings(_env_file=None, redis_url="redis://:pa%2Fss-w0rd-x@127.0.0.1:6379/0"))
-    assert redact_text("AUTH pa/ss-w0rd-x failed; sent pa%2Fss-w0rd-x") == "AUTH [redacted] failed; sent [redacted]"
+    masked = redact_text("AUTH pa/ss-w0rd-x failed; sent pa%2Fss-w0rd-x")
+    assert masked == "AUTH [redacted] failed; sent [redacted]"
 
 
 def test_startup_lines_show_where_redis_is_but_not_its_password(tmp_path: Path) -> None:

@@ -71,7 +71,8 @@ def test_a_provider_that_echoes_the_key_gets_it_masked_everywhere(
     turn = h.turn(turn_id)
     assert turn.status.value == "failed" and turn.error is not None
     # The provider did echo it (the mask is there), and parley kept the rest of its sentence.
-    assert turn.error.message.startswith("Incorrect API key provided: [redacted] (Authorization: Bearer [redacted]")
+    assert turn.error.message.startswith(
+        "Incorrect API key provided: [redacted] (Authorization: Bearer [redacted]")
     assert [e["type"] for e in h.events()][-1] == "turn.failed"
     replies = redis_client.xrange(h.mailbox.keys.replies)
     assert [json.loads(fields["data"])["turn_id"] for _, fields in replies] == [turn_id]
