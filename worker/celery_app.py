@@ -6,6 +6,7 @@ Run a worker with ``celery -A parley.worker.celery_app worker``; pool and concur
 
 from __future__ import annotations
 
+import ssl
 from datetime import timedelta
 
 from celery import Celery
@@ -48,6 +49,11 @@ def create_celery(settings: Settings) -> Celery:
             "parley-reap": {"task": REAP_TASK, "schedule": timedelta(seconds=settings.reaper_interval_s)},
         },
     )
+    if broker.startswith("rediss://"):
+        # On a rediss:// URL without ssl_cert_reqs kombu accepts any certificate, where redis-py (the API's
+        # and the workers' own clients, on the same URL) verifies it: verify here too. The URL's own
+        # ssl_cert_reqs and ssl_ca_certs still apply on top of this.
+        app.conf.broker_use_ssl = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
     return app
 
 
