@@ -24,7 +24,7 @@ def start_worker(settings: Settings, name: str, *, concurrency: int | None = Non
 
 
 def wait_ready(settings: Settings, names: list[str], timeout_s: float = 30.0) -> None:
-    app = Celery(broker=settings.redis_url)
+    app = Celery(broker=settings.redis_url_required)
     deadline = time.monotonic() + timeout_s
     wanted = set(names)
     try:

@@ -6,6 +6,7 @@ Run a worker with ``celery -A parley.worker.celery_app worker``; pool and concur
 
 from __future__ import annotations
 
+import ssl
 from datetime import timedelta
 
 from celery import Celery
@@ -20,7 +21,8 @@ FALLBACK_BROKER = "redis://127.0.0.1:6379/0"
 
 
 def create_celery(settings: Settings) -> Celery:
-    app = Celery("parley", broker=settings.redis_url or FALLBACK_BROKER, include=["parley.worker.tasks"])
+    broker = settings.redis_url_required if settings.redis_url else FALLBACK_BROKER
+    app = Celery("parley", broker=broker, include=["parley.worker.tasks"])
     app.conf.update(
         task_default_queue=QUEUE,
         task_ignore_result=True,
@@ -47,6 +49,11 @@ def create_celery(settings: Settings) -> Celery:
             "parley-reap": {"task": REAP_TASK, "schedule": timedelta(seconds=settings.reaper_interval_s)},
         },
     )
+    if broker.startswith("rediss://"):
+        # On a rediss:// URL without ssl_cert_reqs kombu accepts any certificate, where redis-py (the API's
+        # and the workers' own clients, on the same URL) verifies it: verify here too. The URL's own
+        # ssl_cert_reqs and ssl_ca_certs still apply on top of this.
+        app.conf.broker_use_ssl = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
     return app
 
 

@@ -9,7 +9,9 @@ from typing import Any
 
 import structlog
 import structlog.tracebacks
+from pydantic import SecretStr
 
+from .secret_url import mask_password, passwords
 from .settings import Settings
 
 _SECRET_PATTERNS = (
@@ -33,8 +35,8 @@ def register_secrets(settings: Settings) -> None:
     if settings.flower_basic_auth is not None:
         values += [pair.partition(":")[2]
                    for pair in settings.flower_basic_auth.get_secret_value().split(",")]
-    if settings.redis_url and (match := _SECRET_PATTERNS[2].search(settings.redis_url)):
-        values.append(settings.redis_url[match.end(1):match.start(2)])
+    if settings.redis_url:
+        values += passwords(settings.redis_url.get_secret_value())
     _SECRETS.update(v for v in values if len(v) >= MIN_SECRET_CHARS)
 
 
@@ -65,9 +67,11 @@ def redact(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
     return event_dict
 
 
-def redact_url(url: str) -> str:
-    """``url`` with any password masked, fit for a startup line."""
-    return redact_text(url)
+def redact_url(url: str | SecretStr | None, unset: str = "") -> str:
+    """``url`` (plain or the settings' ``SecretUrl``) with any password masked, fit for a startup line."""
+    if url is None:
+        return unset
+    return redact_text(mask_password(url.get_secret_value() if isinstance(url, SecretStr) else url))
 
 
 def upstream_description(settings: Settings) -> str:

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from .secret_url import SecretUrl
 from .secrets_policy import check_secret_strength
 
 
@@ -21,8 +22,9 @@ class Settings(BaseSettings):
     environment: Literal["development", "production"] = "development"
 
     # --- Redis ---------------------------------------------------------------------------------------
-    redis_url: str | None = None
-    """Redis for mailboxes, events and the Celery broker. Unset: ``parley up`` starts an embedded one."""
+    redis_url: SecretUrl | None = None
+    """Redis for mailboxes, events and the Celery broker. Unset: ``parley up`` starts an embedded one. Shown
+    with its password masked; ``redis_url_required`` is the plain URL, for connecting."""
     key_prefix: str = "parley"
     redis_max_connections: int = 256
     """Pool size per process; keep it above the worker concurrency (redis-py fails hard past it)."""
@@ -209,7 +211,7 @@ class Settings(BaseSettings):
     def redis_url_required(self) -> str:
         if not self.redis_url:
             raise RuntimeError("PARLEY_REDIS_URL is not set (parley up starts an embedded Redis for you)")
-        return self.redis_url
+        return self.redis_url.get_secret_value()
 
     @property
     def json_logs(self) -> bool:

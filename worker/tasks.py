@@ -48,7 +48,7 @@ def _prepare(**_: object) -> None:
     settings = get_settings()
     log.info("worker_started", queue=QUEUE, pool=settings.worker_pool,
              concurrency=settings.worker_concurrency,
-             redis=redact_url(settings.redis_url or ""), upstream=upstream_description(settings),
+             redis=redact_url(settings.redis_url), upstream=upstream_description(settings),
              metrics_port=settings.worker_metrics_port or None,
              metrics_address=settings.worker_metrics_address)
     port = settings.worker_metrics_port
@@ -67,7 +67,7 @@ configure_logging(get_settings())
 def _beat_started(**_: object) -> None:
     settings = get_settings()
     log.info("beat_started", task=REAP_TASK, every_s=settings.reaper_interval_s,
-             redis=redact_url(settings.redis_url or ""))
+             redis=redact_url(settings.redis_url))
 
 
 @worker_shutting_down.connect

@@ -44,7 +44,7 @@ def cmd_api(args: argparse.Namespace) -> int:
         _print(f"refusing to bind {host}: no PARLEY_API_KEYS (or PARLEY_API_KEYS_FILE) are set, so the API "
                "would be open to anyone. Set them, or bind to 127.0.0.1.")
         return 2
-    _print(f"parley api on http://{host}:{port}, Redis {redact_url(settings.redis_url or '(not set)')}, "
+    _print(f"parley api on http://{host}:{port}, Redis {redact_url(settings.redis_url, '(not set)')}, "
            f"upstream {upstream_description(settings)}")
     from ..http_protocol import HeaderDeadlineProtocol
 

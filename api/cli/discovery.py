@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from parley.worker.local.redis_server import pid_alive
+from parley.worker.secret_url import SecretUrl
 from parley.worker.settings import Settings
 
 RUNFILE = "up.json"
@@ -52,7 +53,7 @@ def with_redis(settings: Settings) -> Settings:
     if settings.redis_url:
         return settings
     running = read(Path(settings.data_dir))
-    return settings.model_copy(update={"redis_url": running.redis_url}) if running else settings
+    return settings.model_copy(update={"redis_url": SecretUrl(running.redis_url)}) if running else settings
 
 
 def api_url(settings: Settings) -> str:

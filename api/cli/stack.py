@@ -130,7 +130,9 @@ class LocalStack:
 
     @property
     def redis_url(self) -> str:
-        return self.redis.url if self.redis else self.settings.redis_url or ""
+        if self.redis:
+            return self.redis.url
+        return self.settings.redis_url_required if self.settings.redis_url else ""
 
     def check(self) -> None:
         """Before anything starts: the data directory is free and every fixed port can be bound."""

@@ -48,7 +48,7 @@ def redis_problem(settings: Settings) -> str | None:
         return ("PARLEY_REDIS_URL is not set: set it to your Redis (redis://host:6379/0), or run "
                 "`parley up`, which starts everything with an embedded Redis")
     try:
-        client = redis.Redis.from_url(settings.redis_url, socket_timeout=REDIS_CHECK_TIMEOUT_S,
+        client = redis.Redis.from_url(settings.redis_url_required, socket_timeout=REDIS_CHECK_TIMEOUT_S,
                                       socket_connect_timeout=REDIS_CHECK_TIMEOUT_S)
         with client:
             client.ping()

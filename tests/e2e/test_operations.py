@@ -24,6 +24,7 @@ from parley.worker.local.background import free_port, http_ok, wait_http
 from parley.worker.local.emulator import EmulatorServer
 from parley.worker.local.processes import spawn, stop
 from parley.worker.local.redis_server import EmbeddedRedis
+from parley.worker.secret_url import SecretUrl
 from parley.worker.run.reaper import reap
 from parley.worker.settings import Settings
 from parley.worker.store.keys import Keys
@@ -118,9 +119,10 @@ SECRET_REDIS = "redispassSECRET42"
 
 def test_logs_are_json_with_context_and_never_hold_secrets(settings: Settings, emulator: EmulatorServer,
                                                            tmp_path: Path) -> None:
-    with EmbeddedRedis(extra_args=("--requirepass", SECRET_REDIS)) as server:
-        redis_url = f"redis://:{SECRET_REDIS}@127.0.0.1:{server.port}/0"
-        local = settings.model_copy(update={"redis_url": redis_url, "log_format": "json", "log_level": "INFO"})
+    with EmbeddedRedis(password=SECRET_REDIS) as server:
+        assert SECRET_REDIS in server.url
+        local = settings.model_copy(update={"redis_url": SecretUrl(server.url), "log_format": "json",
+                                            "log_level": "INFO"})
         env = {**settings_env(local), "PARLEY_OPENAI_API_KEY": SECRET_OPENAI, "PARLEY_API_KEYS": SECRET_API}
         port = free_port()
         api_log, worker_log = tmp_path / "api.log", tmp_path / "worker.log"

@@ -20,6 +20,7 @@ from parley.worker.local.background import BackgroundServer
 from parley.worker.local.emulator import EmulatorServer
 from parley.worker.local.processes import stop
 from parley.worker.local.redis_server import EmbeddedRedis
+from parley.worker.secret_url import SecretUrl
 from parley.worker.settings import Settings
 from parley.worker.store.keys import Keys
 
@@ -195,7 +196,7 @@ def test_redis_restart_loses_no_turn(settings: Settings, emulator: EmulatorServe
     from parley.api.main import create_app
 
     with EmbeddedRedis(appendonly=True) as server:
-        local = settings.model_copy(update={"redis_url": server.url})
+        local = settings.model_copy(update={"redis_url": SecretUrl(server.url)})
         with BackgroundServer(create_app(local)) as api, api_http(api.url) as http:
             convs = [conversation(http) for _ in range(5)]
             with workers(local, 1, concurrency=20), start_beat(local):

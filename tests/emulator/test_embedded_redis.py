@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import redis
@@ -39,6 +40,24 @@ def test_without_aof_a_restart_forgets() -> None:
         redis.Redis.from_url(server.url).set("gone", "1")
         server.restart()
         assert redis.Redis.from_url(server.url).get("gone") is None
+
+
+def test_a_password_or_an_acl_file_locks_it(tmp_path: Path) -> None:
+    """With ``password`` the default user needs it; with ``acl_file`` only its users get in. ``url`` carries
+    the credentials (quoted), and a client without them is refused."""
+    with EmbeddedRedis(password="p@ss/word 1") as server:
+        assert redis.Redis.from_url(server.url).ping()
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=server.port).ping()
+    acl = tmp_path / "users.acl"
+    acl.write_text("user default off\nuser app on >app-pw ~app:* +@all\n")
+    with EmbeddedRedis(username="app", password="app-pw", acl_file=acl) as server:
+        client = redis.Redis.from_url(server.url)
+        assert client.set("app:x", "1") and client.acl_whoami() == "app"
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            client.set("other", "1")
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=server.port).ping()
 
 
 def test_stop_leaves_no_process() -> None:

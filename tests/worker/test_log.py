@@ -69,7 +69,7 @@ def test_json_tracebacks_hold_no_secret(capsys: pytest.CaptureFixture[str]) -> N
     configure_logging(settings)
 
     def fail(settings: Settings) -> None:
-        raise RuntimeError(f"upstream said: token proxy-token-XYZ123 refused for {settings.redis_url}")
+        raise RuntimeError(f"upstream said: token proxy-token-XYZ123 refused for {settings.redis_url_required}")
 
     try:
         fail(settings)

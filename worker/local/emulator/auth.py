@@ -23,8 +23,9 @@ class KeyCheck:
             key = header.removeprefix("Bearer ").strip()
             if key not in self.config.api_keys:
                 masked = f"{key[:3]}{'*' * max(0, len(key) - 7)}{key[-4:]}" if len(key) > 7 else key
+                shown = f"{key} (Authorization: {header})" if self.config.echo_rejected_key else masked
                 body = objects.error_body(
-                    f"Incorrect API key provided: {masked}. You can find your API key at "
+                    f"Incorrect API key provided: {shown}. You can find your API key at "
                     "https://platform.openai.com/account/api-keys.", param=None, code="invalid_api_key")
                 await JSONResponse(body, status_code=401)(scope, receive, send)
                 return

@@ -40,6 +40,9 @@ class EmulatorConfig:
     is accepted, as the schema allows; this switch makes it a 400 on ``input`` instead."""
     api_keys: tuple[str, ...] = ()
     """Bearer keys the emulator accepts; empty accepts any. Others get OpenAI's 401 ``invalid_api_key``."""
+    echo_rejected_key: bool = False
+    """The 401 repeats the rejected key in full and the Authorization header as sent, as some proxies and
+    providers do, instead of OpenAI's masked ``sk-ab***wxyz``: what parley must never store or log."""
     drop_completes: bool = True
     """UNKNOWN upstream behaviour: whether a response finishes server-side after the client's stream drops.
     By default it does (the harder case for exactly-once), and its items are appended."""
