@@ -103,3 +103,16 @@ def test_grafana_dashboard_uses_real_metrics() -> None:
              for n in re.findall(r"parley_[a-z_]+", t["expr"])}
     stripped = {re.sub(r"_(total|bucket|count|sum)$", "", n) for n in names}
     assert names and stripped <= {re.sub(r"_total$", "", k) for k in known}
+
+
+def test_the_acl_grants_every_command_the_lua_scripts_call() -> None:
+    """deploy/redis/users.acl names each command a script in worker/store/lua/ calls: a new script command
+    the rule lacks would fail every call of that script under the ACL user (found by test_redis_acl.py only
+    when that path runs)."""
+    import re
+
+    lua_dir = DEPLOY.parent / "worker" / "store" / "lua"
+    called = {m.lower() for path in lua_dir.glob("*.lua")
+              for m in re.findall(r"redis\.call\('([A-Z]+)'", path.read_text())}
+    granted = set(re.findall(r"\+([a-z|]+)", (DEPLOY / "redis" / "users.acl").read_text()))
+    assert called and called - granted == set()
