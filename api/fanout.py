@@ -38,8 +38,9 @@ READ_COUNT = 500
 """Entries read per stream and round."""
 QUEUE_SIZE = 256
 """Events waiting for one subscriber at most; past this it leaves the hub and catches up on its own."""
-CATCH_UP_SLOTS = 4
-"""Catch-up XRANGEs in flight at once: a burst of new listeners borrows at most this many pool connections."""
+READ_SLOTS = 4
+"""Reads on the shared pool that listeners make as they start (existence checks, catch-up XRANGEs) in flight
+at once: a burst of new listeners borrows this many pool connections, not one each, and keeps them idle."""
 RETRY_MIN_S, RETRY_MAX_S = 0.1, 5.0
 READ_TIMEOUT_S = 10.0
 """Socket timeout of the reader connection (far above ``BLOCK_MS``): a dead link fails instead of hanging."""
@@ -105,7 +106,7 @@ class Subscription:
 
     async def _catch_up(self) -> AsyncIterator[LoggedEvent]:
         while True:
-            async with self.hub.catch_up_slots:
+            async with self.hub.read_slots:
                 batch = await read_after(self.hub.pool, self.stream, after_seq=self.cursor)
             if not batch:
                 return
@@ -128,7 +129,7 @@ class Hub:
         self.keys = keys
         self.block_ms = block_ms
         self.queue_size = queue_size
-        self.catch_up_slots = asyncio.Semaphore(CATCH_UP_SLOTS)
+        self.read_slots = asyncio.Semaphore(READ_SLOTS)
         self.streams: dict[str, set[Subscription]] = {}
         self._wanted = asyncio.Event()
         self._reader: redis.asyncio.Redis | None = None

@@ -6,6 +6,7 @@ about memory: each listener holds an HTTP connection, a task and a bounded queue
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -30,6 +31,11 @@ class Listeners:
             raise ApiError(503, "too_many_listeners", f"This API process already serves {self.limit} event "
                            "streams and long-polls; retry shortly or use another process.",
                            headers={"Retry-After": str(RETRY_AFTER_S)})
+
+    def reading(self) -> asyncio.Semaphore:
+        """Held around the Redis reads a listener makes before it streams (``async with``): see
+        ``fanout.READ_SLOTS``."""
+        return self.hub.read_slots
 
     @asynccontextmanager
     async def subscribe(self, conversation_id: str, *, after_seq: int) -> AsyncIterator[Subscription]:

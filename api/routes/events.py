@@ -56,7 +56,9 @@ async def conversation_events(
     after: Annotated[str | None, Query(max_length=19, pattern=r"^[0-9]+$")] = None,
 ) -> EventSourceResponse:
     start = _last_event_id(last_event_id, after)
-    if not await services.ingress.client.exists(services.ingress.keys.conversation(conversation_id)):
+    async with services.listeners.reading():
+        found = await services.ingress.client.exists(services.ingress.keys.conversation(conversation_id))
+    if not found:
         raise not_found("conversation", conversation_id)
     services.listeners.check()
 
@@ -83,7 +85,8 @@ async def turn_events(
     turn_id: str, request: Request, services: ServicesDep,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> EventSourceResponse:
-    turn = await _turn_or_404(services, turn_id)
+    async with services.listeners.reading():
+        turn = await _turn_or_404(services, turn_id)
     start = _last_event_id(last_event_id, None)
 
     services.listeners.check()
@@ -140,9 +143,10 @@ async def wait_for_turn(services: Services, turn: Turn, wait_s: float) -> Turn:
         return turn
     services.listeners.check()
     conv = turn.conversation_id
-    # Note where the stream is *before* re-reading the turn, so an end in between is not missed.
-    after = await last_seq(services.ingress.client, services.ingress.keys, conv)
-    current = await services.ingress.get_turn(turn.id)
+    async with services.listeners.reading():
+        # Note where the stream is *before* re-reading the turn, so an end in between is not missed.
+        after = await last_seq(services.ingress.client, services.ingress.keys, conv)
+        current = await services.ingress.get_turn(turn.id)
     if current is None or current.status.terminal:
         return current or turn
     deadline = time.monotonic() + wait_s

@@ -80,7 +80,8 @@ def _named(redis_client: redis.Redis) -> int:
     return sum(1 for c in redis_client.client_list() if c.get("name") == CLIENT_NAME)
 
 
-async def _with_hub(settings: Settings, body: Callable[[Hub, Ingress], Awaitable[None]], **hub_args: int) -> None:
+async def _with_hub(settings: Settings, body: Callable[[Hub, Ingress], Awaitable[None]],
+                    **hub_args: int) -> None:
     pool = redis.asyncio.Redis.from_url(settings.redis_url_required, decode_responses=True)
     ingress = Ingress(pool, settings)
     await ingress.register_conversation(CONV, created_at=1, metadata={}, key=None)
@@ -102,7 +103,8 @@ async def _publish(ingress: Ingress, count: int, pause_s: float = 0.0) -> None:
             await asyncio.sleep(pause_s)
 
 
-async def _read_until(events: AsyncIterator[LoggedEvent | None], last: int, timeout_s: float = 15) -> list[int]:
+async def _read_until(events: AsyncIterator[LoggedEvent | None], last: int,
+                      timeout_s: float = 15) -> list[int]:
     seqs: list[int] = []
     async with asyncio.timeout(timeout_s):
         async for event in events:
