@@ -1,47 +1,52 @@
-"""Redis connections of listeners (SSE streams, long-polls): one each, and a cap on how many a process holds.
+"""Listeners (SSE streams, long-polls) of one API process: their subscriptions to the fan-out hub, and a cap.
 
-A blocked XREAD holds its connection, so each listener gets its own, closed with it (a client that goes away
-takes its connection along instead of growing the shared pool). Without a cap, one key holder opening streams
-could use up Redis ``maxclients``, after which even restarting workers could not connect.
+They share the hub's one Redis connection (``fanout.py``), so the cap is no longer about Redis clients but
+about memory: each listener holds an HTTP connection, a task and a bounded queue of events.
 """
 
 from __future__ import annotations
 
-import anyio
-import redis.asyncio
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from parley.worker.metrics import LISTENERS
 
 from .errors import ApiError
+from .fanout import Hub, Subscription
 
-CLIENT_NAME = "parley-sse"
-"""Set on each listener connection (``CLIENT LIST`` shows them)."""
 RETRY_AFTER_S = 5
 
 
 class Listeners:
-    def __init__(self, redis_url: str, *, limit: int) -> None:
-        self.redis_url = redis_url
+    def __init__(self, hub: Hub, *, limit: int) -> None:
+        self.hub = hub
         self.limit = limit
         self.open = 0
 
     def check(self) -> None:
-        """503 ``too_many_listeners`` when the process holds its cap. Asked before a response starts; the
-        connection itself is made by the stream once it runs, so one that never runs holds nothing."""
+        """503 ``too_many_listeners`` when the process serves its cap. Asked before a response starts; the
+        subscription itself is made by the stream once it runs, so one that never runs holds nothing."""
         if self.open >= self.limit:
             raise ApiError(503, "too_many_listeners", f"This API process already serves {self.limit} event "
                            "streams and long-polls; retry shortly or use another process.",
                            headers={"Retry-After": str(RETRY_AFTER_S)})
 
-    def connect(self) -> redis.asyncio.Redis:
-        """A connection for one listener; the caller closes it with :meth:`close` in a ``finally``."""
-        self.open += 1  # one event loop per process: no lock needed
-        return redis.asyncio.Redis.from_url(self.redis_url, decode_responses=True,
-                                            single_connection_client=True, client_name=CLIENT_NAME)
+    def reading(self) -> asyncio.Semaphore:
+        """Held around the Redis reads a listener makes before it streams (``async with``): see
+        ``fanout.READ_SLOTS``."""
+        return self.hub.read_slots
 
-    async def close(self, client: redis.asyncio.Redis) -> None:
-        # Runs while the listener's task is being cancelled (the HTTP client left): shield it, or anyio
-        # cancels the close too and the connection leaks.
-        with anyio.CancelScope(shield=True):
-            try:
-                await client.aclose()
-            finally:
-                self.open -= 1
+    @asynccontextmanager
+    async def subscribe(self, conversation_id: str, *, after_seq: int) -> AsyncIterator[Subscription]:
+        """A subscription to the conversation's events after ``after_seq``, counted while it is open."""
+        subscription = self.hub.subscribe(conversation_id, after_seq=after_seq)
+        self.open += 1  # one event loop per process: no lock needed
+        LISTENERS.inc()
+        try:
+            yield subscription
+        finally:
+            # Synchronous, so it also runs to the end while the listener's task is being cancelled.
+            subscription.close()
+            self.open -= 1
+            LISTENERS.dec()

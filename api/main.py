@@ -20,6 +20,7 @@ from . import errors, openapi
 from .auth.keys import KeyRing
 from .auth.middleware import Authenticate
 from .deps import Services
+from .fanout import Hub
 from .listeners import Listeners
 from .middleware import BodyLimit, RequestContext
 from .routes import conversations, events, health, turns
@@ -44,13 +45,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = async_client(settings)
-        services = Services(settings=settings, ingress=Ingress(redis, settings), openai=_openai(settings),
+        ingress = Ingress(redis, settings)
+        hub = Hub(settings.redis_url_required, redis, ingress.keys)
+        services = Services(settings=settings, ingress=ingress, openai=_openai(settings),
                             celery=create_celery(settings),
-                            listeners=Listeners(settings.redis_url_required, limit=settings.max_listeners))
+                            listeners=Listeners(hub, limit=settings.max_listeners))
         app.state.services = services
+        await hub.start()
         try:
             yield
         finally:
+            await hub.stop()
             await services.openai.close()
             await redis.aclose()
 

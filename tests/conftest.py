@@ -90,6 +90,15 @@ def wait_until(predicate: Callable[[], object], *, timeout_s: float, interval_s:
         time.sleep(interval_s)
 
 
+def open_listeners(base_url: str) -> float:
+    """``parley_api_listeners`` from the API's /metrics: event streams and long-polls open in its process (the
+    tests' servers share this one, so compare with a value read before)."""
+    for line in httpx.get(f"{base_url}/metrics", timeout=10).text.splitlines():
+        if line.startswith("parley_api_listeners "):
+            return float(line.split()[1])
+    raise AssertionError("parley_api_listeners is missing from /metrics")
+
+
 def settings_env(settings: Settings) -> dict[str, str]:
     """Environment that makes a child process build the same Settings."""
     env = {}

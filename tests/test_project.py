@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
 from pathlib import Path
 
 from parley.worker.settings import Settings
@@ -96,3 +97,17 @@ def test_the_package_code_passes_ruff() -> None:
     result = subprocess.run([sys.executable, "-m", "ruff", "check", "api", "worker", "parley"], cwd=ROOT,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout[-3000:]
+
+
+def test_no_merge_conflict_markers_are_left() -> None:
+    """No tracked text file holds a line of a merge conflict (one slipped into the README once)."""
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    marked = []
+    for name in files.split():
+        path = ROOT / name
+        if path.suffix in {".png", ".ico"} or not path.is_file():
+            continue
+        text = path.read_text(errors="replace")
+        if any(line.startswith(("<<<<<<< ", ">>>>>>> ")) for line in text.splitlines()):
+            marked.append(name)
+    assert marked == []

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 
@@ -31,6 +31,9 @@ WEBHOOKS_DEAD_LETTERED = Counter("parley_webhooks_dead_lettered_total",
                                  "Webhook deliveries past their retry budget, moved to the dead letters.")
 QUEUE_SECONDS = Histogram("parley_turn_queue_seconds", "Time from acceptance to a turn's first start.",
                           buckets=LATENCY_BUCKETS_S)
+# livesum: with several API processes sharing PROMETHEUS_MULTIPROC_DIR, the sum over the live ones.
+LISTENERS = Gauge("parley_api_listeners", "Event streams and long-polls this API process serves now.",
+                  multiprocess_mode="livesum")
 UPSTREAM_SECONDS = Histogram("parley_upstream_seconds", "Duration of one upstream generation attempt.",
                              buckets=LATENCY_BUCKETS_S)
 

@@ -152,13 +152,14 @@ class Settings(BaseSettings):
     first byte) is closed: slow-header clients would otherwise hold connections forever."""
     body_timeout_s: float = 30.0
     """A request body must arrive within this long of the first read, else 408 ``body_timeout``."""
-    max_connections: int = 4000
+    max_connections: int = 12_000
     """Connections (and requests in flight) one ``parley api`` process holds at once (uvicorn's
     ``limit_concurrency``); past it new requests get 503 at once, so a flood of idle or slow connections
     cannot exhaust the process's file descriptors and memory. Keep it above ``max_listeners``."""
-    max_listeners: int = 1000
-    """Event streams and long-polls one API process serves at once (each holds a Redis connection); beyond,
-    503 ``too_many_listeners``. Keep processes x this below Redis ``maxclients``."""
+    max_listeners: int = 10_000
+    """Event streams and long-polls one API process serves at once; beyond, 503 ``too_many_listeners``. They
+    share one Redis connection (the process's fan-out hub), so this caps memory (a connection, a task and a
+    bounded event queue each), not Redis clients."""
 
     # --- Local runs (parley up) --------------------------------------------------------------------------
     data_dir: str = ".parley"

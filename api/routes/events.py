@@ -7,23 +7,24 @@ import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-import redis.asyncio
 from fastapi import APIRouter, Header, Query, Request
 from sse_starlette import EventSourceResponse
 
-from parley.worker.events.log import LoggedEvent, follow, last_seq, replay
+from parley.worker.events.log import LoggedEvent, last_seq, replay
 from parley.worker.events.models import terminal_event_of
 from parley.worker.messages import Turn
 
 from ..auth import ConversationsRead, TurnsRead
 from ..deps import Services, ServicesDep
 from ..errors import ApiError, not_found
+from ..fanout import Subscription
 from ..path_ids import ConversationId, TurnId
 
 router = APIRouter(tags=["events"])
 
 PING_S = 15
-BLOCK_MS = 1000
+IDLE_S = 1.0
+"""How often a quiet stream checks whether its client has gone."""
 MAX_WAIT_S = 60.0
 
 
@@ -57,22 +58,19 @@ async def conversation_events(
     after: Annotated[str | None, Query(max_length=19, pattern=r"^[0-9]+$")] = None,
 ) -> EventSourceResponse:
     start = _last_event_id(last_event_id, after)
-    owner = await services.ingress.owner(conversation_id)
+    async with services.listeners.reading():
+        owner = await services.ingress.owner(conversation_id)
     if owner is None or not principal.owns(owner):
         raise not_found("conversation", conversation_id)
     services.listeners.check()
 
     async def events() -> AsyncIterator[dict[str, str]]:
-        client = services.listeners.connect()
-        try:
-            async for event in follow(client, services.ingress.keys, conversation_id, after_seq=start,
-                                      block_ms=BLOCK_MS):
+        async with services.listeners.subscribe(conversation_id, after_seq=start) as subscription:
+            async for event in subscription.events(idle_s=IDLE_S):
                 if event is not None:
                     yield _sse(event)
                 elif await request.is_disconnected():
                     return
-        finally:
-            await services.listeners.close(client)
 
     return EventSourceResponse(events(), ping=PING_S)
 
@@ -89,29 +87,27 @@ async def turn_events(
     turn_id: TurnId, request: Request, services: ServicesDep, principal: TurnsRead,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> EventSourceResponse:
-    turn = await _turn_or_404(services, turn_id, principal.tenant)
+    async with services.listeners.reading():
+        turn = await _turn_or_404(services, turn_id, principal.tenant)
     start = _last_event_id(last_event_id, None)
 
     services.listeners.check()
 
     async def events() -> AsyncIterator[dict[str, str]]:
-        client = services.listeners.connect()
-        try:
-            async for sse in _turn_stream(client, services, request, turn, start):
+        async with services.listeners.subscribe(turn.conversation_id, after_seq=start) as subscription:
+            async for sse in _turn_stream(subscription, services, request, turn, start):
                 yield sse
-        finally:
-            await services.listeners.close(client)
 
     return EventSourceResponse(events(), ping=PING_S)
 
 
-async def _turn_stream(client: redis.asyncio.Redis, services: Services, request: Request, turn: Turn,
+async def _turn_stream(subscription: Subscription, services: Services, request: Request, turn: Turn,
                        cursor: int) -> AsyncIterator[dict[str, str]]:
     """The turn's events after ``cursor``, ending with its terminal event, even when that one was trimmed from
     the capped stream: then a copy rebuilt from the turn record ends it (``terminal_event_of``)."""
     keys, conv = services.ingress.keys, turn.conversation_id
     if not turn.status.terminal:
-        async for event in follow(client, keys, conv, after_seq=cursor, block_ms=BLOCK_MS):
+        async for event in subscription.events(idle_s=IDLE_S):
             if event is None:
                 if await request.is_disconnected():
                     return
@@ -133,7 +129,7 @@ async def _turn_stream(client: redis.asyncio.Redis, services: Services, request:
                 break
     # The turn has ended, and the end is recorded and published in one script: whatever of it the stream
     # still holds is stored by now, so reading to the current end is enough.
-    async for event in replay(client, keys, conv, after_seq=cursor):
+    async for event in replay(services.ingress.client, keys, conv, after_seq=cursor):
         cursor = event.seq
         if event.turn_id == turn.id:
             yield _sse(event)
@@ -148,21 +144,17 @@ async def wait_for_turn(services: Services, turn: Turn, wait_s: float) -> Turn:
     if turn.status.terminal or wait_s <= 0:
         return turn
     services.listeners.check()
-    client = services.listeners.connect()
-    keys = services.ingress.keys
-    try:
+    conv = turn.conversation_id
+    async with services.listeners.reading():
         # Note where the stream is *before* re-reading the turn, so an end in between is not missed.
-        after = await last_seq(client, keys, turn.conversation_id)
+        after = await last_seq(services.ingress.client, services.ingress.keys, conv)
         current = await services.ingress.get_turn(turn.id)
-        if current is None or current.status.terminal:
-            return current or turn
-        deadline = time.monotonic() + wait_s
-        block_ms = int(min(wait_s, BLOCK_MS / 1000) * 1000) or 1
-        async for event in follow(client, keys, turn.conversation_id, after_seq=after, block_ms=block_ms):
+    if current is None or current.status.terminal:
+        return current or turn
+    deadline = time.monotonic() + wait_s
+    async with services.listeners.subscribe(conv, after_seq=after) as subscription:
+        async for event in subscription.events(idle_s=min(wait_s, IDLE_S)):
             if (event is not None and event.turn_id == turn.id and event.terminal) \
                     or time.monotonic() >= deadline:
                 break
-    finally:
-        await services.listeners.close(client)
     return await services.ingress.get_turn(turn.id) or turn
-

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 import redis
-from conftest import wait_until
+from conftest import open_listeners, wait_until
 from pydantic import SecretStr
 
 from parley.worker.events.models import parse_event
@@ -360,8 +360,9 @@ def test_openapi_docs_are_served(http: httpx.Client) -> None:
 def test_listeners_beyond_the_cap_get_503(settings: Settings, conv: str, api_http: Callable[..., httpx.Client],
                                           redis_client: redis.Redis) -> None:
     """With PARLEY_MAX_LISTENERS=2, a third event stream (or long-poll) is 503 ``too_many_listeners`` with
-    Retry-After instead of one more Redis connection; once a stream leaves, its place is free again."""
-    from parley.api.listeners import CLIENT_NAME
+    Retry-After; the two share the fan-out hub's one Redis connection, and the listeners gauge counts them.
+    Once a stream leaves, its place is free again."""
+    from parley.api.fanout import CLIENT_NAME
     from parley.api.main import create_app
 
     def held() -> int:
@@ -369,15 +370,17 @@ def test_listeners_beyond_the_cap_get_503(settings: Settings, conv: str, api_htt
 
     small = settings.model_copy(update={"max_listeners": 2})
     with BackgroundServer(create_app(small)) as server, api_http(server.url) as http:
+        before = open_listeners(server.url)  # the gauge is per process, and other tests' servers ran in this one
         turn_id = http.post(f"/v1/conversations/{conv}/turns", json={"input": "x"}).json()["id"]
         with http.stream("GET", f"/v1/conversations/{conv}/events") as one, \
                 http.stream("GET", f"/v1/turns/{turn_id}/events") as two:
             assert one.status_code == two.status_code == 200
-            wait_until(lambda: held() == 2, timeout_s=5, message="two listener connections")
+            wait_until(lambda: open_listeners(server.url) == before + 2, timeout_s=5, message="two listeners")
+            wait_until(lambda: held() == 1, timeout_s=5, message="the hub's reader connection")
             third = http.get(f"/v1/conversations/{conv}/events")
             assert_envelope(third, 503)
             assert third.json()["error"]["type"] == "too_many_listeners" and int(third.headers["retry-after"]) > 0
             assert_envelope(http.get(f"/v1/turns/{turn_id}", params={"wait": 1}), 503)
-            assert held() == 2
-        wait_until(lambda: held() == 0, timeout_s=5, message="the listeners' connections to close")
+            assert held() == 1
+        wait_until(lambda: open_listeners(server.url) == before, timeout_s=5, message="the listeners to leave")
         assert http.get(f"/v1/turns/{turn_id}", params={"wait": 0.2}).status_code == 200

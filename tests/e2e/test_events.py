@@ -17,11 +17,11 @@ import httpx
 import jsonschema
 import pytest
 import redis
-from conftest import settings_env, wait_until
+from conftest import open_listeners, settings_env, wait_until
 from stack import workers
 
 from parley.api.client import AsyncParleyClient, ParleyClient
-from parley.api.listeners import CLIENT_NAME as SSE_CLIENT_NAME
+from parley.api.fanout import CLIENT_NAME as FANOUT_CLIENT_NAME
 from parley.worker.events.replies import ReplyConsumer
 from parley.worker.local.emulator import EmulatorServer
 from parley.worker.settings import Settings
@@ -92,22 +92,21 @@ def test_reconnect_with_last_event_id_gets_every_missed_event_once(
     assert seen == stored
 
 
-def _listener_connections(redis_client: redis.Redis) -> int:
-    """Redis connections held for SSE listeners (each names itself). Counting every client instead was flaky:
+def _reader_connections(redis_client: redis.Redis) -> int:
+    """Redis connections of the API's fan-out hub (it names its one). Counting every client instead was flaky:
     the worker's and the API's pools grow by a connection or two on their own as turns run."""
-    return sum(1 for client in redis_client.client_list() if client.get("name") == SSE_CLIENT_NAME)
+    return sum(1 for client in redis_client.client_list() if client.get("name") == FANOUT_CLIENT_NAME)
 
 
-def test_200_sse_clients_get_every_event_and_leave_no_connection(
+def test_200_sse_clients_get_every_event_over_one_redis_connection(
         settings: Settings, api_server: str, emulator: EmulatorServer, redis_client: redis.Redis) -> None:
-    """200 SSE listeners of one conversation each get every stored event in order, and each listener's Redis
-    connection is closed once it leaves."""
+    """200 SSE listeners of one conversation each get every stored event of four real turns (deltas and all)
+    in order, all through the API's one fan-out reader connection, and each is let go once it leaves."""
     warm = ParleyClient(api_server)
     conv = warm.create_conversation(key="crowd").id
     with workers(settings, 1, concurrency=8):
-        # The API's own pool and broker connection exist once it has taken a turn; count from there.
         warm.wait_for_reply(warm.send_turn(conv, "warm-up").id, timeout_s=20)
-        assert _listener_connections(redis_client) == 0
+        before = open_listeners(api_server)
 
         progress: dict[int, list[int]] = {}
         peak = [0]
@@ -135,14 +134,16 @@ def test_200_sse_clients_get_every_event_and_leave_no_connection(
                 ready, count = asyncio.Event(), [0]
                 tasks = [asyncio.create_task(listen(http, ready, count)) for _ in range(200)]
                 await asyncio.wait_for(ready.wait(), timeout=30)
-                # Each stream connects to Redis once its body starts, just after its headers.
-                await asyncio.to_thread(wait_until, lambda: _listener_connections(redis_client) >= 200,
-                                        timeout_s=10, message="200 listener connections")
-                peak[0] = _listener_connections(redis_client)
+                # Each stream subscribes once its body starts, just after its headers.
+                await asyncio.to_thread(wait_until, lambda: open_listeners(api_server) >= before + 200,
+                                        timeout_s=10, message="200 listeners")
+                await asyncio.to_thread(wait_until, lambda: _reader_connections(redis_client) == 1,
+                                        timeout_s=10, message="one reader connection for 200 listeners")
                 sender = AsyncParleyClient(http=http)
                 for i in range(3):
                     await sender.send_turn(conv, f"to everyone {i}")
                 done, pending = await asyncio.wait(tasks, timeout=60)
+                peak[0] = _reader_connections(redis_client)
                 stored = [e["seq"] for e in all_events(redis_client, conv)]
                 errors = [repr(t.exception()) for t in done if t.exception() is not None]
                 assert not pending and not errors, (
@@ -154,9 +155,9 @@ def test_200_sse_clients_get_every_event_and_leave_no_connection(
         stored = [e["seq"] for e in all_events(redis_client, conv)]
         assert all(seqs == stored for seqs in results)
         assert all(len(seqs) > 10 for seqs in results)
-        assert peak[0] == 200  # one connection per listener while they listen...
-        wait_until(lambda: _listener_connections(redis_client) == 0, timeout_s=10,
-                   message="every listener's Redis connection to close")  # ...and none after
+        assert peak[0] == 1  # still one reader connection once all events went out...
+        wait_until(lambda: open_listeners(api_server) == before, timeout_s=10,
+                   message="every listener to be let go")  # ...and each let go once it left
 
 
 def test_stuck_pubsub_subscriber_does_not_slow_workers(settings: Settings, client: ParleyClient,

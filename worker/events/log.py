@@ -1,4 +1,5 @@
-"""Reading a conversation's durable event stream (async, for the API's SSE and long-poll routes).
+"""Reading a conversation's durable event stream (async, for the API's SSE and long-poll routes, whose live
+reads go through the API's fan-out hub, ``parley.api.fanout``).
 
 Stream entry ids are ``<seq>-0``, so "everything after event N" is the range after ``N-0``.
 """
@@ -30,7 +31,7 @@ class LoggedEvent:
         return self.type in TERMINAL_TYPES
 
 
-def _logged(entry_id: str, fields: dict[str, str]) -> LoggedEvent:
+def parse_entry(entry_id: str, fields: dict[str, str]) -> LoggedEvent:
     payload = fields["data"]
     body = json.loads(payload)
     return LoggedEvent(seq=int(entry_id.split("-", 1)[0]), type=body["type"], turn_id=body["turn_id"],
@@ -42,33 +43,26 @@ async def last_seq(client: redis.asyncio.Redis, keys: Keys, conversation_id: str
     return int(entries[0][0].split("-", 1)[0]) if entries else 0
 
 
-async def follow(client: redis.asyncio.Redis, keys: Keys, conversation_id: str, *, after_seq: int,
-                 block_ms: int) -> AsyncIterator[LoggedEvent | None]:
-    """Every event after ``after_seq``: the stored ones, then live ones as they come. Yields ``None`` when
-    ``block_ms`` passes with nothing new (a chance to ping or to give up)."""
-    stream = keys.events(conversation_id)
-    cursor = f"{after_seq}{SEQ_STREAM_SUFFIX}"
-    while True:
-        batch = await client.xread({stream: cursor}, count=REPLAY_BATCH, block=block_ms)
-        if not batch:
-            yield None
-            continue
-        for entry_id, fields in batch[0][1]:
-            cursor = entry_id
-            yield _logged(entry_id, fields)
+def entry_id(seq: int) -> str:
+    """The stream entry id of event ``seq``."""
+    return f"{seq}{SEQ_STREAM_SUFFIX}"
+
+
+async def read_after(client: redis.asyncio.Redis, stream: str, *, after_seq: int,
+                     count: int = REPLAY_BATCH) -> list[LoggedEvent]:
+    """Up to ``count`` stored events of ``stream`` after ``after_seq``, oldest first (one XRANGE: never
+    blocks)."""
+    # decode_responses clients (all of parley's) answer str; redis-py's types allow bytes too.
+    batch = cast(list[tuple[str, dict[str, str]]],
+                 await client.xrange(stream, min=f"({entry_id(after_seq)}", count=count))
+    return [parse_entry(id_, fields) for id_, fields in batch]
 
 
 async def replay(client: redis.asyncio.Redis, keys: Keys, conversation_id: str, *,
                  after_seq: int) -> AsyncIterator[LoggedEvent]:
     """The stored events after ``after_seq``, up to the end of the stream as it is now; never blocks."""
     stream = keys.events(conversation_id)
-    cursor = f"({after_seq}{SEQ_STREAM_SUFFIX}"
-    while True:
-        # decode_responses clients (all of parley's) answer str; redis-py's types allow bytes too.
-        batch = cast(list[tuple[str, dict[str, str]]],
-                     await client.xrange(stream, min=cursor, count=REPLAY_BATCH))
-        if not batch:
-            return
-        for entry_id, fields in batch:
-            yield _logged(entry_id, fields)
-        cursor = f"({batch[-1][0]}"
+    while batch := await read_after(client, stream, after_seq=after_seq):
+        for event in batch:
+            yield event
+        after_seq = batch[-1].seq
