@@ -119,6 +119,10 @@ class AsyncParleyClient:
         """Cancel a queued turn; :class:`~.errors.ConflictError` once it runs."""
         return await self._call(core.cancel_turn(turn_id))
 
+    async def submit_tool_outputs(self, turn_id: str, outputs: dict[str, str]) -> TurnOut:
+        """The outputs (call id -> text) of every call of a turn that ``requires_action``; it then resumes."""
+        return await self._call(core.submit_tool_outputs(turn_id, outputs))
+
     # --- events -------------------------------------------------------------------------------------------
 
     async def stream_turn(self, turn_id: str, *, last_event_id: int | None = None

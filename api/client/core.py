@@ -132,8 +132,10 @@ def cancel_turn(turn_id: str) -> Call[TurnOut]:
     return Call("POST", f"/v1/turns/{turn_id}/cancel", TurnOut.model_validate, idempotent=False)
 
 
-# Tool outputs (``POST /v1/turns/{id}/tool_outputs``) come with the tools issue: add the call here and one
-# method on each client, like cancel_turn.
+def submit_tool_outputs(turn_id: str, outputs: dict[str, str]) -> Call[TurnOut]:
+    # Idempotent: the same outputs posted again are a 200 that changes nothing, so a lost answer is retried.
+    body = {"outputs": [{"call_id": call_id, "output": output} for call_id, output in outputs.items()]}
+    return Call("POST", f"/v1/turns/{turn_id}/tool_outputs", TurnOut.model_validate, json=body)
 
 
 def turn_events_path(turn_id: str) -> str:

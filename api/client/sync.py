@@ -120,6 +120,10 @@ class ParleyClient:
         """Cancel a queued turn; :class:`~.errors.ConflictError` once it runs."""
         return self._call(core.cancel_turn(turn_id))
 
+    def submit_tool_outputs(self, turn_id: str, outputs: dict[str, str]) -> TurnOut:
+        """The outputs (call id -> text) of every call of a turn that ``requires_action``; it then resumes."""
+        return self._call(core.submit_tool_outputs(turn_id, outputs))
+
     # --- events -------------------------------------------------------------------------------------------
 
     def stream_turn(self, turn_id: str, *, last_event_id: int | None = None) -> Generator[Event, None, None]:
