@@ -12,6 +12,7 @@ import httpx
 from tenacity import AsyncRetrying
 
 from parley.worker.events.models import Event
+from parley.worker.messages import TurnStatus
 
 from ..schemas import (
     Conversation,
@@ -107,12 +108,14 @@ class AsyncParleyClient:
         return await self._call(core.get_turn(turn_id, wait_s))
 
     async def wait_for_reply(self, turn_id: str, *, timeout_s: float = 120.0) -> TurnOut:
-        """The turn once it has ended (completed, failed or cancelled), long-polling until ``timeout_s``."""
+        """The turn once it has ended (completed, failed or cancelled) or waits for the bot's tool
+        outputs (``requires_action``: post them with :meth:`submit_tool_outputs`), long-polling until
+        ``timeout_s``."""
         deadline = time.monotonic() + timeout_s
         while True:
             wait = core.next_wait_s(deadline)
             turn = await self.get_turn(turn_id, wait_s=wait or 0.0)
-            if turn.status.terminal or wait is None:
+            if turn.status.terminal or turn.status is TurnStatus.requires_action or wait is None:
                 return turn
 
     async def cancel_turn(self, turn_id: str) -> TurnOut:

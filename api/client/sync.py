@@ -10,6 +10,7 @@ import httpx
 from tenacity import Retrying
 
 from parley.worker.events.models import Event
+from parley.worker.messages import TurnStatus
 
 from ..schemas import (
     Conversation,
@@ -108,12 +109,14 @@ class ParleyClient:
         return self._call(core.get_turn(turn_id, wait_s))
 
     def wait_for_reply(self, turn_id: str, *, timeout_s: float = 120.0) -> TurnOut:
-        """The turn once it has ended (completed, failed or cancelled), long-polling until ``timeout_s``."""
+        """The turn once it has ended (completed, failed or cancelled) or waits for the bot's tool
+        outputs (``requires_action``: post them with :meth:`submit_tool_outputs`), long-polling until
+        ``timeout_s``."""
         deadline = time.monotonic() + timeout_s
         while True:
             wait = core.next_wait_s(deadline)
             turn = self.get_turn(turn_id, wait_s=wait or 0.0)
-            if turn.status.terminal or wait is None:
+            if turn.status.terminal or turn.status is TurnStatus.requires_action or wait is None:
                 return turn
 
     def cancel_turn(self, turn_id: str) -> TurnOut:
