@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from . import inputs, objects
+from . import inputs, objects, options, tools
 from .auth import KeyCheck
 from .engine import Engine, ResponseRun, StreamDropped
 from .faults import EmulatorConfig, FaultPlanner, parse_spec
@@ -25,6 +25,8 @@ from .objects import JSON
 from .store import ApiError, RequestRecord, Store
 
 Handler = Callable[[Request], Awaitable[Response]]
+DELTAS = ("response.output_text.delta", "response.function_call_arguments.delta")
+"""A ``drop`` fault cuts the connection after the first of these."""
 
 
 class Emulator:
@@ -92,7 +94,10 @@ class Emulator:
 
     async def create_items(self, request: Request) -> Response:
         conv = self.store.conversation(request.path_params["conv_id"])
-        new_items = inputs.items((await _json(request)).get("items"), "items", required=True)
+        raw = (await _json(request)).get("items")
+        new_items = inputs.items(raw, "items", required=True)
+        with self.store.mutex:
+            tools.check_duplicates(conv.index, inputs.given_ids(raw), param="items")
         self.store.append_items(conv, new_items)
         return _ok(objects.item_list(new_items, has_more=False))
 
@@ -130,15 +135,21 @@ class Emulator:
             raise ApiError(400, "Missing required parameter: 'input'.", param="input",
                            code="missing_required_parameter")
         input_items = [] if body.get("input") is None else inputs.response_input(body["input"])
+        offer = options.offer(body)
         stream = bool(body.get("stream"))
         fault = self._fault(request, body, conv_id, stream)
-        record = RequestRecord(response_id=None, conversation_id=conv_id, stream=stream, fault=fault.kind,
-                               background=bool(body.get("background")),
-                               input_texts=[_text(i) for i in input_items])
+        record = RequestRecord(
+            response_id=None, conversation_id=conv_id, stream=stream, fault=fault.kind,
+            background=bool(body.get("background")),
+            input_texts=[_text(i) for i in input_items if i["type"] == "message"],
+            tools=offer.function_names, other_tools=offer.other_tools, tool_choice=offer.tool_choice,
+            parallel_tool_calls=offer.parallel_tool_calls, text_format=offer.text["format"],
+            function_call_outputs=[{"call_id": i["call_id"], "output": i["output"]} for i in input_items
+                                   if i["type"] == "function_call_output"])
         self.store.log_request(record)
         await self._inject_http_fault(fault.kind, record)
         run = self.engine.start(body=body, input_items=input_items, conversation_id=conv_id, fault=fault,
-                                record=record)
+                                record=record, offer=offer, given_ids=inputs.given_ids(body.get("input")))
         if stream:
             return _sse(self._follow(run, drop=fault.kind == "drop"))
         if not run.obj["background"]:
@@ -176,9 +187,8 @@ class Emulator:
     async def _follow(self, run: ResponseRun, *, drop: bool, starting_after: int = -1) -> AsyncIterator[JSON]:
         async for event in run.follow(starting_after):
             yield event
-            if drop and event["type"] == "response.output_text.delta":
-                if not self.config.drop_completes:
-                    await self.engine._finish(run, "failed")
+            # Whether the response goes on server-side is the engine's decision (drop_completes).
+            if drop and event["type"] in DELTAS:
                 raise StreamDropped(run.obj["id"])
 
     async def retrieve_response(self, request: Request) -> Response:

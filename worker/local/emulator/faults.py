@@ -46,6 +46,10 @@ class EmulatorConfig:
     drop_completes: bool = True
     """UNKNOWN upstream behaviour: whether a response finishes server-side after the client's stream drops.
     By default it does (the harder case for exactly-once), and its items are appended."""
+    drop_stores_calls: bool = False
+    """UNKNOWN upstream, reported in openai-python#3561: a stream that drops while function calls stream. By
+    default that response never completes and nothing of it is stored (an output for its calls gets "No tool
+    call found"); True: it completes like a text reply under ``drop_completes`` and its calls are stored."""
 
 
 @dataclass(frozen=True)
