@@ -210,6 +210,9 @@ class TestRules:
                                  "input and try again.")
         with pytest.raises(openai.BadRequestError, match="Duplicate item found"):
             client.conversations.items.create(conv_id, items=[calls[1].model_dump(exclude_none=True)])
+        twice = {"type": "function_call", "id": "fc_x", "call_id": "call_x", "name": "add", "arguments": "{}"}
+        with pytest.raises(openai.BadRequestError, match="Duplicate item found with id fc_x"):
+            client.conversations.create(items=[twice, twice])
 
     def test_a_stream_dropped_during_the_calls_stores_nothing(self, client: openai.OpenAI,
                                                               emulator: EmulatorServer) -> None:
@@ -236,3 +239,24 @@ class TestRules:
         while [i["type"] for i in items(client, conv.id)] != ["message", "function_call"]:
             assert time.monotonic() < deadline
             time.sleep(0.02)
+
+    def test_a_client_that_goes_away_while_calls_stream_stores_nothing(self, client: openai.OpenAI,
+                                                                       emulator: EmulatorServer) -> None:
+        """Not only the drop fault: a client closing the stream mid-arguments (a killed worker) ends the
+        response without storing its calls, unless ``drop_stores_calls``."""
+        emulator.config.chunk_chars, emulator.config.delta_interval_ms = 2, 50
+        conv = client.conversations.create()
+        for keep, expected in ((False, "failed"), (True, "completed")):
+            emulator.config.drop_stores_calls = keep
+            stream = client.responses.create(model="m", conversation=conv.id, tools=TOOLS, stream=True,
+                                             input='[call get_time {"tz": "Pacific/Auckland"}]')
+            for event in stream:
+                if event.type == "response.function_call_arguments.delta":
+                    break
+            stream.close()
+            deadline = time.monotonic() + 10
+            while (status := emulator.store.snapshot_requests()[-1].status) == "in_progress":
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            assert status == expected
+        assert [i["type"] for i in items(client, conv.id)] == ["message", "function_call"]

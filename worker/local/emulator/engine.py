@@ -38,6 +38,8 @@ class ResponseRun:
     events: list[JSON] = field(default_factory=list)
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     cancel_requested: bool = False
+    abandoned: bool = False
+    """The client's stream went away before the end (foreground responses only)."""
 
     @property
     def done(self) -> bool:
@@ -155,7 +157,8 @@ class Engine:
         stop_on_drop = fault.kind == "drop" and run.record.stream and not (
             self.config.drop_completes and (not calls or self.config.drop_stores_calls))
         stops = _Stops(pause_s=spread_s + self.config.delta_interval_ms / 1000, on_drop=stop_on_drop,
-                       fail=fault.kind == "fail")
+                       fail=fault.kind == "fail",
+                       abandon_fails=bool(calls) and not self.config.drop_stores_calls)
         if calls:
             output = await self._stream_calls(run, calls, pieces, stops)
         else:
@@ -214,6 +217,8 @@ class Engine:
                 await self._finish(run, "failed")
             if stops.pause_s:
                 await asyncio.sleep(stops.pause_s)
+            if run.abandoned and stops.abandon_fails and not run.done:
+                await self._finish(run, "failed")
             if run.done:
                 return False
         if stops.fail:
@@ -255,3 +260,5 @@ class _Stops:
     """End the response (failed) after the first delta: the client's stream dropped there."""
     fail: bool
     """End it with ``response.failed`` after the deltas (the ``fail`` fault)."""
+    abandon_fails: bool
+    """A client that goes away while calls stream ends the response too, as the drop fault does."""
