@@ -23,6 +23,8 @@ SSE_EVENT_SCHEMAS = {
     "response.output_text.done": "ResponseTextDoneEvent",
     "response.content_part.done": "ResponseContentPartDoneEvent",
     "response.output_item.done": "ResponseOutputItemDoneEvent",
+    "response.function_call_arguments.delta": "ResponseFunctionCallArgumentsDeltaEvent",
+    "response.function_call_arguments.done": "ResponseFunctionCallArgumentsDoneEvent",
     "response.completed": "ResponseCompletedEvent",
     "response.failed": "ResponseFailedEvent",
     "error": "ResponseErrorEvent",
