@@ -68,6 +68,7 @@ class ToolSession:
         self.turn, self.records, self.registry, self.client = turn, records, registry, client
         self.settings, self.checkpoint, self.generate = settings, checkpoint, generate
         self.server = server_tool_names(turn, registry)
+        self.bot = {t["name"] for t in bot_tools(turn) if t.get("name")}
 
     def run(self, *, needs_check: bool) -> Reply:
         state = self.records.state()
@@ -84,7 +85,8 @@ class ToolSession:
                 faultpoints.reached("tool_results_recorded")
             next_round = pending[0].round + 1 if pending else 0
             reply = self.generate(round_input, lambda rid, r=next_round: self._created(state, r, rid))
-            calls = calls_in(list(reply.output), round_=next_round, server_tools=self.server)
+            calls = calls_in(list(reply.output), round_=next_round, server_tools=self.server,
+                             bot_tools=self.bot)
             faultpoints.reached("tool_calls_streamed" if calls else "tool_final_streamed")
             if not calls:
                 return reply
@@ -159,7 +161,8 @@ class ToolSession:
         known = {c.call_id for c in state.calls}
         stored = [item for item in view.calls if item["call_id"] not in known]
         if stored:  # stored before this process could record them (it died at the end of the stream)
-            state.calls += calls_in(stored, round_=view.rounds_stored - 1, server_tools=self.server)
+            state.calls += calls_in(stored, round_=view.rounds_stored - 1, server_tools=self.server,
+                                    bot_tools=self.bot)
             self.records.calls(state)
         return None
 
