@@ -27,6 +27,7 @@ import openai
 
 from ..errors import PermanentUpstreamError, RetryableUpstreamError, translate
 from ..messages import Turn
+from ..request import upstream_body
 from ..settings import Settings
 
 POLL_INTERVAL_S = 0.25
@@ -132,10 +133,12 @@ class Upstream:
     def _params(self, turn: Turn) -> dict[str, Any]:
         """The request body of ``responses.create``. It is passed as ``extra_body``: given as typed arguments,
         the SDK walks each value against its TypedDict annotations (hashing Literal unions of every model
-        name), a sixth of the call's CPU for a body that is plain JSON already and goes out the same."""
+        name), a sixth of the call's CPU for a body that is plain JSON already and goes out the same. The
+        turn's resolved options (tools, text, reasoning, ...) go under the fields the worker owns."""
         params: dict[str, Any] = {
             "conversation": turn.conversation_id,
             "input": turn.input,
+            # The settings only for a turn stored before the ingress resolved model and instructions.
             "model": turn.model or self.settings.model,
             "metadata": {**turn.metadata, "parley_turn_id": turn.id} if len(turn.metadata) < 16
             else turn.metadata,
@@ -143,7 +146,7 @@ class Upstream:
         instructions = turn.instructions or self.settings.instructions
         if instructions:
             params["instructions"] = instructions
-        return params
+        return upstream_body(turn.request, params)
 
     def generate_whole(self, turn: Turn) -> Reply:
         """One non-streamed attempt: cheaper on CPU, but the response id is only known at the end, so a crash

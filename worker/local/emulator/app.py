@@ -134,7 +134,8 @@ class Emulator:
         fault = self._fault(request, body, conv_id, stream)
         record = RequestRecord(response_id=None, conversation_id=conv_id, stream=stream, fault=fault.kind,
                                background=bool(body.get("background")),
-                               input_texts=[_text(i) for i in input_items])
+                               input_texts=[_text(i) for i in input_items],
+                               params={k: v for k, v in body.items() if k != "input"})
         self.store.log_request(record)
         await self._inject_http_fault(fault.kind, record)
         run = self.engine.start(body=body, input_items=input_items, conversation_id=conv_id, fault=fault,

@@ -59,6 +59,8 @@ class RequestRecord:
     started_at: float = field(default_factory=time.time)
     ended_at: float | None = None
     status: str = "in_progress"
+    params: JSON = field(default_factory=dict)
+    """The body's fields other than ``input`` (model, tools, text, ...), as sent."""
 
 
 @dataclass
