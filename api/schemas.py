@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from parley.worker.messages import Turn, TurnError, TurnStatus
+from parley.worker.request import Messages, RequestDefaults, RequestOptions, ServerTools, message_json
 from parley.worker.webhooks.policy import MAX_URL_CHARS, check_webhook_events, check_webhook_url
 
 MAX_METADATA_PAIRS = 16
@@ -71,6 +72,9 @@ class CreateConversation(Strict):
     webhook_events: WebhookEvents | None = None
     """Which of ``turn.completed``, ``turn.failed``, ``turn.cancelled`` the webhook gets (default: all
     three)."""
+    defaults: RequestDefaults | None = None
+    """Request fields (``model``, ``instructions``, ``tools``, ``text``, ...) its turns get unless they set
+    their own."""
 
 
 class Conversation(BaseModel):
@@ -81,6 +85,8 @@ class Conversation(BaseModel):
     key: str | None = None
     webhook_url: str | None = None
     webhook_events: list[str] | None = None
+    defaults: dict[str, Any] = Field(default_factory=dict)
+    """The request fields its turns get unless they set their own (``{}``: none)."""
 
 
 class UpdateConversation(Strict):
@@ -92,6 +98,8 @@ class UpdateConversation(Strict):
     """A new webhook target; ``null`` goes back to the server's ``PARLEY_WEBHOOK_URL``, if any."""
     webhook_events: WebhookEvents | None = None
     """Which terminal events the webhook gets (``null``: all three)."""
+    defaults: RequestDefaults | None = None
+    """Replaces the defaults as a whole (``{}`` or ``null``: none); turns already queued keep theirs."""
 
 
 class ConversationDeleted(BaseModel):
@@ -115,15 +123,8 @@ class ConversationWithQueue(Conversation):
     running_turn: str | None
 
 
-class InputMessage(Strict):
-    role: Literal["user", "assistant", "system", "developer"]
-    content: Annotated[str, Field(min_length=1)]
-    type: Literal["message"] | None = None
-
-
-class CreateTurn(Strict):
-    input: (Annotated[str, Field(min_length=1)]
-            | Annotated[list[InputMessage], Field(min_length=1, max_length=20)])
+class CreateTurn(Strict, RequestOptions):
+    input: Annotated[str, Field(min_length=1)] | Messages
     idempotency_key: Ident | None = None
     model: Annotated[str, Field(min_length=1, max_length=128)] | None = None
     instructions: Annotated[str, Field(max_length=32_000)] | None = None
@@ -131,16 +132,26 @@ class CreateTurn(Strict):
     deadline_s: Annotated[float, Field(gt=0, le=86_400)] | None = None
     """Give up retrying after this many seconds from the turn's start (``deadline_exceeded``); at most the
     server's PARLEY_TURN_DEADLINE_S, which a longer value is cut to."""
+    server_tools: ServerTools | None = None
+    """Which of the worker's server tools this turn offers: ``true`` (the default) all, ``false`` none, or a
+    list of names."""
 
     def input_chars(self) -> int:
+        """The characters of the text (parts) of the input: what PARLEY_MAX_INPUT_CHARS caps."""
         if isinstance(self.input, str):
             return len(self.input)
-        return sum(len(message.content) for message in self.input)
+        return sum(message.text_chars() for message in self.input)
 
     def input_value(self) -> str | list[dict[str, Any]]:
         if isinstance(self.input, str):
             return self.input
-        return [message.model_dump(exclude_none=True) for message in self.input]
+        return [message_json(message) for message in self.input]
+
+    def server_tools_value(self) -> list[str] | None:
+        """``None`` for all server tools, else the names offered (``[]``: none)."""
+        if self.server_tools is None or self.server_tools is True:
+            return None
+        return [] if self.server_tools is False else list(self.server_tools)
 
 
 class TurnAccepted(BaseModel):
@@ -168,6 +179,11 @@ class TurnOut(BaseModel):
     completed_at: float | None
     metadata: dict[str, str]
     worker: str | None = None
+    model: str | None = None
+    request: dict[str, Any] | None = None
+    """The Responses options the turn was accepted with (its own, else its conversation's or the server's
+    defaults)."""
+    server_tools: list[str] | None = None
     output_parsed: Any = None
     """The reply as JSON, when the turn asked for ``text.format`` json_schema."""
     required_action: dict[str, Any] | None = None

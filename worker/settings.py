@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     """Unset with a key: api.openai.com. Unset without a key: ``parley up`` starts the local emulator."""
     model: str = "gpt-5.4-mini"
     instructions: str | None = None
+    default_request: dict[str, Any] = {}
+    """A JSON object of Responses options (``tools``, ``text``, ``reasoning``, ``temperature``, ...) every
+    turn gets unless it or its conversation's defaults set the field; checked at startup like a turn's."""
     stream_upstream: bool = True
     """Stream generations (deltas for users, the response id known at once); off: one plain call per attempt,
     about half the client CPU, no ``response.delta`` events."""
@@ -185,6 +188,20 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("default_request", mode="after")
+    @classmethod
+    def _check_default_request(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from pydantic import ValidationError
+
+        from .request import RequestOptions
+
+        try:
+            return RequestOptions.model_validate(value).options()
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise ValueError(f"PARLEY_DEFAULT_REQUEST {where}: {first['msg']}") from None
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

@@ -33,7 +33,8 @@ async def create_turn(conversation_id: ConversationId, body: CreateTurn, service
     result = await services.ingress.enqueue(
         conversation_id=conversation_id, input=body.input_value(), model=body.model,
         instructions=body.instructions, metadata=body.metadata or {}, idempotency_key=body.idempotency_key,
-        tenant=principal.tenant, deadline_s=body.deadline_s)
+        tenant=principal.tenant, deadline_s=body.deadline_s, request=body.options(),
+        server_tools=body.server_tools_value())
     if result.status is EnqueueStatus.missing:
         raise not_found("conversation", conversation_id)
     if result.status is EnqueueStatus.full:

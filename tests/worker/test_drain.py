@@ -296,6 +296,34 @@ def test_the_request_carries_the_turns_fields(stream: bool, settings: Settings, 
     assert h.items()[0] == ("user", "hi")
 
 
+@pytest.mark.parametrize("stream", [True, False])
+def test_the_resolved_request_arrives_upstream(stream: bool, settings: Settings, redis_client: redis.Redis,
+                                               emulator: EmulatorServer) -> None:
+    """A turn's options, its conversation's defaults and the server's arrive in the body the SDK sends (as
+    the emulator recorded it), each field from its layer, while the fields the worker owns stay its own."""
+    server = {"temperature": 0.9, "truncation": "auto", "stream": False}
+    h = Harness(settings.model_copy(update={"stream_upstream": stream, "default_request": server}), redis_client,
+                emulator)
+    tool = {"type": "function", "name": "get_time", "parameters": {"type": "object", "properties": {}}}
+    h._ingress(lambda i: i.update_conversation(h.conv, defaults={
+        "model": "gpt-conv", "tools": [tool], "temperature": 0.5, "text": {"verbosity": "low"}}))
+    own = {"temperature": 0.1, "tool_choice": "none", "reasoning": {"effort": "low"}, "max_output_tokens": 64,
+           "conversation": "conv_elsewhere", "input": "injected", "previous_response_id": "resp_x"}
+    result = h._ingress(lambda i: i.enqueue(conversation_id=h.conv, input="hi", model=None, instructions=None,
+                                            metadata={}, idempotency_key=None, request=own))
+    h.drainer.drain(h.conv)
+    assert h.turn(result.turn_id).status is TurnStatus.completed
+    [sent] = [r.params for r in h.emulator.store.snapshot_requests() if r.conversation_id == h.conv]
+    assert {k: sent.get(k) for k in ("model", "tools", "temperature", "tool_choice", "reasoning", "text",
+                                     "max_output_tokens", "truncation")} == {
+        "model": "gpt-conv", "tools": [tool], "temperature": 0.1, "tool_choice": "none",
+        "reasoning": {"effort": "low"}, "text": {"verbosity": "low"}, "max_output_tokens": 64,
+        "truncation": "auto"}
+    assert sent["conversation"] == h.conv and "previous_response_id" not in sent
+    assert bool(sent.get("stream")) is stream
+    assert h.items()[0] == ("user", "hi")
+
+
 def test_threads_are_spread_evenly_over_the_http_clients(settings: Settings) -> None:
     upstream = Upstream(make_clients(settings, concurrency=100), settings)
     assert len(upstream.clients) == 4

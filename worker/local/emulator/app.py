@@ -146,7 +146,8 @@ class Emulator:
             tools=offer.function_names, other_tools=offer.other_tools, tool_choice=offer.tool_choice,
             parallel_tool_calls=offer.parallel_tool_calls, text_format=offer.text["format"],
             function_call_outputs=[{"call_id": i["call_id"], "output": i["output"]} for i in input_items
-                                   if i["type"] == "function_call_output"])
+                                   if i["type"] == "function_call_output"],
+            params={k: v for k, v in body.items() if k != "input"})
         self.store.log_request(record)
         await inject_http_fault(fault.kind, record, self.config)
         run = self.engine.start(body=body, input_items=input_items, conversation_id=conv_id, fault=fault,

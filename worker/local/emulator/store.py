@@ -76,6 +76,8 @@ class RequestRecord:
     """``{"call_id", "output"}`` of each function_call_output in the input."""
     function_calls: list[JSON] = field(default_factory=list)
     """``{"name", "call_id", "arguments"}`` of each call the response made."""
+    params: JSON = field(default_factory=dict)
+    """The body's fields other than ``input`` (model, tools, text, ...), as sent."""
 
 
 @dataclass
