@@ -97,11 +97,14 @@ class AsyncParleyClient:
 
     async def send_turn(self, conversation_id: str, input: TurnInput, *, idempotency_key: str | None = None,
                   model: str | None = None, instructions: str | None = None,
-                  metadata: dict[str, str] | None = None) -> TurnAccepted:
+                  metadata: dict[str, str] | None = None, **options: Any) -> TurnAccepted:
         """Queue a turn. Without ``idempotency_key`` one is made for this call, so a retry cannot queue it
-        twice; pass your own (e.g. the chat platform's event id) to dedupe redeliveries across calls too."""
+        twice; pass your own (e.g. the chat platform's event id) to dedupe redeliveries across calls too.
+        ``options``: the turn's Responses fields (``tools``, ``tool_choice``, ``text``, ``server_tools``,
+        ...)."""
         return await self._call(core.send_turn(conversation_id, input, idempotency_key=idempotency_key,
-                                               model=model, instructions=instructions, metadata=metadata))
+                                               model=model, instructions=instructions, metadata=metadata,
+                                               options=options))
 
     async def get_turn(self, turn_id: str, *, wait_s: float | None = None) -> TurnOut:
         """The turn; with ``wait_s`` (at most 60), once it has ended or that time is up (long-poll)."""

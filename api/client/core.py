@@ -112,12 +112,13 @@ def list_items(conversation_id: str, after: str | None, limit: int | None, order
 
 
 def send_turn(conversation_id: str, input: TurnInput, *, idempotency_key: str | None, model: str | None,
-              instructions: str | None, metadata: dict[str, str] | None) -> Call[TurnAccepted]:
+              instructions: str | None, metadata: dict[str, str] | None,
+              options: dict[str, Any] | None = None) -> Call[TurnAccepted]:
     # The server dedupes turns by idempotency key per conversation: with one, a retry after a lost answer
     # finds the turn it already accepted instead of queueing it twice. One per call, if the caller has none.
     key = idempotency_key or f"client-{uuid.uuid4().hex}"
     body = {"input": input, **_present(idempotency_key=key, model=model, instructions=instructions,
-                                       metadata=metadata)}
+                                       metadata=metadata), **_present(**(options or {}))}
     return Call("POST", f"/v1/conversations/{conversation_id}/turns", TurnAccepted.model_validate, json=body)
 
 

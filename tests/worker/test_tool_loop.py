@@ -184,3 +184,94 @@ def test_a_plain_turn_does_not_enter_the_loop_without_tools(settings: Settings, 
     assert drainer.mailbox.load(conv, turn_id).status is TurnStatus.completed
     [request] = [r for r in emulator.store.snapshot_requests() if r.conversation_id == conv]
     assert not request.tools
+
+
+LOOKUP = {"type": "function", "name": "lookup_order", "description": "Find an order.",
+          "parameters": {"type": "object", "properties": {"number": {"type": "string"}}, "required": ["number"]}}
+
+
+def post_with(h: Harness, message: str, **request: Any) -> str:
+    result = h._ingress(lambda i: i.enqueue(conversation_id=h.conv, input=message, model=None, instructions=None,
+                                            metadata={}, idempotency_key=None, request=request))
+    return str(result.turn_id)
+
+
+def outputs_for(h: Harness, turn_id: str, outputs: dict[str, str]) -> Any:
+    from parley.worker.store.tool_outputs import submit_tool_outputs
+
+    async def go() -> Any:
+        client = redis.asyncio.Redis.from_url(h.settings.redis_url_required, decode_responses=True)
+        try:
+            return await submit_tool_outputs(client, h.mailbox.keys, h.settings, conv=h.conv, turn_id=turn_id,
+                                             outputs=outputs)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(go())
+
+
+def test_a_bot_tool_pauses_the_turn_until_its_outputs_come(h: Harness) -> None:
+    """A call of the turn's own tool (no server tool has it) stops the turn in ``requires_action`` with the
+    call in ``required_action`` and the lease given back; the next turn waits behind it. A wrong call id is
+    refused; the right outputs queue it again, the drain finishes it with the outputs upstream, once; the
+    same outputs posted again change nothing; then the next turn runs."""
+    turn_id = post_with(h, 'where is A-17? [call lookup_order {"number": "A-17"}]', tools=[LOOKUP])
+    after = h.post("thanks")
+    h.drainer.drain(h.conv)
+    waiting = h.turn(turn_id)
+    assert waiting.status is TurnStatus.requires_action
+    [call] = waiting.required_action["tool_calls"]
+    assert call["name"] == "lookup_order" and json.loads(call["arguments"]) == {"number": "A-17"}
+    assert h.turn(after).status is TurnStatus.queued
+    assert not h.mailbox.client.exists(h.mailbox.keys.lease(h.conv))
+    assert h.drainer.drain(h.conv).turns == 0  # a wake-up meanwhile leaves it waiting
+    assert outputs_for(h, turn_id, {"call_nope": "x"}).status == "unknown_call"
+    assert outputs_for(h, turn_id, {}).status == "missing_call"
+    accepted = outputs_for(h, turn_id, {call["call_id"]: '{"status": "shipped"}'})
+    assert accepted.status == "ok" and accepted.need_wakeup
+    h.drainer.drain(h.conv)
+    done = h.turn(turn_id)
+    assert done.status is TurnStatus.completed and 'lookup_order={"status": "shipped"}' in done.output_text
+    assert outputs_for(h, turn_id, {call["call_id"]: '{"status": "shipped"}'}).status == "unchanged"
+    assert h.turn(after).status is TurnStatus.completed
+    assert_every_call_answered(h.items())
+    types = [e["type"] for e in h.events() if e["turn_id"] == turn_id]
+    assert "turn.requires_action" in types and types[-1] == "turn.completed"
+
+
+def test_a_bot_that_never_answers_fails_the_turn_and_the_conversation_goes_on(h: Harness) -> None:
+    """Past PARLEY_TOOL_OUTPUT_TIMEOUT_S the waiting call gets an error output (stored without a model run),
+    the turn fails ``tool_outputs_timeout``, and the next turn completes."""
+    h.drainer.mailbox.settings = h.settings.model_copy(update={"tool_output_timeout_s": 0.3})
+    turn_id = post_with(h, "[call lookup_order]", tools=[LOOKUP])
+    after = h.post("hello?")
+    h.drainer.drain(h.conv)
+    assert h.turn(turn_id).status is TurnStatus.requires_action
+    import time
+
+    time.sleep(0.4)
+    h.drainer.drain(h.conv)
+    failed = h.turn(turn_id)
+    assert failed.status is TurnStatus.failed and failed.error.type == "tool_outputs_timeout"
+    assert_every_call_answered(h.items())
+    assert h.turn(after).status is TurnStatus.completed
+
+
+SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}, "temp": {"type": "number"}},
+          "required": ["city", "temp"], "additionalProperties": False}
+
+
+@pytest.mark.parametrize("marker", ["", "[bad_json]", "[wrong_json]"])
+def test_json_replies_are_parsed_and_validated(h: Harness, marker: str) -> None:
+    """With text.format json_schema the turn carries ``output_parsed`` valid against the schema; a reply that
+    does not parse or does not validate fails the turn ``invalid_json_output``."""
+    turn_id = post_with(h, f"weather {marker}", text={"format": {"type": "json_schema", "name": "weather",
+                                                                 "schema": SCHEMA, "strict": True}})
+    h.drainer.drain(h.conv)
+    turn = h.turn(turn_id)
+    if not marker:
+        assert turn.status is TurnStatus.completed and set(turn.output_parsed) == {"city", "temp"}
+        completed = [e for e in h.events() if e["type"] == "turn.completed"]
+        assert completed[0]["output_parsed"] == turn.output_parsed
+    else:
+        assert turn.status is TurnStatus.failed and turn.error.type == "invalid_json_output"
