@@ -147,3 +147,43 @@ def test_sigkill_at_each_point_of_the_loop(point: str, tooled: Settings, http: h
     rejected = [r for r in emulator.store.snapshot_requests() if r.conversation_id == conv
                 and r.status == "rejected"]
     assert rejected == [] or point in ("tool_outputs_sent", "tool_final_delta")
+
+
+LOOKUP = {"type": "function", "name": "lookup_order", "description": "Find an order.",
+          "parameters": {"type": "object", "properties": {"number": {"type": "string"}}, "required": ["number"]}}
+
+
+def test_bot_tools_through_the_api(tooled: Settings, http: httpx.Client, emulator: EmulatorServer,
+                                   tool_log: Path) -> None:
+    """A turn offering the bot's own tool: ``requires_action`` (the long-poll returns at once with the call),
+    a wrong call id is a 400 naming it and sends nothing, the outputs resume it (one request upstream with
+    them), posting them again is a 200 that changes nothing, the next turn completes; a bot that never
+    answers gets its turn failed ``tool_outputs_timeout`` (the reaper wakes it) and the conversation goes on."""
+    quick = tooled.model_copy(update={"tool_output_timeout_s": 1.0})
+    conv = http.post("/v1/conversations", json={}).json()["id"]
+    with workers(quick, 1, concurrency=8, extra_env=env(tool_log)), start_beat(quick):
+        body = {"input": 'where is A-17? [call lookup_order {"number": "A-17"}]', "tools": [LOOKUP]}
+        turn = http.post(f"/v1/conversations/{conv}/turns", json=body).json()["id"]
+        after = post(http, conv, "thanks")
+        waiting = http.get(f"/v1/turns/{turn}", params={"wait": 20}).json()
+        assert waiting["status"] == "requires_action", waiting
+        [call] = waiting["required_action"]["tool_calls"]
+        wrong = http.post(f"/v1/turns/{turn}/tool_outputs", json={"outputs": [{"call_id": "call_x", "output": "?"}]})
+        assert wrong.status_code == 400 and "call_x" in wrong.json()["error"]["message"]
+        outputs = {"outputs": [{"call_id": call["call_id"], "output": '{"status": "shipped"}'}]}
+        assert http.post(f"/v1/turns/{turn}/tool_outputs", json=outputs).status_code == 200
+        wait_until(lambda: status(http, after) == "completed", timeout_s=20)
+        again = http.post(f"/v1/turns/{turn}/tool_outputs", json=outputs)
+        assert again.status_code == 200 and again.json()["status"] == "completed"
+        sent = [r for r in emulator.store.snapshot_requests() if r.conversation_id == conv
+                and r.function_call_outputs]
+        assert len(sent) == 1 and sent[0].function_call_outputs[0]["call_id"] == call["call_id"]
+        assert 'lookup_order={"status": "shipped"}' in http.get(f"/v1/turns/{turn}").json()["output_text"]
+
+        silent = http.post(f"/v1/conversations/{conv}/turns", json={**body, "input": "[call lookup_order]"}
+                           ).json()["id"]
+        later = post(http, conv, "anyone?")
+        wait_until(lambda: status(http, silent) == "failed", timeout_s=20, message="the timeout")
+        wait_until(lambda: status(http, later) == "completed", timeout_s=20)
+    assert http.get(f"/v1/turns/{silent}").json()["error"]["type"] == "tool_outputs_timeout"
+    assert_every_call_answered_once(emulator.store.snapshot_items(conv))
