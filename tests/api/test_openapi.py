@@ -1,14 +1,17 @@
-"""The OpenAPI document tells the truth about errors, and ``/docs`` works with no network."""
+"""The OpenAPI document tells the truth (errors, auth, media types, limits), and ``/docs`` works with no
+network."""
 
 from __future__ import annotations
 
 import json
+import random
 import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
+
 
 
 @pytest.fixture(name="http")
@@ -70,3 +73,58 @@ def test_docs_page_needs_no_cdn(http: httpx.Client) -> None:
     for asset in assets:
         served = http.get(asset)
         assert served.status_code == 200 and len(served.content) > 10_000, asset
+
+
+def test_every_v1_operation_takes_the_bearer_key_and_health_does_not(spec: dict[str, Any]) -> None:
+    """The document declares HTTP bearer auth and asks for it (and documents the 401) on every ``/v1``
+    operation; health, readiness and metrics are open, as the routes are."""
+    scheme = spec["components"]["securitySchemes"]["bearerAuth"]
+    assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
+    for path, operations in spec["paths"].items():
+        for operation in operations.values():
+            if path.startswith("/v1/"):
+                assert operation["security"] == [{"bearerAuth": []}] and "401" in operation["responses"], path
+            else:
+                assert "security" not in operation and "401" not in operation["responses"], path
+    assert {"/healthz", "/readyz", "/metrics"} <= set(spec["paths"])
+
+
+def test_streams_and_metrics_are_documented_as_what_they_send(http: httpx.Client,
+                                                              spec: dict[str, Any]) -> None:
+    """The event routes answer ``text/event-stream`` (each event: its type, its seq as id, a parley event as
+    data) and ``/metrics`` Prometheus text, not JSON; the metrics media type is the one actually sent."""
+    for path in ("/v1/conversations/{conversation_id}/events", "/v1/turns/{turn_id}/events"):
+        content = spec["paths"][path]["get"]["responses"]["200"]["content"]
+        assert list(content) == ["text/event-stream"]
+        event = content["text/event-stream"]["schema"]
+        assert event["required"] == ["event", "data", "id"]
+        assert "turn.completed" in event["properties"]["event"]["enum"]
+        assert event["properties"]["data"]["contentSchema"] == {"$ref": "#/components/schemas/Event"}
+    assert "oneOf" in spec["components"]["schemas"]["Event"]
+    metrics = spec["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
+    assert list(metrics) == ["text/plain; version=0.0.4"]
+    assert http.get("/metrics").headers["content-type"].startswith("text/plain; version=0.0.4")
+
+
+def test_seq_pattern_takes_exactly_what_the_event_routes_take() -> None:
+    """``digits_at_most(MAX_SEQ)`` matches a cursor exactly when the routes' own check takes it."""
+    from parley.api.errors import ApiError
+    from parley.api.openapi import SEQ_PATTERN, digits_at_most
+    from parley.api.routes.events import MAX_SEQ, _seq
+
+    def taken(value: str) -> bool:
+        try:
+            _seq(value, "after")
+        except ApiError:
+            return False
+        return True
+
+    rng = random.Random(7)
+    values = [str(MAX_SEQ), str(MAX_SEQ + 1), str(MAX_SEQ - 1), "0", "0" * 19, "0" * 20, "9" * 18, "9" * 19,
+              "", "1_0", "+1", "١", *(str(rng.randrange(10 ** rng.randrange(1, 21))) for _ in range(2000)),
+              *(str(MAX_SEQ - rng.randrange(10 ** 6)) for _ in range(200)),
+              *(str(MAX_SEQ)[:i] + str(d) + "0" * (18 - i) for i in range(19) for d in range(10))]
+    for value in values:
+        assert bool(re.fullmatch(SEQ_PATTERN, value)) == taken(value), value
+    assert all(re.fullmatch(digits_at_most(305), str(n)) for n in range(306))
+    assert not any(re.fullmatch(digits_at_most(305), str(n)) for n in range(306, 1000))
