@@ -54,7 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPIOffline(title="parley", version=__version__, lifespan=lifespan,
                          description="Ordered chat-bot turns on the OpenAI Responses and Conversations APIs.")
     errors.install(app)
-    openapi.install(app)
+    openapi.install(app, max_input_chars=settings.max_input_chars)
 
     # Added last, so outermost: a body too large is refused before anything reads it.
     app.add_middleware(RequestContext)

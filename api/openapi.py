@@ -1,5 +1,6 @@
 """The OpenAPI document as the API really answers: every error in the one ``{"error": ...}`` envelope, the
-bearer key on every ``/v1`` operation, event streams and Prometheus text as what they are.
+bearer key on every ``/v1`` operation, event streams and Prometheus text as what they are, and the limits the
+routes enforce.
 
 FastAPI documents its own ``{"detail": [...]}`` body for 422s, which parley never sends (api/errors.py
 rewrites them); this replaces it and lists, per operation, the errors a client must handle. schemathesis
@@ -115,7 +116,17 @@ def _cursors(operation: dict[str, Any]) -> None:
                                    "description": f"An event seq: digits, at most {MAX_SEQ}"}
 
 
-def document(app: FastAPI) -> dict[str, Any]:
+def _input_limit(components: dict[str, Any], max_input_chars: int) -> None:
+    """``PARLEY_MAX_INPUT_CHARS`` on the input strings: a setting, so not in the pydantic models. A list's
+    contents also count together (413 ``input_too_large``), which JSON Schema cannot say."""
+    texts = [*components["CreateTurn"]["properties"]["input"]["anyOf"],
+             components["InputMessage"]["properties"]["content"]]
+    for text in texts:
+        if text.get("type") == "string":
+            text["maxLength"] = max_input_chars
+
+
+def document(app: FastAPI, *, max_input_chars: int | None = None) -> dict[str, Any]:
     schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
     top = schema.setdefault("components", {})
     components = top.setdefault("schemas", {})
@@ -125,6 +136,8 @@ def document(app: FastAPI) -> dict[str, Any]:
     _add_components(components, ErrorEnvelope.model_json_schema(ref_template=refs), "ErrorEnvelope")
     _add_components(components, EVENT_ADAPTER.json_schema(ref_template=refs), "Event")
     top["securitySchemes"] = SECURITY_SCHEMES
+    if max_input_chars is not None:
+        _input_limit(components, max_input_chars)
     for path, operations in schema.get("paths", {}).items():
         for method, operation in operations.items():
             responses = operation.setdefault("responses", {})
@@ -142,10 +155,10 @@ def document(app: FastAPI) -> dict[str, Any]:
     return schema
 
 
-def install(app: FastAPI) -> None:
+def install(app: FastAPI, *, max_input_chars: int | None = None) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = document(app)
+            app.openapi_schema = document(app, max_input_chars=max_input_chars)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from parley.worker.settings import Settings
 
 
 @pytest.fixture(name="http")
@@ -106,6 +107,44 @@ def test_streams_and_metrics_are_documented_as_what_they_send(http: httpx.Client
     assert http.get("/metrics").headers["content-type"].startswith("text/plain; version=0.0.4")
 
 
+def _validator(spec: dict[str, Any], name: str) -> Any:
+    import jsonschema
+
+    return jsonschema.Draft202012Validator({"components": spec["components"],
+                                            "$ref": f"#/components/schemas/{name}"})
+
+
+def _metadata(pairs: int = 1, key: str = "k", value: str = "v") -> dict[str, str]:
+    return {f"{key}{i}" if pairs > 1 else key: value for i in range(pairs)}
+
+
+METADATA_CASES = [_metadata(16), _metadata(17), _metadata(key="k" * 64), _metadata(key="k" * 65),
+                  _metadata(key=""), _metadata(value="v" * 512), _metadata(value="v" * 513), {}]
+
+
+@pytest.mark.parametrize("metadata", METADATA_CASES, ids=lambda m: f"{len(m)}x{max(map(len, m), default=0)}"
+                         f"/{max(map(len, m.values()), default=0)}")
+def test_metadata_limits_in_the_document_are_the_servers(http: httpx.Client, spec: dict[str, Any],
+                                                         metadata: dict[str, str]) -> None:
+    """16 pairs, keys of 1 to 64 characters, values up to 512: the document's JSON Schema takes exactly the
+    metadata the API takes, on conversations and on turns."""
+    conv = http.post("/v1/conversations", json={}).json()["id"]
+    turn = {"input": "x", "metadata": metadata}
+    for name, url, body in (("CreateConversation", "/v1/conversations", {"metadata": metadata}),
+                            ("CreateTurn", f"/v1/conversations/{conv}/turns", turn)):
+        documented = _validator(spec, name).is_valid(body)
+        status = http.post(url, json=body).status_code
+        assert (status < 300) == documented and status in (200, 201, 202, 422), (name, status)
+
+
+def test_the_input_limit_is_the_setting(spec: dict[str, Any], settings: Settings) -> None:
+    """A string input, or one message, over PARLEY_MAX_INPUT_CHARS is documented as too long."""
+    validator = _validator(spec, "CreateTurn")
+    limit = settings.max_input_chars
+    assert validator.is_valid({"input": "x" * limit}) and not validator.is_valid({"input": "x" * (limit + 1)})
+    assert not validator.is_valid({"input": [{"role": "user", "content": "x" * (limit + 1)}]})
+
+
 def test_seq_pattern_takes_exactly_what_the_event_routes_take() -> None:
     """``digits_at_most(MAX_SEQ)`` matches a cursor exactly when the routes' own check takes it."""
     from parley.api.errors import ApiError
@@ -128,3 +167,46 @@ def test_seq_pattern_takes_exactly_what_the_event_routes_take() -> None:
         assert bool(re.fullmatch(SEQ_PATTERN, value)) == taken(value), value
     assert all(re.fullmatch(digits_at_most(305), str(n)) for n in range(306))
     assert not any(re.fullmatch(digits_at_most(305), str(n)) for n in range(306, 1000))
+
+
+def test_whitespace_patterns_agree_with_the_checks() -> None:
+    """The spelled-out whitespace classes are what pydantic's ``\\s`` and ``str.isspace`` mean, code point by
+    code point, so a generator reading the document and the server agree on every character."""
+    from pydantic import TypeAdapter
+
+    from parley.api.schemas import IDENT_PATTERN, URL_TEXT, Ident
+
+    ident, url_text = TypeAdapter(Ident), re.compile(URL_TEXT)
+    for code in range(0x3001):
+        char = chr(code)
+        assert bool(url_text.fullmatch(char)) == (not char.isspace()), hex(code)
+        try:
+            ident.validate_python("a" + char)
+            taken = True
+        except ValueError:
+            taken = False
+        assert bool(re.fullmatch(IDENT_PATTERN, "a" + char)) == taken, hex(code)
+    assert all(char.isspace() == (not url_text.fullmatch(char)) for char in map(chr, range(0x3001, 0x110000))
+               if not 0xD800 <= ord(char) < 0xE000)
+
+
+WEBHOOK_URLS = ["https://bot.example.com/parley", "HTTP://A", "http://u:p@h:8080/p?q=1#f", "http://a:65535",
+                "http://a:65536", "http://a:0", "http://a:", "http://a:x", "ftp://a", "http://", "http://@/x",
+                "http://:80", "http://a b", "http://a/\x1c", "http://a/\u3000", "http://a/\ufeff", "https://a/%zz",
+                "http://[::1]/", "http://ü.example/", "not a url", "https://x/" + "a" * 2048]
+
+
+@pytest.mark.parametrize("url", WEBHOOK_URLS)
+def test_the_webhook_url_pattern_takes_only_what_the_check_takes(url: str) -> None:
+    """Every URL the document's pattern takes, the server's check takes; the other way round too, but for
+    spellings the pattern leaves out on purpose (IPv6 literals, non-ASCII hosts)."""
+    from parley.api.schemas import WEBHOOK_URL_PATTERN
+    from parley.worker.webhooks.policy import MAX_URL_CHARS, check_webhook_url
+
+    try:
+        check_webhook_url(url)
+        taken = True
+    except ValueError:
+        taken = False
+    documented = bool(re.fullmatch(WEBHOOK_URL_PATTERN, url)) and len(url) <= MAX_URL_CHARS
+    assert documented == taken or (taken and ("[" in url or not url.isascii())), (documented, taken)
