@@ -59,6 +59,12 @@ EVENT_STREAMS = frozenset({("get", "/v1/conversations/{conversation_id}/events")
 SEQ_PARAMETERS = frozenset({"Last-Event-ID", "after"})
 """The event routes' cursors: an event's ``seq``, which the routes refuse with a 400 past ``MAX_SEQ``."""
 PROMETHEUS = "text/plain; version=0.0.4"
+REPEATS = {
+    ("post", "/v1/conversations"): ("201", "The conversation already bound to this key (get-or-create)"),
+    ("post", "/v1/conversations/{conversation_id}/turns"): (
+        "202", "The turn an earlier request with this idempotency_key made (a retry): nothing new is queued"),
+}
+"""Creations answered 200, with the same body, when the thing already exists."""
 
 
 def digits_at_most(limit: int) -> str:
@@ -101,6 +107,9 @@ def _sse_event() -> dict[str, Any]:
 
 
 def _success(method: str, path: str, responses: dict[str, Any]) -> None:
+    if (method, path) in REPEATS:
+        created, description = REPEATS[method, path]
+        responses["200"] = {**responses[created], "description": description}
     if (method, path) in EVENT_STREAMS:
         responses["200"] = {"description": "Server-Sent Events: each event's data is one parley event (JSON)",
                             "content": {"text/event-stream": {"schema": _sse_event()}}}

@@ -107,6 +107,13 @@ def test_streams_and_metrics_are_documented_as_what_they_send(http: httpx.Client
     assert http.get("/metrics").headers["content-type"].startswith("text/plain; version=0.0.4")
 
 
+def test_creations_that_find_their_thing_document_200(spec: dict[str, Any]) -> None:
+    """Get-or-create by key and a retried turn answer 200 with the same body as the 201/202."""
+    for path, created in (("/v1/conversations", "201"), ("/v1/conversations/{conversation_id}/turns", "202")):
+        responses = spec["paths"][path]["post"]["responses"]
+        assert responses["200"]["content"] == responses[created]["content"], path
+
+
 def _validator(spec: dict[str, Any], name: str) -> Any:
     import jsonschema
 
