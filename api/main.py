@@ -64,7 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPIOffline(title="parley", version=__version__, lifespan=lifespan,
                          description="Ordered chat-bot turns on the OpenAI Responses and Conversations APIs.")
     errors.install(app)
-    openapi.install(app)
+    openapi.install(app, max_input_chars=settings.max_input_chars)
 
     # The last added is outermost: the body cap, then the request context (its log line is the audit line),
     # then authentication, which binds the key's name to that context before any route reads the body.

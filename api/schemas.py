@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from parley.worker.messages import Turn, TurnError, TurnStatus
 from parley.worker.request import Messages, RequestDefaults, RequestOptions, ServerTools, message_json
-from parley.worker.webhooks.policy import MAX_URL_CHARS, check_webhook_events, check_webhook_url
+from parley.worker.webhooks.policy import (
+    MAX_URL_CHARS,
+    WEBHOOK_EVENT_TYPES,
+    check_webhook_events,
+    check_webhook_url,
+)
 
 MAX_METADATA_PAIRS = 16
 MAX_METADATA_KEY = 64
@@ -27,10 +32,37 @@ def _check_metadata(value: dict[str, str]) -> dict[str, str]:
     return value
 
 
-Metadata = Annotated[dict[str, str], AfterValidator(_check_metadata)]
-Ident = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^{}\s]+$")]
-WebhookUrl = Annotated[str, Field(max_length=MAX_URL_CHARS), AfterValidator(check_webhook_url)]
-WebhookEvents = Annotated[list[str], Field(min_length=1, max_length=8), AfterValidator(check_webhook_events)]
+# The rules are checked by the validators, whose sentences name them (a test pins those); the JSON Schema
+# says the same limits, so the document is true and a client's generator (schemathesis) keeps within them.
+METADATA_SCHEMA = {
+    "type": "object", "maxProperties": MAX_METADATA_PAIRS,
+    "propertyNames": {"minLength": 1, "maxLength": MAX_METADATA_KEY},
+    "additionalProperties": {"type": "string", "maxLength": MAX_METADATA_VALUE},
+    "description": f"At most {MAX_METADATA_PAIRS} pairs; keys 1 to {MAX_METADATA_KEY} characters, values at "
+                   f"most {MAX_METADATA_VALUE} (OpenAI's limits)"}
+# Whitespace spelled out: ``\s`` means three things in the three regex engines that read these patterns
+# (pydantic's Rust one: Unicode White_Space; Python's: also \x1c-\x1f; JSON Schema's ECMA one: not \x85 but
+# \ufeff), so a generator would send what the server refuses, or the other way round.
+UNICODE_SPACE = r"\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+"""Unicode's White_Space: what ``\\s`` matches in pydantic's patterns."""
+PYTHON_SPACE = UNICODE_SPACE + r"\x1c-\x1f"
+"""What ``str.isspace`` is true for."""
+IDENT_PATTERN = rf"^[^{{}}{UNICODE_SPACE}]+$"
+URL_TEXT = rf"[^{PYTHON_SPACE}]"
+PORT = r"(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4})"
+WEBHOOK_URL_PATTERN = (rf"^[Hh][Tt][Tt][Pp][Ss]?://(?:[A-Za-z0-9._~%!$&'()*+,;=:-]*@)?[A-Za-z0-9._~%!$&'()*+,;=-]+"
+                       rf"(?::{PORT}?)?(?:[/?#]{URL_TEXT}*)?$")
+"""The URLs ``check_webhook_url`` takes, told as a regex: an http(s) scheme, a host, a port in range, no
+whitespace. Hosts are told as ASCII (IDNs in punycode), which the check also takes in other spellings."""
+
+Metadata = Annotated[dict[str, str], AfterValidator(_check_metadata), WithJsonSchema(METADATA_SCHEMA)]
+Ident = Annotated[str, Field(min_length=1, max_length=256, pattern=IDENT_PATTERN)]
+WebhookUrl = Annotated[str, Field(max_length=MAX_URL_CHARS), AfterValidator(check_webhook_url),
+                       WithJsonSchema({
+                           "type": "string", "maxLength": MAX_URL_CHARS, "pattern": WEBHOOK_URL_PATTERN})]
+WebhookEvents = Annotated[list[str], Field(min_length=1, max_length=8), AfterValidator(check_webhook_events),
+                          WithJsonSchema({"type": "array", "minItems": 1, "maxItems": 8,
+                                          "items": {"type": "string", "enum": list(WEBHOOK_EVENT_TYPES)}})]
 
 
 def _encodable(value: Any) -> bool:

@@ -11,11 +11,13 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from .schemas import IDENT_PATTERN
+
 LOCATIONS = frozenset({"body", "query", "path", "header"})
 KINDS = {"string": "a string", "list": "a list", "dict": "an object", "model": "an object",
          "model_attributes": "an object", "int": "an integer", "float": "a number", "bool": "true or false"}
 RULES = {
-    r"^[^{}\s]+$": "must not contain spaces or curly braces",
+    IDENT_PATTERN: "must not contain spaces or curly braces",
 }
 """Sentences for the patterns parley uses, so a client reads the rule rather than a regex."""
 LIMITS = {

@@ -103,7 +103,9 @@ async def submit_tool_outputs(turn_id: TurnId, body: ToolOutputs, services: Serv
     if result.status in ("unknown_call", "missing_call"):
         says = ("is not one of the turn's pending calls" if result.status == "unknown_call"
                 else "has no output: post one for every pending call")
-        raise ApiError(400, "invalid_request", f"call_id {clip(result.detail)!r} {says}.", param="outputs")
+        # A well-formed body that does not fit the turn's state: a conflict, as the pending calls decide.
+        raise ApiError(409, "tool_outputs_mismatch", f"call_id {clip(result.detail)!r} {says}.",
+                       param="outputs")
     if result.status == "ok" and result.need_wakeup:
         services.wake(turn.conversation_id)
     current = await ingress.get_turn(turn_id, principal.tenant)

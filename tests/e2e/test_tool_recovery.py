@@ -156,7 +156,7 @@ LOOKUP = {"type": "function", "name": "lookup_order", "description": "Find an or
 def test_bot_tools_through_the_api(tooled: Settings, http: httpx.Client, emulator: EmulatorServer,
                                    tool_log: Path) -> None:
     """A turn offering the bot's own tool: ``requires_action`` (the long-poll returns at once with the call),
-    a wrong call id is a 400 naming it and sends nothing, the outputs resume it (one request upstream with
+    a wrong call id is a 409 naming it and sends nothing, the outputs resume it (one request upstream with
     them), posting them again is a 200 that changes nothing, the next turn completes; a bot that never
     answers gets its turn failed ``tool_outputs_timeout`` (the reaper wakes it) and the conversation goes on."""
     quick = tooled.model_copy(update={"tool_output_timeout_s": 1.0})
@@ -169,7 +169,7 @@ def test_bot_tools_through_the_api(tooled: Settings, http: httpx.Client, emulato
         assert waiting["status"] == "requires_action", waiting
         [call] = waiting["required_action"]["tool_calls"]
         wrong = http.post(f"/v1/turns/{turn}/tool_outputs", json={"outputs": [{"call_id": "call_x", "output": "?"}]})
-        assert wrong.status_code == 400 and "call_x" in wrong.json()["error"]["message"]
+        assert wrong.status_code == 409 and "call_x" in wrong.json()["error"]["message"]
         outputs = {"outputs": [{"call_id": call["call_id"], "output": '{"status": "shipped"}'}]}
         assert http.post(f"/v1/turns/{turn}/tool_outputs", json=outputs).status_code == 200
         wait_until(lambda: status(http, after) == "completed", timeout_s=20)

@@ -53,3 +53,11 @@ class PassThrough(BaseModel):
         if not encodable(value):
             raise ValueError(UNENCODABLE)
         return value
+
+
+def integral(value: object) -> object:
+    """JSON Schema's ``integer`` takes ``16.0`` (a number with no fraction), and so does OpenAI; strict
+    pydantic would not. Other values go on to the strict check unchanged (``"16"`` stays refused)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value

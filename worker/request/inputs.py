@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, WithJsonSchema, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, WithJsonSchema, model_validator
 
 from .base import RequestModel
 
@@ -43,8 +43,22 @@ class InputText(RequestModel):
     text: str
 
 
+def exactly_one_of(*sources: list[str]) -> list[dict[str, Any]]:
+    """JSON Schema for "exactly one of these sources, each given as a string" (a ``null`` counts as absent,
+    as it does for the validators)."""
+
+    def given(names: list[str]) -> dict[str, Any]:
+        return {"required": names, "properties": {name: {"type": "string"} for name in names}}
+
+    return [{**given(source), "not": {"anyOf": [given(other[:1]) for other in sources if other != source]}}
+            for source in sources]
+
+
 class InputImage(RequestModel):
     """An image by ``image_url`` or by ``file_id`` (exactly one)."""
+
+    # The rule in JSON Schema too, so the API's document says what the validator below refuses.
+    model_config = ConfigDict(json_schema_extra={"oneOf": exactly_one_of(["image_url"], ["file_id"])})
 
     type: Literal["input_image"]
     image_url: Url | None = None
@@ -61,6 +75,9 @@ class InputImage(RequestModel):
 
 class InputFile(RequestModel):
     """A file by ``file_id``, ``file_url`` or inline ``file_data`` with its ``filename`` (exactly one)."""
+
+    model_config = ConfigDict(json_schema_extra={"oneOf": exactly_one_of(["file_id"], ["file_url"],
+                                                                          ["file_data", "filename"])})
 
     type: Literal["input_file"]
     file_id: FileId | None = None

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
-from .base import RequestModel
+from .base import RequestModel, integral
 from .tools import Name, ToolChoice, Tools
 
 MAX_MODEL_CHARS = 128
@@ -67,7 +67,7 @@ class RequestOptions(RequestModel):
     parallel_tool_calls: bool | None = None
     text: Text | None = None
     reasoning: Reasoning | None = None
-    max_output_tokens: Annotated[int, Field(ge=16)] | None = None
+    max_output_tokens: Annotated[int, Field(ge=16), BeforeValidator(integral)] | None = None
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     top_p: Annotated[float, Field(ge=0, le=1)] | None = None
     truncation: Literal["auto", "disabled"] | None = None
