@@ -15,7 +15,8 @@ from .settings import Settings
 _SECRET_PATTERNS = (
     re.compile(r"(sk-[A-Za-z0-9_\-]{8,})"),
     re.compile(r"(Bearer\s+)[^\s\"']+", re.IGNORECASE),
-    re.compile(r"(rediss?://[^:/@\s]*:)[^@\s]+(@)"),
+    # The password of a Redis or AMQP broker URL (user:password@host).
+    re.compile(r"((?:rediss?|sentinel|amqps?|pyamqp)://[^:/@\s]*:)[^@\s]+(@)"),
 )
 
 
@@ -33,13 +34,16 @@ def register_secrets(settings: Settings) -> None:
     if settings.flower_basic_auth is not None:
         values += [pair.partition(":")[2]
                    for pair in settings.flower_basic_auth.get_secret_value().split(",")]
-    if settings.redis_url and (match := _SECRET_PATTERNS[2].search(settings.redis_url)):
-        values.append(settings.redis_url[match.end(1):match.start(2)])
+    broker = settings.broker_url.get_secret_value() if settings.broker_url is not None else None
+    for url in (settings.redis_url, broker):
+        if url and (match := _SECRET_PATTERNS[2].search(url)):
+            values.append(url[match.end(1):match.start(2)])
     _SECRETS.update(v for v in values if len(v) >= MIN_SECRET_CHARS)
 
 
 def redact_text(text: str) -> str:
-    """``text`` with API keys, bearer tokens, Redis passwords and this process's own secrets masked."""
+    """``text`` with API keys, bearer tokens, Redis and broker passwords and this process's own secrets
+    masked."""
     for secret in _SECRETS:
         if secret in text:
             text = text.replace(secret, "[redacted]")

@@ -18,7 +18,11 @@ class Settings(BaseSettings):
 
     # --- Redis ---------------------------------------------------------------------------------------
     redis_url: str | None = None
-    """Redis for mailboxes, events and the Celery broker. Unset: ``parley up`` starts an embedded one."""
+    """Redis for mailboxes, events and (unless ``broker_url`` is set) the Celery broker. Unset: ``parley up``
+    starts an embedded one."""
+    broker_url: SecretStr | None = None
+    """The Celery broker that carries the wake-ups (``amqp://`` RabbitMQ or another ``redis://``); unset: the
+    Redis of ``redis_url``."""
     key_prefix: str = "parley"
     redis_max_connections: int = 256
     """Pool size per process; keep it above the worker concurrency (redis-py fails hard past it)."""
