@@ -10,7 +10,7 @@ from celery.signals import beat_init, worker_process_init, worker_ready, worker_
 from prometheus_client import start_http_server
 
 from . import metrics
-from .celery_app import DRAIN_TASK, QUEUE, REAP_TASK
+from .celery_app import DRAIN_TASK, QUEUE, REAP_TASK, broker_url
 from .log import configure_logging, get_logger, redact_url, upstream_description
 from .run.reaper import reap
 from .run.runtime import get_runtime
@@ -48,8 +48,8 @@ def _prepare(**_: object) -> None:
     settings = get_settings()
     log.info("worker_started", queue=QUEUE, pool=settings.worker_pool,
              concurrency=settings.worker_concurrency,
-             redis=redact_url(settings.redis_url or ""), upstream=upstream_description(settings),
-             metrics_port=settings.worker_metrics_port or None)
+             redis=redact_url(settings.redis_url or ""), broker=redact_url(broker_url(settings)),
+             upstream=upstream_description(settings), metrics_port=settings.worker_metrics_port or None)
     port = settings.worker_metrics_port
     if port:
         # In the main process: with PROMETHEUS_MULTIPROC_DIR it also serves what prefork children counted.
@@ -66,7 +66,7 @@ configure_logging(get_settings())
 def _beat_started(**_: object) -> None:
     settings = get_settings()
     log.info("beat_started", task=REAP_TASK, every_s=settings.reaper_interval_s,
-             redis=redact_url(settings.redis_url or ""))
+             redis=redact_url(settings.redis_url or ""), broker=redact_url(broker_url(settings)))
 
 
 @worker_shutting_down.connect

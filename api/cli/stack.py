@@ -242,6 +242,8 @@ class LocalStack:
             "parley is up:",
             f"  API      {self.api_url}   (docs: /docs)",
             f"  Redis    {redact_url(self.redis_url)}{' (embedded)' if self.redis else ''}",
+            *([f"  broker   {redact_url(self.settings.broker_url.get_secret_value())}"]
+              if self.settings.broker_url else []),
             f"  upstream {self.emulator_url or self.upstream.description}"
             f"{' (local emulator)' if self.emulator_url else ''}",
             f"  data     {self.data_dir}",
