@@ -29,7 +29,8 @@ class Services:
         self.wakeups.submit(conversation_id)
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    # async for the same reason as the scope checks (api/auth/__init__.py): no thread pool hop per request.
     services: Services = request.app.state.services
     return services
 
