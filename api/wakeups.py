@@ -58,6 +58,8 @@ class Throttle:
 
 
 class WakeupSender:
+    """``submit`` from the event loop, one thread publishes; ``start``/``stop`` with the app's lifespan."""
+
     def __init__(self, celery: Celery, *, max_pending: int = MAX_PENDING) -> None:
         self.celery = celery
         self.pending: queue.Queue[object] = queue.Queue(maxsize=max_pending)
