@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     # --- Worker --------------------------------------------------------------------------------------
     worker_pool: Literal["threads", "prefork", "gevent", "solo"] = "threads"
     worker_concurrency: int = 200
+    worker_nice: int = Field(default=0, ge=0, le=19)
+    """Niceness a worker process takes at start; on a host it shares with the API (``parley up``, one VM), 10
+    lets requests get a CPU first while workers still use every idle one (bench/busy_ingress.py)."""
 
     worker_metrics_port: int = 9808
     """Port of a worker process's Prometheus endpoint; 0 turns it off."""
