@@ -59,7 +59,7 @@ def _phase(url: str, api_pid: int, paths: list[str], log: Path, seconds: float) 
     start, began, (some0, api0) = log.stat().st_size, time.monotonic(), _cpu_waits(api_pid)
     client = asyncio.run(_load(url, paths, rate=RATE_RPS, seconds=seconds, connections=64))
     elapsed, (some1, api1) = time.monotonic() - began, _cpu_waits(api_pid)
-    time.sleep(0.3)  # the last requests' lines
+    time.sleep(1.0)  # the last requests' lines (a starved API writes them late)
     with log.open() as f:
         f.seek(start)
         server = server_durations_ms(f.read())
