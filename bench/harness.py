@@ -48,9 +48,11 @@ def emulator(latency_ms: int = 0) -> Iterator[str]:
 
 
 @contextmanager
-def api(settings: Settings) -> Iterator[tuple[str, int]]:
+def api(settings: Settings, *, log_path: str | None = None) -> Iterator[tuple[str, int]]:
+    """``parley api`` in a process of its own; with ``log_path``, its output (unbuffered) goes there."""
     port = free_port()
-    proc = spawn(["python", "-m", "parley", "api", "--port", str(port)], env=settings_env(settings), quiet=True)
+    proc = spawn(["python", "-m", "parley", "api", "--port", str(port)],
+                 env={**settings_env(settings), "PYTHONUNBUFFERED": "1"}, quiet=True, log_path=log_path)
     try:
         wait_http(f"http://127.0.0.1:{port}/readyz")
         yield f"http://127.0.0.1:{port}", proc.pid

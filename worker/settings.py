@@ -23,8 +23,12 @@ class Settings(BaseSettings):
 
     # --- Redis ---------------------------------------------------------------------------------------
     redis_url: SecretUrl | None = None
-    """Redis for mailboxes, events and the Celery broker. Unset: ``parley up`` starts an embedded one. Shown
-    with its password masked; ``redis_url_required`` is the plain URL, for connecting."""
+    """Redis for mailboxes, events and (unless ``broker_url`` is set) the Celery broker. Unset: ``parley up``
+    starts an embedded one. Shown with its password masked; ``redis_url_required`` is the plain URL, for
+    connecting."""
+    broker_url: SecretStr | None = None
+    """The Celery broker that carries the wake-ups (``amqp://`` RabbitMQ or another ``redis://``); unset: the
+    Redis of ``redis_url``."""
     key_prefix: str = "parley"
     redis_max_connections: int = 256
     """Pool size per process; keep it above the worker concurrency (redis-py fails hard past it)."""
@@ -102,6 +106,9 @@ class Settings(BaseSettings):
     # --- Worker --------------------------------------------------------------------------------------
     worker_pool: Literal["threads", "prefork", "gevent", "solo"] = "threads"
     worker_concurrency: int = 200
+    worker_nice: int = Field(default=0, ge=0, le=19)
+    """Niceness a worker process takes at start; on a host it shares with the API (``parley up``, one VM), 10
+    lets requests get a CPU first while workers still use every idle one (bench/busy_ingress.py)."""
 
     worker_metrics_port: int = 9808
     """Port of a worker process's Prometheus endpoint; 0 turns it off."""
