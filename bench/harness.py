@@ -74,10 +74,11 @@ def bare_api(redis_url: str) -> Iterator[str]:
 
 
 @contextmanager
-def parley_workers(settings: Settings, count: int, *, concurrency: int) -> Iterator[list[int]]:
+def parley_workers(settings: Settings, count: int, *, concurrency: int,
+                   extra_env: dict[str, str] | None = None) -> Iterator[list[int]]:
     names = [f"bench{i}" for i in range(count)]
-    procs = [start_worker(settings, name, concurrency=concurrency, extra_env={"PARLEY_LOG_LEVEL": "WARNING"})
-             for name in names]
+    env = {"PARLEY_LOG_LEVEL": "WARNING", **(extra_env or {})}
+    procs = [start_worker(settings, name, concurrency=concurrency, extra_env=env) for name in names]
     try:
         wait_ready(settings, names, timeout_s=60)
         yield [p.pid for p in procs]

@@ -12,6 +12,7 @@ import json
 import platform
 import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import busy_ingress
 import harness  # noqa: F401  (puts the project on sys.path)
 import scaling
 import scenarios
+import tools_bench
 from harness import repeat
 
 HERE = Path(__file__).resolve().parent
@@ -27,7 +29,7 @@ TARGETS = {
     "ordered_ratio": 0.7, "io_ratio_to_direct": 0.8, "io_nonstream_per_s": 300.0, "overhead_p50_ms": 3.0,
     "overhead_p99_ms": 20.0, "ingress_half_p99_ms": 10.0, "ingress_ratio": 0.6, "fairness_p99_ms": 50.0,
     "redis_bytes_per_turn": 1024.0, "worker_rss_mb": 300.0, "webhook_hang_ratio": 0.95, "scaling_ratio": 1.6,
-    "ingress_busy_p99_ms": 25.0, "ingress_busy_ratio": 3.0,
+    "ingress_busy_p99_ms": 25.0, "ingress_busy_ratio": 3.0, "tool_round_cpu_ms": 1.5,
 }
 
 
@@ -66,6 +68,8 @@ def main() -> int:
     run("worker_rss", scenarios.worker_rss, size)
     run("webhooks", repeat, repeats, lambda: _numeric(scenarios.webhooks(size)))
     run("scaling", repeat, repeats, lambda: _numeric(scaling.scaling(size)))
+    with tempfile.TemporaryDirectory() as workdir:
+        run("tools", repeat, repeats, lambda: _numeric(tools_bench.tools(size, Path(workdir))))
     results["seconds"] = round(time.monotonic() - began)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -141,6 +145,9 @@ ROWS: list[tuple[str, str, str, str, float | None, bool, str]] = [
      TARGETS["webhook_hang_ratio"], True, "no webhook {webhooks.no_webhook_turns_per_s}/s, receiver that never "
      "answers {webhooks.hanging_webhook_turns_per_s}/s; dispatcher CPU {webhooks.dispatcher_cpu_ms_per_turn} "
      "ms/turn"),
+    ("(10) extra worker CPU per server-tool round (ms)", "tools", "extra_cpu_ms_per_round", "≤ 1.5",
+     TARGETS["tool_round_cpu_ms"], False, "plain turn {tools.plain_cpu_ms_per_turn} ms, with one tool round "
+     "{tools.tool_cpu_ms_per_turn} ms (× {tools.cpu_ratio})"),
     ("(9) ordered turns/s, 2 worker processes ÷ 1", "scaling", "ratio", "≥ 1.6", TARGETS["scaling_ratio"], True,
      "one process {scaling.one_process_turns_per_s}/s, two {scaling.two_processes_turns_per_s}/s "
      "({scaling.turns} turns, zero-latency upstream)"),

@@ -2,7 +2,7 @@
 
 Run the workers with them (and the API, which offers them to every turn unless a turn says otherwise):
 
-    PARLEY_TOOLS=docs.examples.tools parley up
+    PYTHONPATH=docs/examples PARLEY_TOOLS=tools parley up
 
 then ask, through the emulator's marker syntax (docs/emulator.md) or a real model:
 
