@@ -228,7 +228,7 @@ class Drainer:
         session = ToolSession(turn=turn, records=ToolRecords(self.mailbox, conv, token, turn),
                               registry=self.registry, client=self.upstream.client,
                               settings=self.mailbox.settings, checkpoint=self.mailbox.last_item_id(conv),
-                              generate=generate)
+                              generate=generate, streamed=self.stream)
         return session.run(needs_check=needs_check)
 
     def _generate(self, turn: Turn, *, on_created: Callable[[str], None], on_delta: Callable[[str], None],

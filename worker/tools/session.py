@@ -64,7 +64,9 @@ def bot_tools(turn: Turn) -> list[dict[str, Any]]:
 
 class ToolSession:
     def __init__(self, *, turn: Turn, records: ToolRecords, registry: ToolRegistry, client: openai.OpenAI,
-                 settings: Settings, checkpoint: str | None, generate: Generate) -> None:
+                 settings: Settings, checkpoint: str | None, generate: Generate,
+                 streamed: bool = True) -> None:
+        self.streamed = streamed
         self.turn, self.records, self.registry, self.client = turn, records, registry, client
         self.settings, self.checkpoint, self.generate = settings, checkpoint, generate
         self.server = server_tool_names(turn, registry)
@@ -102,7 +104,7 @@ class ToolSession:
                                      runs=call.runs)
 
     def _created(self, state: ToolState, round_: int, response_id: str) -> None:
-        self.records.response_id(state, round_, response_id)
+        self.records.response_id(state, round_, response_id, persist=self.streamed)
         faultpoints.reached("response_created" if round_ == 0 else "tool_outputs_sent")
 
     def _answer(self, state: ToolState, pending: list[Call]) -> None:
