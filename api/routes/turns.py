@@ -94,7 +94,11 @@ async def submit_tool_outputs(turn_id: TurnId, body: ToolOutputs, services: Serv
         raise not_found("turn", turn_id)
     outputs = {o.call_id: o.output for o in body.outputs}
     if len(outputs) != len(body.outputs):
-        raise ApiError(422, "invalid_request", "Each call_id may appear once in outputs.", param="outputs")
+        # Not expressible in the document's JSON Schema: answered like any outputs that do not fit the calls.
+        ids = [o.call_id for o in body.outputs]
+        twice = next(call_id for call_id in ids if ids.count(call_id) > 1)
+        raise ApiError(409, "tool_outputs_mismatch", f"call_id {clip(twice)!r} appears more than once.",
+                       param="outputs")
     ingress = services.ingress
     result = await submit_tool_outputs_to(ingress.client, ingress.keys, services.settings,
                                           conv=turn.conversation_id, turn_id=turn_id, outputs=outputs)
