@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     redis_url: SecretUrl | None = None
     """Redis for mailboxes, events and the Celery broker. Unset: ``parley up`` starts an embedded one. Shown
     with its password masked; ``redis_url_required`` is the plain URL, for connecting."""
+    redis_cluster: bool = False
+    """``PARLEY_REDIS_URL`` names a node of a Redis Cluster: state is spread over its shards (see the README's
+    Redis Cluster section; the broker must then be a Redis or RabbitMQ of its own)."""
     key_prefix: str = "parley"
     redis_max_connections: int = 256
     """Pool size per process; keep it above the worker concurrency (redis-py fails hard past it)."""
