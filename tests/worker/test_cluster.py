@@ -219,3 +219,22 @@ def test_every_script_runs_on_the_cluster(h: ClusterHarness) -> None:
         found = node_client(node).script_exists(*(script.cluster_sha for script in scripts.ALL))
         cached = [x or y for x, y in zip(cached, found, strict=True)]
     assert [script.name for script, ran in zip(scripts.ALL, cached, strict=True) if not ran] == []
+
+
+def test_the_api_reads_work_across_shards(h: ClusterHarness) -> None:
+    """What the API reads besides scripts (a conversation's record and owner, its queue, the backlog and the
+    circuits for /metrics, a turn) answers on the cluster, pipelines spanning slots included."""
+    conv = h.convs[0]
+    turn_id = h.post(conv, "hi").turn_id
+    h.client.hset(KEYS.stats, mapping={"queued": 1, "updated_at": 1.0})
+    Circuit(h.client, KEYS, h.settings).record("m", ok=True)
+
+    async def reads(ingress: Ingress) -> list[Any]:
+        record = await ingress.conversation(conv)
+        turn = await ingress.get_turn(turn_id, tenant="default")
+        state = await ingress.queue_state(conv)
+        return [record and record["id"], await ingress.owner(conv), turn and turn.status, state.pending,
+                (await ingress.backlog())["queued"], await ingress.open_circuits()]
+
+    time.sleep(0.4)  # the circuit's report thread has written the model's health
+    assert on_ingress(h.settings, reads) == [conv, "default", TurnStatus.queued, 1, 1.0, {"m": False}]

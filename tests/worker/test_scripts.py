@@ -217,7 +217,8 @@ def test_every_conversation_key_is_in_one_cluster_slot() -> None:
     keys = Keys("parley")
     names = [keys.conversation(CONV), keys.inbox(CONV), keys.inflight(CONV), keys.lease(CONV), keys.fence(CONV),
              keys.state(CONV), keys.turn(CONV, "turn_1"), keys.idempotency(CONV, "k"), keys.seq(CONV),
-             keys.events(CONV), keys.outbox(CONV), keys.deleted(CONV)]
+             keys.events(CONV), keys.outbox(CONV), keys.deleted(CONV), keys.turn_index(CONV),
+             keys.idempotency_index(CONV), keys.turn_prefix(CONV) + "x", keys.idempotency_prefix(CONV) + "y"]
     assert len({key_slot(name.encode()) for name in names}) == 1
 
 
