@@ -36,7 +36,8 @@ def _openai(settings: Settings) -> openai.AsyncOpenAI:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    ring = KeyRing([key.get_secret_value() for key in settings.api_keys], settings.api_keys_file)
+    ring = KeyRing([key.get_secret_value() for key in settings.api_keys], settings.api_keys_file,
+                   strict=settings.environment == "production")
     if settings.environment == "production" and not ring.enabled:
         raise RuntimeError("PARLEY_API_KEYS or PARLEY_API_KEYS_FILE is required in production: the API would "
                            "be open to anyone")

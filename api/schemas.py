@@ -168,6 +168,13 @@ class TurnOut(BaseModel):
     completed_at: float | None
     metadata: dict[str, str]
     worker: str | None = None
+    output_parsed: Any = None
+    """The reply as JSON, when the turn asked for ``text.format`` json_schema."""
+    required_action: dict[str, Any] | None = None
+    """While ``requires_action``: the calls whose outputs the bot must post to
+    ``/v1/turns/{id}/tool_outputs``."""
+    tool_calls: list[dict[str, Any]] | None = None
+    response_ids: list[str] | None = None
 
     @classmethod
     def of(cls, turn: Turn) -> TurnOut:
@@ -182,3 +189,13 @@ class ErrorBody(BaseModel):
 
 class ErrorEnvelope(BaseModel):
     error: ErrorBody
+
+
+class ToolOutput(Strict):
+    call_id: Annotated[str, Field(min_length=1, max_length=128)]
+    output: Annotated[str, Field(max_length=256_000)]
+    """What the tool returned, as text (JSON is text too)."""
+
+
+class ToolOutputs(Strict):
+    outputs: Annotated[list[ToolOutput], Field(min_length=1, max_length=128)]

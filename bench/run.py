@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import harness  # noqa: F401  (puts the project on sys.path)
+import scaling
 import scenarios
 from harness import repeat
 
@@ -24,7 +25,7 @@ HERE = Path(__file__).resolve().parent
 TARGETS = {
     "ordered_ratio": 0.7, "io_ratio_to_direct": 0.8, "io_nonstream_per_s": 300.0, "overhead_p50_ms": 3.0,
     "overhead_p99_ms": 20.0, "ingress_half_p99_ms": 10.0, "ingress_ratio": 0.6, "fairness_p99_ms": 50.0,
-    "redis_bytes_per_turn": 1024.0, "worker_rss_mb": 300.0, "webhook_hang_ratio": 0.95,
+    "redis_bytes_per_turn": 1024.0, "worker_rss_mb": 300.0, "webhook_hang_ratio": 0.95, "scaling_ratio": 1.6,
 }
 
 
@@ -61,6 +62,7 @@ def main() -> int:
     run("memory", scenarios.memory, size)
     run("worker_rss", scenarios.worker_rss, size)
     run("webhooks", repeat, repeats, lambda: _numeric(scenarios.webhooks(size)))
+    run("scaling", repeat, repeats, lambda: _numeric(scaling.scaling(size)))
     results["seconds"] = round(time.monotonic() - began)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -120,6 +122,9 @@ ROWS: list[tuple[str, str, str, str, float | None, bool, str]] = [
      TARGETS["webhook_hang_ratio"], True, "no webhook {webhooks.no_webhook_turns_per_s}/s, receiver that never "
      "answers {webhooks.hanging_webhook_turns_per_s}/s; dispatcher CPU {webhooks.dispatcher_cpu_ms_per_turn} "
      "ms/turn"),
+    ("(9) ordered turns/s, 2 worker processes ÷ 1", "scaling", "ratio", "≥ 1.6", TARGETS["scaling_ratio"], True,
+     "one process {scaling.one_process_turns_per_s}/s, two {scaling.two_processes_turns_per_s}/s "
+     "({scaling.turns} turns, zero-latency upstream)"),
 ]
 
 

@@ -11,12 +11,13 @@ from parley.worker.run.drain import Drainer
 from parley.worker.run.policy import RetryPolicy
 from parley.worker.run.upstream import Upstream
 from parley.worker.settings import Settings
+from parley.worker.tools.registry import ToolRegistry
 from parley.worker.store.lease import LeaseKeeper
 from parley.worker.store.mailbox import Mailbox
 
 
 def make_drainer(settings: Settings, client: redis.Redis, upstream: Upstream,
-                 wake: Callable[[str], None] | None = None) -> Drainer:
+                 wake: Callable[[str], None] | None = None, registry: ToolRegistry | None = None) -> Drainer:
     """The Drainer a worker process would build from ``settings`` (streaming or not, and so on)."""
     mailbox = Mailbox(client, settings)
     keeper = LeaseKeeper(client, mailbox.keys, ttl_ms=settings.lease_ttl_ms,
@@ -26,4 +27,4 @@ def make_drainer(settings: Settings, client: redis.Redis, upstream: Upstream,
     circuit = Circuit(client, mailbox.keys, settings) if settings.circuit_breaker else None
     return Drainer(mailbox, upstream, keeper, policy, fairness_budget=settings.fairness_budget,
                    wake=wake or (lambda conversation_id: None), stream=settings.stream_upstream,
-                   delta_interval_s=settings.delta_interval_ms / 1000, circuit=circuit)
+                   delta_interval_s=settings.delta_interval_ms / 1000, circuit=circuit, registry=registry)

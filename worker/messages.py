@@ -16,6 +16,8 @@ TurnInput = str | list[dict[str, Any]]
 class TurnStatus(str, Enum):  # noqa: UP042 - StrEnum would change str() and format() output
     queued = "queued"
     running = "running"
+    requires_action = "requires_action"
+    """Waiting for the bot's outputs of its tool calls (``POST /v1/turns/{id}/tool_outputs``)."""
     completed = "completed"
     failed = "failed"
     cancelled = "cancelled"
@@ -106,13 +108,23 @@ class Turn(BaseModel):
     dead-lettered."""
     deadline_s: float | None = None
     """The turn's own retry budget, if it asked for less than the server's."""
+    tool_calls: list[dict[str, Any]] | None = None
+    """Every function call of the turn's rounds (``worker.tools.loop.Call.record``), in order."""
+    response_ids: list[str] | None = None
+    """The upstream response of each round, in order (round 0 answered the input)."""
+    required_action: dict[str, Any] | None = None
+    """While ``requires_action``: ``{"tool_calls": [{"call_id", "name", "arguments"}]}``."""
+    action_deadline: float | None = None
+    output_parsed: Any = None
+    """The reply parsed as JSON, when the turn asked for ``text.format`` json_schema."""
     created_at: float
     started_at: float | None = None
     completed_at: float | None = None
     worker: str | None = None
     """The worker process (``host:pid``) that finished the turn."""
 
-    JSON_FIELDS: ClassVar[tuple[str, ...]] = ("input", "metadata", "usage", "error")
+    JSON_FIELDS: ClassVar[tuple[str, ...]] = ("input", "metadata", "usage", "error", "tool_calls",
+                                              "response_ids", "required_action", "output_parsed")
 
     @classmethod
     def from_hash(cls, fields: dict[str, str], conversation_id: str, turn_id: str) -> Turn:

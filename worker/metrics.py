@@ -29,6 +29,11 @@ WEBHOOK_FAILURES = Counter("parley_webhook_failures_total",
                            ["reason"])
 WEBHOOKS_DEAD_LETTERED = Counter("parley_webhooks_dead_lettered_total",
                                  "Webhook deliveries past their retry budget, moved to the dead letters.")
+TOOL_CALLS = Counter("parley_tool_calls_total",
+                     "Server tool calls run, by tool and outcome (ok, error, timeout).", ["tool", "outcome"])
+TOOL_SECONDS = Histogram("parley_tool_seconds", "Duration of one server tool call.", ["tool"],
+                         buckets=LATENCY_BUCKETS_S)
+TOOL_ROUNDS = Counter("parley_tool_rounds_total", "Upstream follow-up requests sent with tool outputs.")
 QUEUE_SECONDS = Histogram("parley_turn_queue_seconds", "Time from acceptance to a turn's first start.",
                           buckets=LATENCY_BUCKETS_S)
 # livesum: with several API processes sharing PROMETHEUS_MULTIPROC_DIR, the sum over the live ones.

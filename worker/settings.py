@@ -46,6 +46,15 @@ class Settings(BaseSettings):
     openai_timeout_s: float = 120.0
     openai_connect_timeout_s: float = 5.0
 
+    # --- Tools (worker/tools/) ------------------------------------------------------------------------
+    tools: Annotated[list[str], NoDecode] = []
+    """Comma-separated import paths of modules whose ``@tool`` functions the workers run (server tools)."""
+    max_tool_rounds: int = 10
+    """Follow-up requests with tool outputs one turn may make; past it the turn fails
+    ``tool_rounds_exceeded``."""
+    tool_output_timeout_s: float = 600.0
+    """How long a turn waits for its bot's tool outputs before it fails ``tool_outputs_timeout``."""
+
     # --- Ordering and recovery -----------------------------------------------------------------------
     lease_ttl_ms: int = 15_000
     """A dead worker's conversation is resumed after at most this plus ``reaper_interval_s``."""
@@ -173,7 +182,7 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "console", "json"] = "auto"
     log_level: str = "INFO"
 
-    @field_validator("api_keys", "webhook_events", mode="before")
+    @field_validator("api_keys", "webhook_events", "tools", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from parley.worker.secrets_policy import check_secret_strength
 from parley.worker.store.keys import DEFAULT_TENANT
 
 from .scopes import ALL_SCOPES, check_scopes
@@ -49,14 +50,20 @@ def digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def parse_entry(entry: str, *, position: int) -> ApiKey:
-    """One configured entry: hashed (``name:tenant:scopes:sha256``) or a plain secret (legacy)."""
+def parse_entry(entry: str, *, position: int, strict: bool = False) -> ApiKey:
+    """One configured entry: hashed (``name:tenant:scopes:sha256``) or a plain secret (legacy). ``strict``
+    (production): a plain secret must not be a placeholder or short (``worker/secrets_policy.py``)."""
     entry = entry.strip()
     match = HASHED.match(entry)
     if match is None:
         if ":" in entry:  # a mistyped hashed entry must not pass as a plain key with every scope
             raise KeyConfigError(f"API key entry {position} is not name:tenant:scope+scope:sha256 (64 hex "
                                  "digits); plain keys hold no ':'")
+        if strict:
+            try:
+                check_secret_strength(entry, what=f"API key entry {position}")
+            except ValueError as exc:
+                raise KeyConfigError(str(exc)) from None
         return ApiKey(name=f"key-{position}", tenant=DEFAULT_TENANT, scopes=ALL_SCOPES, digest=digest(entry))
     name, tenant = match["name"], match["tenant"]
     for label, value in (("name", name), ("tenant", tenant)):
@@ -85,11 +92,11 @@ def parse_lines(text: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
-def build_index(entries: list[str]) -> dict[str, ApiKey]:
+def build_index(entries: list[str], *, strict: bool = False) -> dict[str, ApiKey]:
     index: dict[str, ApiKey] = {}
     names: set[str] = set()
     for position, entry in enumerate(entries, start=1):
-        key = parse_entry(entry, position=position)
+        key = parse_entry(entry, position=position, strict=strict)
         if key.name in names:
             raise KeyConfigError(f"API key entry {position}: the name {key.name!r} is used twice")
         names.add(key.name)
@@ -103,12 +110,13 @@ class KeyRing:
     keys last loaded, so a half-written edit does not lock every bot out; the error is reported by
     :meth:`reload`'s caller."""
 
-    def __init__(self, entries: list[str], path: str | None = None) -> None:
+    def __init__(self, entries: list[str], path: str | None = None, *, strict: bool = False) -> None:
         self.entries = entries
+        self.strict = strict
         self.path = Path(path) if path else None
         self._stamp: tuple[int, int] | None = None
         self._checked = 0.0
-        self.index = build_index(entries + self._file_entries())
+        self.index = build_index(entries + self._file_entries(), strict=strict)
         self.last_error: str | None = None
 
     @property
@@ -133,7 +141,7 @@ class KeyRing:
         stat = os.stat(self.path)
         if (stat.st_mtime_ns, stat.st_size) == self._stamp:
             return False
-        self.index = build_index(self.entries + self._file_entries())
+        self.index = build_index(self.entries + self._file_entries(), strict=self.strict)
         return True
 
     def find(self, token: str) -> ApiKey | None:

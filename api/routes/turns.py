@@ -9,12 +9,13 @@ from fastapi import APIRouter, Query, Response
 from parley.worker import metrics
 from parley.worker.messages import TurnStatus
 from parley.worker.store.ingress import EnqueueStatus
+from parley.worker.store.tool_outputs import submit_tool_outputs as submit_tool_outputs_to
 
 from ..auth import TurnsRead, TurnsWrite
 from ..deps import ServicesDep
 from ..errors import ApiError, not_found
 from ..path_ids import ConversationId, TurnId
-from ..schemas import CreateTurn, TurnAccepted, TurnOut
+from ..schemas import CreateTurn, ToolOutputs, TurnAccepted, TurnOut
 from ..validation import clip
 from .events import MAX_WAIT_S, wait_for_turn
 
@@ -80,3 +81,29 @@ async def cancel_turn(turn_id: TurnId, services: ServicesDep, principal: TurnsWr
                                                 "can be cancelled.", param="id")
     cancelled = await services.ingress.get_turn(turn_id)
     return TurnOut.of(cancelled or turn)
+
+
+@router.post("/v1/turns/{turn_id}/tool_outputs", response_model=TurnOut)
+async def submit_tool_outputs(turn_id: TurnId, body: ToolOutputs, services: ServicesDep,
+                              principal: TurnsWrite) -> Any:
+    """The bot's outputs for every call of a turn that ``requires_action``; the turn then resumes. Posting the
+    same outputs again is a 200 that changes nothing."""
+    turn = await services.ingress.get_turn(turn_id, principal.tenant)
+    if turn is None:
+        raise not_found("turn", turn_id)
+    outputs = {o.call_id: o.output for o in body.outputs}
+    if len(outputs) != len(body.outputs):
+        raise ApiError(422, "invalid_request", "Each call_id may appear once in outputs.", param="outputs")
+    ingress = services.ingress
+    result = await submit_tool_outputs_to(ingress.client, ingress.keys, services.settings,
+                                          conv=turn.conversation_id, turn_id=turn_id, outputs=outputs)
+    if result.status == "not_found":
+        raise not_found("turn", turn_id)
+    if result.status in ("unknown_call", "missing_call"):
+        says = ("is not one of the turn's pending calls" if result.status == "unknown_call"
+                else "has no output: post one for every pending call")
+        raise ApiError(400, "invalid_request", f"call_id {clip(result.detail)!r} {says}.", param="outputs")
+    if result.status == "ok" and result.need_wakeup:
+        services.wake(turn.conversation_id)
+    current = await ingress.get_turn(turn_id, principal.tenant)
+    return TurnOut.of(current or turn)

@@ -82,3 +82,16 @@ def test_admin_holds_every_scope_but_only_its_tenant() -> None:
     assert admin.allows(TURNS_WRITE) and admin.owns("acme")
     assert not admin.owns("globex") and not admin.owns(None)
     assert Principal(key="k", tenant="default", scopes=frozenset({TURNS_READ})).owns(None)
+
+
+def test_production_refuses_plain_placeholder_keys_from_the_file_too(tmp_path: Path) -> None:
+    """A keys file read in production gets the same check as PARLEY_API_KEYS: a plain placeholder or short
+    key is refused (naming the entry, not the value); hashed entries and long random keys pass."""
+    path = tmp_path / "keys"
+    path.write_text("change-me-long-random-key\n")
+    with pytest.raises(KeyConfigError, match="entry 1 is a placeholder"):
+        KeyRing([], str(path), strict=True)
+    path.write_text(f"bot:t:admin:{digest('x')}\n{'k' * 20}-{'z' * 20}\n")
+    assert len(KeyRing([], str(path), strict=True).index) == 2
+    path.write_text("short\n")
+    assert len(KeyRing([], str(path)).index) == 1  # development: anything goes

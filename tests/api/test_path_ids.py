@@ -91,7 +91,7 @@ def test_the_openapi_document_states_the_grammar(http: httpx.Client) -> None:
                 if parameter["in"] == "path":
                     seen += 1
                     assert {"pattern", "maxLength"} <= set(parameter["schema"]), (path, parameter)
-    assert seen == 9  # six conversation routes, three turn routes
+    assert seen == 10  # six conversation routes, four turn routes
 
 
 @pytest.mark.parametrize(("given", "kept"), [

@@ -58,8 +58,36 @@ class ResponseDelta(_Event):
 class TurnCompleted(_Event):
     type: Literal["turn.completed"]
     output_text: str
+    output_parsed: Any = None
+    """The reply as JSON, when the turn asked for ``text.format`` json_schema (validated against it)."""
     response_id: str | None = None
     usage: dict[str, Any] | None = None
+    metadata: dict[str, str] | None = None
+
+
+class ToolCalled(_Event):
+    type: Literal["tool.called"]
+    call_id: str
+    name: str
+    arguments: str
+    runs: Literal["server", "bot"]
+    """Where the call runs: a server tool in the worker, or the bot (``turn.requires_action`` follows)."""
+
+
+class ToolCompleted(_Event):
+    type: Literal["tool.completed"]
+    call_id: str
+    name: str
+    duration_ms: float
+    error: str | None = None
+
+
+class TurnRequiresAction(_Event):
+    type: Literal["turn.requires_action"]
+    required_action: dict[str, Any]
+    """``{"tool_calls": [{"call_id", "name", "arguments"}]}``: post every output to
+    ``/v1/turns/{id}/tool_outputs``."""
+    action_deadline: float
     metadata: dict[str, str] | None = None
 
 
@@ -76,10 +104,12 @@ class TurnCancelled(_Event):
     """Why: cancelled by a client (``POST /v1/turns/{id}/cancel``), or its conversation was deleted."""
 
 
-Event = Annotated[TurnQueued | TurnStarted | TurnRetrying | ResponseDelta | TurnCompleted | TurnFailed
-                  | TurnCancelled, Field(discriminator="type")]
-EventType = Literal["turn.queued", "turn.started", "turn.retrying", "response.delta", "turn.completed",
-                    "turn.failed", "turn.cancelled"]
+Event = Annotated[TurnQueued | TurnStarted | TurnRetrying | ResponseDelta | ToolCalled | ToolCompleted
+                  | TurnRequiresAction | TurnCompleted | TurnFailed | TurnCancelled,
+                  Field(discriminator="type")]
+EventType = Literal["turn.queued", "turn.started", "turn.retrying", "response.delta", "tool.called",
+                    "tool.completed", "turn.requires_action", "turn.completed", "turn.failed",
+                    "turn.cancelled"]
 TERMINAL_TYPES = frozenset({"turn.completed", "turn.failed", "turn.cancelled"})
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 
@@ -112,7 +142,8 @@ def terminal_event_of(turn: Turn, *, seq: int) -> TurnCompleted | TurnFailed | T
         "seq": max(seq, 1), "created_at": turn.completed_at or time.time(), "metadata": turn.metadata or None}
     if turn.status is TurnStatus.completed:
         return TurnCompleted(type="turn.completed", output_text=turn.output_text or "",
-                             response_id=turn.response_id, usage=turn.usage, **common)
+                             output_parsed=turn.output_parsed, response_id=turn.response_id, usage=turn.usage,
+                             **common)
     if turn.status is TurnStatus.failed:
         error = turn.error or TurnError(type="unknown", message="The turn failed; no error was recorded.")
         return TurnFailed(type="turn.failed", error=error, **common)

@@ -10,6 +10,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -21,9 +22,14 @@ from ..messages import Turn, TurnError, TurnStatus
 from ..store.connections import REDIS_ERRORS
 from ..store.lease import LeaseKeeper
 from ..store.mailbox import Fenced, Finished, Mailbox, StartedTurn
+from ..tools.records import ToolRecords
+from ..tools.registry import ToolRegistry
+from ..tools.session import Paused, ToolSession, offers_tools
 from . import faultpoints
 from .circuit import Circuit
-from .policy import DeltaCoalescer, RetryPolicy
+from .deltas import Deltas
+from .json_reply import json_schema_format, parse_reply
+from .policy import RetryPolicy
 from .retrying import call_with_retries
 from .shutdown import HandBack, ShutdownSignal
 from .upstream import Reply, Upstream
@@ -47,8 +53,10 @@ class Drainer:
                  *, fairness_budget: int, wake: Callable[[str], None],
                  shutdown: ShutdownSignal | None = None, delta_interval_s: float = 0.05,
                  stream: bool = True, relay: Callable[[str], object] | None = None,
-                 dequeued: Callable[[], object] | None = None, circuit: Circuit | None = None) -> None:
+                 dequeued: Callable[[], object] | None = None, circuit: Circuit | None = None,
+                 registry: ToolRegistry | None = None) -> None:
         self.circuit = circuit
+        self.registry = registry
         self.delta_interval_s = delta_interval_s
         self.stream = stream
         # Both done at once unless the process defers them (worker/store/deferred.py).
@@ -135,6 +143,9 @@ class Drainer:
                 self.mailbox.hand_back(conv, token, turn.id)
                 outcome = "handed_back"
                 return None
+            except Paused:  # waits for its bot's tool outputs; the lease is already given back
+                outcome = "requires_action"
+                return None
             except UpstreamError as exc:
                 outcome = "failed"
                 if exc.retryable:
@@ -168,48 +179,58 @@ class Drainer:
         def attempt(needs_check: bool) -> Reply:
             return self._attempt(conv, token, turn, needs_check=needs_check)
 
-        return call_with_retries(self.policy, self.mailbox, self.shutdown, conv=conv, token=token, turn=turn,
-                                 started=started, attempt=attempt)
+        reply = call_with_retries(self.policy, self.mailbox, self.shutdown, conv=conv, token=token, turn=turn,
+                                  started=started, attempt=attempt)
+        fmt = json_schema_format(getattr(turn, "request", None))
+        if fmt is not None:
+            turn.output_parsed = parse_reply(reply.output_text, fmt)
+        return reply
 
     def _attempt(self, conv: str, token: str, turn: Turn, *, needs_check: bool) -> Reply:
+        if self.registry is not None and offers_tools(turn, self.registry):
+            return self._tool_attempt(conv, token, turn, needs_check=needs_check)
         if needs_check:
             # An earlier attempt may have reached upstream: take its result rather than appending twice.
             recovered = self.upstream.recover(turn, last_item_id=self.mailbox.last_item_id(conv))
             if recovered is not None:
                 log.info("turn_recovered", response_id=recovered.response_id)
                 return recovered
-        coalescer = DeltaCoalescer(self.delta_interval_s)
-        chunks = {"n": 0}
+        deltas = Deltas(self.mailbox, self.keeper, self.shutdown, conv, token, turn, self.delta_interval_s)
 
         def on_created(response_id: str) -> None:
             self.mailbox.record(conv, turn.id, token, response_id=response_id)
             turn.response_id = response_id
             faultpoints.reached("response_created")
 
-        def publish_delta(text: str) -> None:
-            chunks["n"] += 1
-            self.mailbox.publish(conv, token, "response.delta", turn_id=turn.id, delta=text,
-                                 event_id=f"{turn.id}.delta.{turn.attempts}.{chunks['n']}")
-
-        def on_delta(delta: str) -> None:
-            if self.keeper.lost(conv):
-                raise LeaseLost(conv)
-            self.shutdown.check()
-            ready = coalescer.add(delta, time.monotonic())
-            if ready:
-                publish_delta(ready)
-
-        reply = self._generate(turn, on_created=on_created, on_delta=on_delta)
-        if not self.stream:
-            return reply
-        rest = coalescer.flush(time.monotonic())
-        if rest:
-            publish_delta(rest)
+        reply = self._generate(turn, on_created=on_created, on_delta=deltas.add)
+        deltas.flush()
         return reply
 
-    def _generate(self, turn: Turn, **callbacks: Callable[[str], None]) -> Reply:
+    def _tool_attempt(self, conv: str, token: str, turn: Turn, *, needs_check: bool) -> Reply:
+        """A turn that offers tools: its rounds (worker/tools/session.py), resumable at any point."""
+        assert self.registry is not None
+        deltas = Deltas(self.mailbox, self.keeper, self.shutdown, conv, token, turn, self.delta_interval_s)
+        tools = self.registry.definitions(getattr(turn, "server_tools", None))
+
+        def generate(round_input: list[dict[str, Any]] | None, on_created: Callable[[str], None]) -> Reply:
+            reply = self._generate(turn, on_created=on_created, on_delta=deltas.add, round_input=round_input,
+                                   tools=tools)
+            if not self.stream and reply.response_id:  # known only at the end without a stream
+                on_created(reply.response_id)
+            deltas.flush()
+            return reply
+
+        session = ToolSession(turn=turn, records=ToolRecords(self.mailbox, conv, token, turn),
+                              registry=self.registry, client=self.upstream.client,
+                              settings=self.mailbox.settings, checkpoint=self.mailbox.last_item_id(conv),
+                              generate=generate)
+        return session.run(needs_check=needs_check)
+
+    def _generate(self, turn: Turn, *, on_created: Callable[[str], None], on_delta: Callable[[str], None],
+                  **round_: Any) -> Reply:
         """One upstream generation, through the shared circuit of its model: while it is open, wait (an
-        uncounted retry) instead of calling; every outcome is reported to it."""
+        uncounted retry) instead of calling; every outcome is reported to it. ``round_``: a tool round's
+        input and tools."""
         model = turn.model or self.upstream.settings.model
         if self.circuit is not None and (wait_s := self.circuit.gate(model)) > 0:
             raise CircuitOpen(f"most recent calls to {model} failed; waiting with the other workers",
@@ -217,9 +238,9 @@ class Drainer:
         began = time.monotonic()
         try:
             if not self.stream:
-                reply = self.upstream.generate_whole(turn)
+                reply = self.upstream.generate_whole(turn, **round_)
             else:
-                reply = self.upstream.generate(turn, **callbacks)
+                reply = self.upstream.generate(turn, on_created=on_created, on_delta=on_delta, **round_)
         except RetryableUpstreamError as exc:
             if self.circuit is not None and exc.reason != "conversation_locked":
                 self.circuit.record(model, ok=False)
@@ -239,7 +260,8 @@ class Drainer:
         turn.completed_at = time.time()
         event = event_json("turn.completed", conversation_id=conv, turn_id=turn.id,
                            event_id=f"{turn.id}.completed", output_text=turn.output_text,
-                           response_id=turn.response_id, usage=turn.usage, metadata=turn.metadata)
+                           output_parsed=turn.output_parsed, response_id=turn.response_id, usage=turn.usage,
+                           metadata=turn.metadata)
         finished = self.mailbox.finish(conv, token, turn, event=event, last_item_id=reply.last_item_id,
                                        go_on=go_on)
         metrics.TURNS_COMPLETED.inc()

@@ -14,6 +14,7 @@ from ..store.connections import sync_client
 from ..store.deferred import DeferredWrites
 from ..store.lease import LeaseKeeper
 from ..store.mailbox import Mailbox
+from ..tools.registry import registry
 from .circuit import Circuit
 from .drain import Drainer
 from .policy import RetryPolicy
@@ -50,13 +51,14 @@ def build_runtime(settings: Settings, celery: Celery) -> Runtime:
     policy = RetryPolicy(deadline_s=settings.turn_deadline_s, max_crashes=settings.max_crashes,
                          backoff_base_s=settings.backoff_base_s, backoff_max_s=settings.backoff_max_s)
     circuit = Circuit(client, mailbox.keys, settings) if settings.circuit_breaker else None
+    registry.load(settings.tools)  # their @tool functions register themselves
     wake = Wakeups(celery)
     shutdown = ShutdownSignal()
     deferred = DeferredWrites(client, mailbox.keys, maxlen=settings.replies_maxlen)
     drainer = Drainer(mailbox, upstream, keeper, policy, fairness_budget=settings.fairness_budget, wake=wake,
                       shutdown=shutdown, delta_interval_s=settings.delta_interval_ms / 1000,
                       stream=settings.stream_upstream, relay=deferred.relay,
-                      dequeued=deferred.dequeued, circuit=circuit)
+                      dequeued=deferred.dequeued, circuit=circuit, registry=registry)
     return Runtime(settings=settings, mailbox=mailbox, drainer=drainer, keeper=keeper, wake=wake,
                    shutdown=shutdown)
 

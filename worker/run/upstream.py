@@ -40,6 +40,8 @@ class Reply:
     usage: dict[str, Any] | None
     last_item_id: str | None
     recovered: bool = False
+    output: tuple[dict[str, Any], ...] = ()
+    """The response's output items as JSON (the tool loop reads its ``function_call`` items)."""
 
 
 CONNECTIONS_PER_CLIENT = 32
@@ -108,7 +110,8 @@ def _reply_from(response: dict[str, Any], *, recovered: bool = False) -> Reply:
     text = "".join(part.get("text", "") for item in output if item.get("type") == "message"
                    for part in item.get("content") or [] if part.get("type") == "output_text")
     return Reply(output_text=text, response_id=response.get("id"), usage=response.get("usage"),
-                 last_item_id=output[-1].get("id") if output else None, recovered=recovered)
+                 last_item_id=output[-1].get("id") if output else None, recovered=recovered,
+                 output=tuple(output))
 
 
 class Upstream:
@@ -129,7 +132,8 @@ class Upstream:
             client = self._local.client = self.clients[next(self._assigned) % len(self.clients)]
         return client
 
-    def _params(self, turn: Turn) -> dict[str, Any]:
+    def _params(self, turn: Turn, round_input: list[dict[str, Any]] | None = None,
+                tools: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         """The request body of ``responses.create``. It is passed as ``extra_body``: given as typed arguments,
         the SDK walks each value against its TypedDict annotations (hashing Literal unions of every model
         name), a sixth of the call's CPU for a body that is plain JSON already and goes out the same."""
@@ -143,26 +147,32 @@ class Upstream:
         instructions = turn.instructions or self.settings.instructions
         if instructions:
             params["instructions"] = instructions
+        if round_input is not None:  # a tool round: only the outputs (resending stored items is a 400)
+            params["input"] = round_input
+        if tools:
+            # Tools and instructions go with every round: they are per request, not kept by the conversation.
+            params["tools"] = [*params.get("tools", []), *tools]
         return params
 
-    def generate_whole(self, turn: Turn) -> Reply:
+    def generate_whole(self, turn: Turn, **round_: Any) -> Reply:
         """One non-streamed attempt: cheaper on CPU, but the response id is only known at the end, so a crash
-        mid-call is recovered from the conversation's items (strategy 3) rather than by the id."""
+        mid-call is recovered from the conversation's items (strategy 3) rather than by the id. ``round_``:
+        a tool round's ``round_input`` and ``tools`` (see ``_params``)."""
         try:
-            raw = self.client.responses.with_raw_response.create(extra_body=self._params(turn))
+            raw = self.client.responses.with_raw_response.create(extra_body=self._params(turn, **round_))
             return _reply_from(json.loads(raw.http_response.content))
         except (openai.OpenAIError, httpx2.TransportError) as exc:
             raise translate(exc) from exc
 
     def generate(self, turn: Turn, *, on_created: Callable[[str], None],
-                 on_delta: Callable[[str], None]) -> Reply:
+                 on_delta: Callable[[str], None], **round_: Any) -> Reply:
         """One streamed attempt. Raises an ``UpstreamError`` subclass on failure."""
         reply: Reply | None = None
         try:
             # The raw event stream, read with json.loads: the SDK's per-event models were about half of a
             # worker's CPU (py-spy). Requests, auth and HTTP errors still go through the SDK.
             create = self.client.responses.with_streaming_response.create
-            with create(stream=True, extra_body=self._params(turn)) as raw:
+            with create(stream=True, extra_body=self._params(turn, **round_)) as raw:
                 # Read to the end even after the terminal event: a response closed early takes its
                 # keep-alive connection with it, and reconnecting on every turn costs more than the read.
                 for line in raw.iter_lines():
@@ -216,7 +226,7 @@ class Upstream:
         page = self.client.conversations.items.list(
             turn.conversation_id, order="asc", limit=100, **({"after": last_item_id} if last_item_id else {}))
         items = list(page)
-        wanted = _last_user_text(turn.input)
+        wanted = last_user_text(turn.input)
         # Our input, if an earlier attempt got it stored: the first matching user message after the
         # checkpoint.
         mine = next((i for i, item in enumerate(items) if _role(item) == "user" and _text(item) == wanted),
@@ -238,7 +248,7 @@ def _text(item: Any) -> str:
     return "".join(getattr(part, "text", "") for part in getattr(item, "content", []) or [])
 
 
-def _last_user_text(value: Any) -> str:
+def last_user_text(value: Any) -> str:
     if isinstance(value, str):
         return value
     users = [message for message in value if message.get("role") == "user"]

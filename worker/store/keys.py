@@ -12,6 +12,8 @@ from dataclasses import dataclass
 DEFAULT_TENANT = "default"
 """The tenant of plain (legacy) API keys, of an API without keys, and of records from before tenants."""
 
+TOOL_RESULTS_SUFFIX = ":tools"
+
 SEQ_STREAM_SUFFIX = "-0"
 """Stream entry ids are ``<seq>-0`` so an SSE ``Last-Event-ID`` (the seq) maps straight to a stream id."""
 
@@ -69,6 +71,12 @@ class Keys:
 
     def idempotency_prefix(self, conversation_id: str) -> str:
         return self._conv(conversation_id, "idem:")
+
+    def tool_results(self, conversation_id: str, turn_id: str) -> str:
+        """Hash: call id -> output of the turn's tool calls (server results and bot outputs), recorded before
+        any output goes upstream. Named after the turn's hash (``TOOL_RESULTS_SUFFIX``), so deleting a turn
+        can find it."""
+        return self.turn(conversation_id, turn_id) + TOOL_RESULTS_SUFFIX
 
     def idempotency(self, conversation_id: str, idempotency_key: str) -> str:
         return self.idempotency_prefix(conversation_id) + idempotency_key

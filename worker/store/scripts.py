@@ -102,9 +102,13 @@ UPDATE_CONVERSATION = LuaScript("update_conversation")
 WEBHOOK_CLAIM = LuaScript("webhook_claim")
 RATE_LIMIT = LuaScript("rate_limit")
 CIRCUIT = LuaScript("circuit")
+TOOL_RESULTS = LuaScript("tool_results")
+PAUSE = LuaScript("pause")
+TOOL_OUTPUTS = LuaScript("tool_outputs")
 
 ALL = (ENQUEUE, CLAIM, NEXT_TURN, HEARTBEAT, RECORD, PUBLISH, FINISH, RELEASE, REKICK, CANCEL, FORGET,
-       HAND_BACK, REQUEUE, DELETE, UPDATE_CONVERSATION, WEBHOOK_CLAIM, RATE_LIMIT, CIRCUIT)
+       HAND_BACK, REQUEUE, DELETE, UPDATE_CONVERSATION, WEBHOOK_CLAIM, RATE_LIMIT, CIRCUIT, TOOL_RESULTS,
+       PAUSE, TOOL_OUTPUTS)
 
 
 def flatten(fields: dict[str, Arg | None]) -> list[Arg]:

@@ -1,7 +1,8 @@
 """Server tools: plain Python functions the worker runs when the model calls them.
 
-This package has the declaration side (``@tool`` and the registry); the tool loop of a turn comes with the
-tools issue. Bot code imports the decorator from ``parley``::
+``registry`` declares them (``@tool``), ``runner`` runs a round's calls, ``loop`` holds the loop's pure
+decisions, ``records`` keeps calls and results in Redis (fenced), ``session`` drives one turn's rounds. Bot
+code imports the decorator from ``parley``::
 
     from parley import tool
 
@@ -10,6 +11,7 @@ tools issue. Bot code imports the decorator from ``parley``::
         \"\"\"The current weather in a city.\"\"\"
 """
 
+from .context import ToolContext
 from .registry import Tool, ToolRegistry, registry, tool
 
-__all__ = ["Tool", "ToolRegistry", "registry", "tool"]
+__all__ = ["Tool", "ToolContext", "ToolRegistry", "registry", "tool"]

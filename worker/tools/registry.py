@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, overload
 
-from pydantic import ConfigDict, create_model
+from pydantic import BaseModel, ConfigDict, create_model
+
+from .context import ToolContext
 
 DEFAULT_TIMEOUT_S = 30.0
 
@@ -19,6 +22,16 @@ class Tool:
     parameters: dict[str, Any]
     function: Callable[..., Any]
     timeout_s: float = DEFAULT_TIMEOUT_S
+    arguments_model: type[BaseModel] | None = None
+    context_param: str | None = None
+    """The parameter that receives the ``ToolContext`` (left out of the schema the model sees)."""
+
+    def validate(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        """The model's arguments checked against the type hints (pydantic); raises ``ValidationError``."""
+        if self.arguments_model is None:
+            return dict(arguments)
+        parsed = self.arguments_model.model_validate(arguments)
+        return {name: getattr(parsed, name) for name in type(parsed).model_fields}
 
     @property
     def is_async(self) -> bool:
@@ -33,15 +46,24 @@ class Tool:
         return self.function(*args, **kwargs)
 
 
-def _parameters(function: Callable[..., Any]) -> dict[str, Any]:
+def _arguments(function: Callable[..., Any]) -> tuple[type[BaseModel], str | None]:
+    """The pydantic model of a function's arguments, and the name of its ``ToolContext`` parameter."""
     hints = inspect.get_annotations(function, eval_str=True)
     fields: dict[str, Any] = {}
+    context_param = None
     for name, param in inspect.signature(function).parameters.items():
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             raise TypeError(f"tool {function.__name__}: *args and **kwargs cannot be described to the model")
         annotation = hints.get(name, Any)
+        if annotation is ToolContext:
+            context_param = name
+            continue
         fields[name] = (annotation, ... if param.default is param.empty else param.default)
     model = create_model(f"{function.__name__}_arguments", __config__=ConfigDict(extra="forbid"), **fields)
+    return model, context_param
+
+
+def _parameters(model: type[BaseModel]) -> dict[str, Any]:
     schema = model.model_json_schema()
     schema.pop("title", None)
     return schema
@@ -58,8 +80,21 @@ class ToolRegistry:
         self.tools[new.name] = new
         return new
 
-    def definitions(self) -> list[dict[str, Any]]:
-        return [t.definition() for t in self.tools.values()]
+    def definitions(self, names: bool | list[str] | None = None) -> list[dict[str, Any]]:
+        """The tool definitions a turn offers: all (``None`` or ``True``), none (``False``) or those named."""
+        return [t.definition() for t in self.offered(names)]
+
+    def offered(self, names: bool | list[str] | None = None) -> list[Tool]:
+        if names is None or names is True:
+            return list(self.tools.values())
+        if names is False:
+            return []
+        return [self.tools[n] for n in names if n in self.tools]
+
+    def load(self, modules: list[str]) -> None:
+        """Import the modules of ``PARLEY_TOOLS``: their ``@tool`` functions register themselves here."""
+        for module in modules:
+            importlib.import_module(module)
 
 
 registry = ToolRegistry()
@@ -79,7 +114,9 @@ def tool(function: Callable[..., Any] | None = None, /, *, name: str | None = No
 
     def declare(fn: Callable[..., Any]) -> Tool:
         description = inspect.cleandoc(fn.__doc__ or "").strip()
+        model, context_param = _arguments(fn)
         return registry.add(Tool(name=name or fn.__name__, description=description,
-                                 parameters=_parameters(fn), function=fn, timeout_s=timeout_s))
+                                 parameters=_parameters(model), function=fn, timeout_s=timeout_s,
+                                 arguments_model=model, context_param=context_param))
 
     return declare(function) if function is not None else declare

@@ -39,6 +39,14 @@ end
 local function start_next(inflight_key, inbox_key, seq_key, events_key, token, prefix, now, conv, maxlen,
                           retention_s)
   local turn_id = redis.call('GET', inflight_key)
+  if turn_id then
+    -- Waiting for its bot's tool outputs (pause.lua): the turn and those behind it wait, until the outputs
+    -- queue it again or its deadline passes (then its owner closes the calls and fails it).
+    local status, deadline = unpack(redis.call('HMGET', prefix .. turn_id, 'status', 'action_deadline'))
+    if status == 'requires_action' and tonumber(now) < tonumber(deadline or '0') then
+      return {0}
+    end
+  end
   local resumed = 1
   while not turn_id do
     resumed = 0

@@ -71,7 +71,7 @@ if url then
 end
 
 for _, turn_id in ipairs(turns) do
-  redis.call('DEL', ARGV[1] .. turn_id)
+  redis.call('DEL', ARGV[1] .. turn_id, ARGV[1] .. turn_id .. ':tools')
 end
 for _, key in ipairs(redis.call('ZRANGE', KEYS[12], 0, -1)) do
   redis.call('DEL', ARGV[8] .. key)
