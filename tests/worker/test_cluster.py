@@ -26,6 +26,9 @@ from parley.worker.store.connections import async_client, is_cluster, sync_clien
 from parley.worker.store.dead_letters import DeadLetters
 from parley.worker.store.ingress import EnqueueStatus, Ingress
 from parley.worker.store.keys import Keys
+from parley.worker.store.tool_outputs import submit_tool_outputs
+from parley.worker.tools.loop import Call
+from parley.worker.tools.records import ToolRecords
 from parley.worker.webhooks.store import Record, WebhookStore
 
 T = TypeVar("T")
@@ -185,12 +188,25 @@ def test_every_script_runs_on_the_cluster(h: ClusterHarness) -> None:
     h.mailbox.hand_back(b, claim.token, bad)  # hand_back.lua
     assert h.mailbox.release(b, claim.token) is True  # release.lua: work is left
 
+    h.post(c, "use a tool")
+    claim = h.mailbox.claim(c)
+    assert claim.token and claim.started
+    records = ToolRecords(h.mailbox, c, claim.token, claim.started.turn)
+    records.results({"call_0": "done"})  # tool_results.lua
+    records.pause([Call(call_id="call_1", name="lookup", arguments="{}", round=0, runs="bot")])  # pause.lua
+    outputs = on_ingress(s, lambda i: submit_tool_outputs(i.client, KEYS, s, conv=c,
+                                                          turn_id=claim.started.turn_id,
+                                                          outputs={"call_1": "42"}))  # tool_outputs.lua
+    assert outputs.status == "ok"
+    assert h.client.hget(KEYS.tool_results(c, claim.started.turn_id), "call_1") == "42"
+
     h.client.set(KEYS.lease(c), "7", px=5000)
     h.drainer.keeper.hold(c, "7")
     h.drainer.keeper.hold(a, "8")  # not held in Redis: the beat finds it lost
     h.drainer.keeper.beat()  # heartbeat.lua, pipelined across shards
     assert not h.drainer.keeper.lost(c) and h.drainer.keeper.lost(a)
-    assert h.mailbox.next_turn(c, "7") is None  # next_turn.lua: owned, nothing queued
+    resumed = h.mailbox.next_turn(c, "7")  # next_turn.lua: the tool turn, queued again by its outputs
+    assert resumed and resumed.turn_id == claim.started.turn_id and resumed.resumed
 
     woken: list[str] = []
     result = reap(h.mailbox, woken.append, now_ms=int(time.time() * 1000) + 3_600_000)  # rekick, forget
