@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -24,6 +25,7 @@ from .fanout import Hub
 from .listeners import Listeners
 from .middleware import BodyLimit, RequestContext
 from .routes import conversations, events, health, turns
+from .wakeups import PUBLISH_TIMEOUT_S, WakeupSender
 
 log = get_logger(__name__)
 
@@ -48,23 +50,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redis = async_client(settings)
         ingress = Ingress(redis, settings)
         hub = Hub(settings.redis_url_required, redis, ingress.keys)
+        celery = create_celery(settings, publish_timeout_s=PUBLISH_TIMEOUT_S)
         services = Services(settings=settings, ingress=ingress, openai=_openai(settings),
-                            celery=create_celery(settings),
+                            wakeups=WakeupSender(celery),
                             listeners=Listeners(hub, limit=settings.max_listeners))
         app.state.services = services
+        services.wakeups.start()
         await hub.start()
         try:
             yield
         finally:
             await hub.stop()
+            # Off the loop: the queued wake-ups get a few seconds to go out, which must not stall the
+            # requests still finishing during a graceful shutdown.
+            await asyncio.to_thread(services.wakeups.stop)
             await services.openai.close()
             await redis.aclose()
+            celery.close()
 
     # FastAPIOffline serves Swagger UI and ReDoc from files in its wheel: /docs works without a CDN.
     app = FastAPIOffline(title="parley", version=__version__, lifespan=lifespan,
                          description="Ordered chat-bot turns on the OpenAI Responses and Conversations APIs.")
     errors.install(app)
-    openapi.install(app)
+    openapi.install(app, max_input_chars=settings.max_input_chars)
 
     # The last added is outermost: the body cap, then the request context (its log line is the audit line),
     # then authentication, which binds the key's name to that context before any route reads the body.

@@ -17,6 +17,7 @@ import structlog
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from parley.worker import metrics
 from parley.worker.log import get_logger
 
 from .errors import envelope
@@ -33,9 +34,21 @@ def request_id_of(given: str) -> str:
     return given if REQUEST_ID.fullmatch(given) else f"req_{secrets.token_hex(8)}"
 
 
+UNROUTED = "unrouted"
+
+
+def route_label(scope: Scope) -> str:
+    """The route's template (``/v1/turns/{turn_id}``), never the path itself: one series per route, whatever
+    ids clients send. A 404, or a request answered before routing (401, 429 rate_limited), is ``unrouted``."""
+    route = scope.get("route")
+    return str(getattr(route, "path", UNROUTED)) if route is not None else UNROUTED
+
+
 class RequestContext:
     """Binds ``request_id`` (the client's ``x-request-id`` if well-formed, else a new one) for everything
-    logged on the way, returns it as ``x-request-id``, and logs one canonical ``request`` line."""
+    logged on the way, returns it as ``x-request-id``, logs one canonical ``request`` line and observes the
+    request's duration in ``parley_http_request_seconds`` (the router leaves the matched route in the scope it
+    shares with us)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -60,9 +73,12 @@ class RequestContext:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            elapsed_s = time.perf_counter() - started
+            route = route_label(scope)
+            metrics.REQUEST_SECONDS.labels(route=route, method=scope["method"]).observe(elapsed_s)
             if scope["path"] not in QUIET_PATHS:
-                log.info("request", method=scope["method"], path=scope["path"], status=status,
-                         duration_ms=round((time.perf_counter() - started) * 1000, 2))
+                log.info("request", method=scope["method"], path=scope["path"], route=route, status=status,
+                         duration_ms=round(elapsed_s * 1000, 2))
 
 
 class BodyTooLarge(HTTPException):

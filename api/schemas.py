@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from parley.worker.messages import Turn, TurnError, TurnStatus
-from parley.worker.webhooks.policy import MAX_URL_CHARS, check_webhook_events, check_webhook_url
+from parley.worker.request import Messages, RequestDefaults, RequestOptions, ServerTools, message_json
+from parley.worker.webhooks.policy import (
+    MAX_URL_CHARS,
+    WEBHOOK_EVENT_TYPES,
+    check_webhook_events,
+    check_webhook_url,
+)
 
 MAX_METADATA_PAIRS = 16
 MAX_METADATA_KEY = 64
@@ -26,10 +32,37 @@ def _check_metadata(value: dict[str, str]) -> dict[str, str]:
     return value
 
 
-Metadata = Annotated[dict[str, str], AfterValidator(_check_metadata)]
-Ident = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^{}\s]+$")]
-WebhookUrl = Annotated[str, Field(max_length=MAX_URL_CHARS), AfterValidator(check_webhook_url)]
-WebhookEvents = Annotated[list[str], Field(min_length=1, max_length=8), AfterValidator(check_webhook_events)]
+# The rules are checked by the validators, whose sentences name them (a test pins those); the JSON Schema
+# says the same limits, so the document is true and a client's generator (schemathesis) keeps within them.
+METADATA_SCHEMA = {
+    "type": "object", "maxProperties": MAX_METADATA_PAIRS,
+    "propertyNames": {"minLength": 1, "maxLength": MAX_METADATA_KEY},
+    "additionalProperties": {"type": "string", "maxLength": MAX_METADATA_VALUE},
+    "description": f"At most {MAX_METADATA_PAIRS} pairs; keys 1 to {MAX_METADATA_KEY} characters, values at "
+                   f"most {MAX_METADATA_VALUE} (OpenAI's limits)"}
+# Whitespace spelled out: ``\s`` means three things in the three regex engines that read these patterns
+# (pydantic's Rust one: Unicode White_Space; Python's: also \x1c-\x1f; JSON Schema's ECMA one: not \x85 but
+# \ufeff), so a generator would send what the server refuses, or the other way round.
+UNICODE_SPACE = r"\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+"""Unicode's White_Space: what ``\\s`` matches in pydantic's patterns."""
+PYTHON_SPACE = UNICODE_SPACE + r"\x1c-\x1f"
+"""What ``str.isspace`` is true for."""
+IDENT_PATTERN = rf"^[^{{}}{UNICODE_SPACE}]+$"
+URL_TEXT = rf"[^{PYTHON_SPACE}]"
+PORT = r"(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4})"
+WEBHOOK_URL_PATTERN = (rf"^[Hh][Tt][Tt][Pp][Ss]?://(?:[A-Za-z0-9._~%!$&'()*+,;=:-]*@)?[A-Za-z0-9._~%!$&'()*+,;=-]+"
+                       rf"(?::{PORT}?)?(?:[/?#]{URL_TEXT}*)?$")
+"""The URLs ``check_webhook_url`` takes, told as a regex: an http(s) scheme, a host, a port in range, no
+whitespace. Hosts are told as ASCII (IDNs in punycode), which the check also takes in other spellings."""
+
+Metadata = Annotated[dict[str, str], AfterValidator(_check_metadata), WithJsonSchema(METADATA_SCHEMA)]
+Ident = Annotated[str, Field(min_length=1, max_length=256, pattern=IDENT_PATTERN)]
+WebhookUrl = Annotated[str, Field(max_length=MAX_URL_CHARS), AfterValidator(check_webhook_url),
+                       WithJsonSchema({
+                           "type": "string", "maxLength": MAX_URL_CHARS, "pattern": WEBHOOK_URL_PATTERN})]
+WebhookEvents = Annotated[list[str], Field(min_length=1, max_length=8), AfterValidator(check_webhook_events),
+                          WithJsonSchema({"type": "array", "minItems": 1, "maxItems": 8,
+                                          "items": {"type": "string", "enum": list(WEBHOOK_EVENT_TYPES)}})]
 
 
 def _encodable(value: Any) -> bool:
@@ -71,6 +104,9 @@ class CreateConversation(Strict):
     webhook_events: WebhookEvents | None = None
     """Which of ``turn.completed``, ``turn.failed``, ``turn.cancelled`` the webhook gets (default: all
     three)."""
+    defaults: RequestDefaults | None = None
+    """Request fields (``model``, ``instructions``, ``tools``, ``text``, ...) its turns get unless they set
+    their own."""
 
 
 class Conversation(BaseModel):
@@ -81,6 +117,8 @@ class Conversation(BaseModel):
     key: str | None = None
     webhook_url: str | None = None
     webhook_events: list[str] | None = None
+    defaults: dict[str, Any] = Field(default_factory=dict)
+    """The request fields its turns get unless they set their own (``{}``: none)."""
 
 
 class UpdateConversation(Strict):
@@ -92,6 +130,8 @@ class UpdateConversation(Strict):
     """A new webhook target; ``null`` goes back to the server's ``PARLEY_WEBHOOK_URL``, if any."""
     webhook_events: WebhookEvents | None = None
     """Which terminal events the webhook gets (``null``: all three)."""
+    defaults: RequestDefaults | None = None
+    """Replaces the defaults as a whole (``{}`` or ``null``: none); turns already queued keep theirs."""
 
 
 class ConversationDeleted(BaseModel):
@@ -115,15 +155,8 @@ class ConversationWithQueue(Conversation):
     running_turn: str | None
 
 
-class InputMessage(Strict):
-    role: Literal["user", "assistant", "system", "developer"]
-    content: Annotated[str, Field(min_length=1)]
-    type: Literal["message"] | None = None
-
-
-class CreateTurn(Strict):
-    input: (Annotated[str, Field(min_length=1)]
-            | Annotated[list[InputMessage], Field(min_length=1, max_length=20)])
+class CreateTurn(Strict, RequestOptions):
+    input: Annotated[str, Field(min_length=1)] | Messages
     idempotency_key: Ident | None = None
     model: Annotated[str, Field(min_length=1, max_length=128)] | None = None
     instructions: Annotated[str, Field(max_length=32_000)] | None = None
@@ -131,16 +164,26 @@ class CreateTurn(Strict):
     deadline_s: Annotated[float, Field(gt=0, le=86_400)] | None = None
     """Give up retrying after this many seconds from the turn's start (``deadline_exceeded``); at most the
     server's PARLEY_TURN_DEADLINE_S, which a longer value is cut to."""
+    server_tools: ServerTools | None = None
+    """Which of the worker's server tools this turn offers: ``true`` (the default) all, ``false`` none, or a
+    list of names."""
 
     def input_chars(self) -> int:
+        """The characters of the text (parts) of the input: what PARLEY_MAX_INPUT_CHARS caps."""
         if isinstance(self.input, str):
             return len(self.input)
-        return sum(len(message.content) for message in self.input)
+        return sum(message.text_chars() for message in self.input)
 
     def input_value(self) -> str | list[dict[str, Any]]:
         if isinstance(self.input, str):
             return self.input
-        return [message.model_dump(exclude_none=True) for message in self.input]
+        return [message_json(message) for message in self.input]
+
+    def server_tools_value(self) -> list[str] | None:
+        """``None`` for all server tools, else the names offered (``[]``: none)."""
+        if self.server_tools is None or self.server_tools is True:
+            return None
+        return [] if self.server_tools is False else list(self.server_tools)
 
 
 class TurnAccepted(BaseModel):
@@ -168,6 +211,11 @@ class TurnOut(BaseModel):
     completed_at: float | None
     metadata: dict[str, str]
     worker: str | None = None
+    model: str | None = None
+    request: dict[str, Any] | None = None
+    """The Responses options the turn was accepted with (its own, else its conversation's or the server's
+    defaults)."""
+    server_tools: list[str] | None = None
     output_parsed: Any = None
     """The reply as JSON, when the turn asked for ``text.format`` json_schema."""
     required_action: dict[str, Any] | None = None

@@ -11,11 +11,13 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from .schemas import IDENT_PATTERN
+
 LOCATIONS = frozenset({"body", "query", "path", "header"})
 KINDS = {"string": "a string", "list": "a list", "dict": "an object", "model": "an object",
          "model_attributes": "an object", "int": "an integer", "float": "a number", "bool": "true or false"}
 RULES = {
-    r"^[^{}\s]+$": "must not contain spaces or curly braces",
+    IDENT_PATTERN: "must not contain spaces or curly braces",
 }
 """Sentences for the patterns parley uses, so a client reads the rule rather than a regex."""
 LIMITS = {
@@ -45,6 +47,9 @@ def _path(loc: Sequence[Any], body: Any) -> tuple[str, int]:
         last = i == len(parts) - 1
         if isinstance(part, int) and isinstance(value, list):
             text, depth, value = f"{text}[{part}]", depth + 1, value[part] if part < len(value) else None
+        elif isinstance(part, str) and isinstance(value, dict) and part not in value \
+                and part == value.get("type"):
+            pass  # the branch of a union tagged by ``type`` (an error of the whole object, e.g. input_image)
         elif isinstance(part, str) and (isinstance(value, dict) and (part in value or last) or value is None):
             text = f"{text}.{part}" if text else part
             depth += 1
@@ -92,6 +97,11 @@ def _sentence(field: str, error: dict[str, Any], content_type: str | None) -> st
     if kind == "string_pattern_mismatch":
         pattern = str(ctx.get("pattern", ""))
         return f"{field} {RULES.get(pattern, f'must match the pattern {pattern}')} (got {_quoted(given)})."
+    if kind == "union_tag_invalid":
+        tags = _options(str(ctx.get("expected_tags", "")))
+        return f"{field} must be one of {tags} (got {_quoted(ctx.get('tag'))})."
+    if kind == "union_tag_not_found":
+        return f"{field} is required."
     if kind == "literal_error" or kind == "enum":
         return f"{field} must be one of {ctx.get('expected')} (got {_quoted(given)})."
     if kind == "value_error":
@@ -99,6 +109,20 @@ def _sentence(field: str, error: dict[str, Any], content_type: str | None) -> st
     if (expected := _kind(kind)) is not None:
         return f"{field} must be {expected}."
     return f"{field}: {error.get('msg', 'invalid value')}."
+
+
+def _options(tags: str) -> str:
+    """pydantic's "'a', 'b', 'c'" as "'a', 'b' or 'c'", like its literal errors."""
+    head, _, last = tags.rpartition(", ")
+    return f"{head} or {last}" if head else last
+
+
+def _tagged(field: str, error: dict[str, Any]) -> str:
+    """The field of a union's tag (``tools[0].type``) for an error about the tag itself."""
+    if error.get("type") not in ("union_tag_invalid", "union_tag_not_found"):
+        return field
+    tag = str((error.get("ctx") or {}).get("discriminator", "")).strip("'")
+    return f"{field}.{tag}" if field and tag.isidentifier() else field
 
 
 def explain(errors: Sequence[dict[str, Any]], body: Any, content_type: str | None) -> tuple[str, str | None]:
@@ -109,8 +133,10 @@ def explain(errors: Sequence[dict[str, Any]], body: Any, content_type: str | Non
     by_field: dict[str, list[dict[str, Any]]] = {}
     for error, field, _ in located:
         by_field.setdefault(field, []).append(error)
-    deepest, field, _ = max(located, key=lambda entry: entry[2])
+    # Deepest first; at one depth, a rule broken (too short, bad tag) says more than a wrong kind of value.
+    deepest, field, _ = max(located, key=lambda entry: (entry[2], _kind(entry[0].get("type", "")) is None))
     group = by_field[field]
+    field = _tagged(field, deepest)
     # A value of the wrong kind for a union: name every kind it may be, once.
     kinds = [k for error in group if (k := _kind(error.get("type", ""))) is not None]
     if field and len(group) > 1 and len(kinds) == len(group):

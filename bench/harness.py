@@ -48,9 +48,11 @@ def emulator(latency_ms: int = 0) -> Iterator[str]:
 
 
 @contextmanager
-def api(settings: Settings) -> Iterator[tuple[str, int]]:
+def api(settings: Settings, *, log_path: str | None = None) -> Iterator[tuple[str, int]]:
+    """``parley api`` in a process of its own; with ``log_path``, its output (unbuffered) goes there."""
     port = free_port()
-    proc = spawn(["python", "-m", "parley", "api", "--port", str(port)], env=settings_env(settings), quiet=True)
+    proc = spawn(["python", "-m", "parley", "api", "--port", str(port)],
+                 env={**settings_env(settings), "PYTHONUNBUFFERED": "1"}, quiet=True, log_path=log_path)
     try:
         wait_http(f"http://127.0.0.1:{port}/readyz")
         yield f"http://127.0.0.1:{port}", proc.pid
@@ -72,10 +74,11 @@ def bare_api(redis_url: str) -> Iterator[str]:
 
 
 @contextmanager
-def parley_workers(settings: Settings, count: int, *, concurrency: int) -> Iterator[list[int]]:
+def parley_workers(settings: Settings, count: int, *, concurrency: int,
+                   extra_env: dict[str, str] | None = None) -> Iterator[list[int]]:
     names = [f"bench{i}" for i in range(count)]
-    procs = [start_worker(settings, name, concurrency=concurrency, extra_env={"PARLEY_LOG_LEVEL": "WARNING"})
-             for name in names]
+    env = {"PARLEY_LOG_LEVEL": "WARNING", **(extra_env or {})}
+    procs = [start_worker(settings, name, concurrency=concurrency, extra_env=env) for name in names]
     try:
         wait_ready(settings, names, timeout_s=60)
         yield [p.pid for p in procs]

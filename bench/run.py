@@ -12,12 +12,15 @@ import json
 import platform
 import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+import busy_ingress
 import harness  # noqa: F401  (puts the project on sys.path)
 import scaling
 import scenarios
+import tools_bench
 from harness import repeat
 
 HERE = Path(__file__).resolve().parent
@@ -26,6 +29,7 @@ TARGETS = {
     "ordered_ratio": 0.7, "io_ratio_to_direct": 0.8, "io_nonstream_per_s": 300.0, "overhead_p50_ms": 3.0,
     "overhead_p99_ms": 20.0, "ingress_half_p99_ms": 10.0, "ingress_ratio": 0.6, "fairness_p99_ms": 50.0,
     "redis_bytes_per_turn": 1024.0, "worker_rss_mb": 300.0, "webhook_hang_ratio": 0.95, "scaling_ratio": 1.6,
+    "ingress_busy_p99_ms": 25.0, "ingress_busy_ratio": 3.0, "tool_round_cpu_ms": 1.5,
 }
 
 
@@ -53,6 +57,7 @@ def main() -> int:
         print(json.dumps(results[name], default=str), f"({time.monotonic() - t:.0f} s)", flush=True)
 
     run("ingress", scenarios.ingress, size)
+    run("ingress_busy", repeat, repeats, lambda: _numeric(busy_ingress.ingress_busy(size)))
     run("ordered", repeat, repeats, lambda: scenarios.ordered(size, stream=False))
     run("io_nonstream", repeat, repeats, lambda: _numeric(scenarios.io_concurrency(size, stream=False)))
     run("io_stream", repeat, max(1, repeats - 1), lambda: _numeric(scenarios.io_concurrency(size, stream=True)))
@@ -63,6 +68,8 @@ def main() -> int:
     run("worker_rss", scenarios.worker_rss, size)
     run("webhooks", repeat, repeats, lambda: _numeric(scenarios.webhooks(size)))
     run("scaling", repeat, repeats, lambda: _numeric(scaling.scaling(size)))
+    with tempfile.TemporaryDirectory() as workdir:
+        run("tools", repeat, repeats, lambda: _numeric(tools_bench.tools(size, Path(workdir))))
     results["seconds"] = round(time.monotonic() - began)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -90,6 +97,22 @@ ROWS: list[tuple[str, str, str, str, float | None, bool, str]] = [
      "parley {ingress.parley_max_rps} rps, bare LPUSH {ingress.bare_max_rps} rps"),
     ("(1) ingress p99 at 50 % of max (ms)", "ingress", "parley_half_p99_ms", "≤ 10", TARGETS["ingress_half_p99_ms"],
      False, "bare endpoint p99 {ingress.bare_half_p99_ms} ms"),
+    ("(1) POST …/turns p99 while 2 workers drain (ms)", "ingress_busy", "busy_p99_ms", "≤ 25",
+     TARGETS["ingress_busy_p99_ms"], False,
+     "server side (request log), open loop at {ingress_busy.rate_rps} rps; p50 {ingress_busy.busy_p50_ms} "
+     "ms, client p99 {ingress_busy.client_busy_p99_ms} ms; workers at {ingress_busy.workers_cpu_cores_busy} "
+     "cores; the machine waited for a CPU {ingress_busy.cpu_pressure_busy} of the time, the API's loop "
+     "{ingress_busy.api_cpu_wait_busy}"),
+    ("(1) POST …/turns p99 busy ÷ idle", "ingress_busy", "busy_to_idle_p99", "≤ 3",
+     TARGETS["ingress_busy_ratio"], False,
+     "idle p50 {ingress_busy.idle_p50_ms} ms, p99 {ingress_busy.idle_p99_ms} ms"),
+    ("(1) same, workers at PARLEY_WORKER_NICE=10 (ms)", "ingress_busy", "busy_nice_p99_ms", "≤ 25",
+     TARGETS["ingress_busy_p99_ms"], False,
+     "p50 {ingress_busy.busy_nice_p50_ms} ms, client p99 {ingress_busy.client_busy_nice_p99_ms} ms; workers "
+     "at {ingress_busy.workers_cpu_cores_busy_nice} cores; the API's loop waited for a CPU "
+     "{ingress_busy.api_cpu_wait_busy_nice} of the time"),
+    ("(1) same, busy ÷ idle", "ingress_busy", "busy_nice_to_idle_p99", "≤ 3",
+     TARGETS["ingress_busy_ratio"], False, ""),
     ("(2) ordered turns/s ÷ naive Celery", "ordered", "ratio", "≥ 0.7", TARGETS["ordered_ratio"], True,
      "parley {ordered.parley_turns_per_s}/s, naive {ordered.naive_turns_per_s}/s; worker CPU "
      "{ordered.parley_worker_cpu_ms_per_turn} vs {ordered.naive_worker_cpu_ms_per_turn} ms/turn"),
@@ -122,6 +145,9 @@ ROWS: list[tuple[str, str, str, str, float | None, bool, str]] = [
      TARGETS["webhook_hang_ratio"], True, "no webhook {webhooks.no_webhook_turns_per_s}/s, receiver that never "
      "answers {webhooks.hanging_webhook_turns_per_s}/s; dispatcher CPU {webhooks.dispatcher_cpu_ms_per_turn} "
      "ms/turn"),
+    ("(10) extra worker CPU per server-tool round (ms)", "tools", "extra_cpu_ms_per_round", "≤ 1.5",
+     TARGETS["tool_round_cpu_ms"], False, "plain turn {tools.plain_cpu_ms_per_turn} ms, with one tool round "
+     "{tools.tool_cpu_ms_per_turn} ms (× {tools.cpu_ratio})"),
     ("(9) ordered turns/s, 2 worker processes ÷ 1", "scaling", "ratio", "≥ 1.6", TARGETS["scaling_ratio"], True,
      "one process {scaling.one_process_turns_per_s}/s, two {scaling.two_processes_turns_per_s}/s "
      "({scaling.turns} turns, zero-latency upstream)"),

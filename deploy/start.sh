@@ -1,5 +1,6 @@
 #!/bin/sh
-# Container entry point: wait for Redis, then run one parley process (api | worker | beat | flower | webhooks run).
+# Container entry point: wait for Redis (and PARLEY_BROKER_URL when set), then run one parley process
+# (api | worker | beat | flower | webhooks run).
 set -eu
 mkdir -p "${PROMETHEUS_MULTIPROC_DIR:-/tmp/parley-metrics}"
 python - <<'PY'
@@ -17,5 +18,17 @@ while True:
         if time.monotonic() > deadline:
             sys.exit(f"Redis not reachable: {type(exc).__name__}")
         time.sleep(1)
+broker = os.environ.get("PARLEY_BROKER_URL")
+if broker:
+    from kombu import Connection
+    while True:
+        try:
+            with Connection(broker, connect_timeout=2) as connection:
+                connection.ensure_connection(max_retries=0)
+            break
+        except Exception as exc:
+            if time.monotonic() > deadline:
+                sys.exit(f"broker not reachable: {type(exc).__name__}")
+            time.sleep(1)
 PY
 exec parley "$@"

@@ -52,6 +52,7 @@ _EXPORTS = {
     "Delivery": "parley.worker.events.replies",
     # server tools (pydantic only)
     "tool": "parley.worker.tools",
+    "ToolContext": "parley.worker.tools",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -136,6 +137,7 @@ if TYPE_CHECKING:
     )
     from parley.worker.events.replies import Delivery as Delivery
     from parley.worker.events.replies import ReplyConsumer as ReplyConsumer
+    from parley.worker.tools import ToolContext as ToolContext
     from parley.worker.tools import tool as tool
 
 

@@ -3,6 +3,7 @@ port, the API served by uvicorn, and real Celery worker processes."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -135,6 +136,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
             value = value.get_secret_value()
         elif isinstance(value, list):
             value = ",".join(value)
+        elif isinstance(value, dict):
+            value = json.dumps(value)
         env[f"PARLEY_{name.upper()}"] = str(value)
     if settings.api_keys:
         env["PARLEY_API_KEYS"] = ",".join(k.get_secret_value() for k in settings.api_keys)

@@ -5,13 +5,16 @@ The spec is test data and is never copied into the project; without it, the chec
 
 from __future__ import annotations
 
+import os
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-SPEC_PATH = Path(__file__).resolve().parents[1].parent / "shared" / "openai-openapi" / "openapi.yaml"
+# PARLEY_OPENAI_SPEC points elsewhere, e.g. from a git worktree, which has no ../shared beside it.
+SPEC_PATH = Path(os.environ.get("PARLEY_OPENAI_SPEC")
+                 or Path(__file__).resolve().parents[1].parent / "shared" / "openai-openapi" / "openapi.yaml")
 
 SSE_EVENT_SCHEMAS = {
     "response.created": "ResponseCreatedEvent",
@@ -23,6 +26,8 @@ SSE_EVENT_SCHEMAS = {
     "response.output_text.done": "ResponseTextDoneEvent",
     "response.content_part.done": "ResponseContentPartDoneEvent",
     "response.output_item.done": "ResponseOutputItemDoneEvent",
+    "response.function_call_arguments.delta": "ResponseFunctionCallArgumentsDeltaEvent",
+    "response.function_call_arguments.done": "ResponseFunctionCallArgumentsDoneEvent",
     "response.completed": "ResponseCompletedEvent",
     "response.failed": "ResponseFailedEvent",
     "error": "ResponseErrorEvent",

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from celery import Celery
 from conftest import settings_env
 
+from parley.worker.celery_app import broker_url
 from parley.worker.local.processes import spawn, stop
 from parley.worker.settings import Settings
 
@@ -24,7 +25,7 @@ def start_worker(settings: Settings, name: str, *, concurrency: int | None = Non
 
 
 def wait_ready(settings: Settings, names: list[str], timeout_s: float = 30.0) -> None:
-    app = Celery(broker=settings.redis_url_required)
+    app = Celery(broker=broker_url(settings))
     deadline = time.monotonic() + timeout_s
     wanted = set(names)
     try:

@@ -17,7 +17,8 @@ from .settings import Settings
 _SECRET_PATTERNS = (
     re.compile(r"(sk-[A-Za-z0-9_\-]{8,})"),
     re.compile(r"(Bearer\s+)[^\s\"']+", re.IGNORECASE),
-    re.compile(r"(rediss?://[^:/@\s]*:)[^@\s]+(@)"),
+    # The password of a Redis or AMQP broker URL (user:password@host).
+    re.compile(r"((?:rediss?|sentinel|amqps?|pyamqp)://[^:/@\s]*:)[^@\s]+(@)"),
 )
 
 
@@ -35,13 +36,16 @@ def register_secrets(settings: Settings) -> None:
     if settings.flower_basic_auth is not None:
         values += [pair.partition(":")[2]
                    for pair in settings.flower_basic_auth.get_secret_value().split(",")]
-    if settings.redis_url:
-        values += passwords(settings.redis_url.get_secret_value())
+    for url in (settings.redis_url.get_secret_value() if settings.redis_url else None,
+                settings.broker_url.get_secret_value() if settings.broker_url is not None else None):
+        if url:
+            values += passwords(url)
     _SECRETS.update(v for v in values if len(v) >= MIN_SECRET_CHARS)
 
 
 def redact_text(text: str) -> str:
-    """``text`` with API keys, bearer tokens, Redis passwords and this process's own secrets masked."""
+    """``text`` with API keys, bearer tokens, Redis and broker passwords and this process's own secrets
+    masked."""
     for secret in _SECRETS:
         if secret in text:
             text = text.replace(secret, "[redacted]")

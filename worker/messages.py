@@ -122,9 +122,15 @@ class Turn(BaseModel):
     completed_at: float | None = None
     worker: str | None = None
     """The worker process (``host:pid``) that finished the turn."""
+    request: dict[str, Any] | None = None
+    """The Responses options (tools, text, reasoning, ...) resolved when the turn was accepted: its own, else
+    its conversation's defaults, else the server's (``worker.request.resolve``); absent when none apply."""
+    server_tools: list[str] | None = None
+    """Which of the worker's server tools the turn offers: ``None`` all of them, ``[]`` none."""
 
-    JSON_FIELDS: ClassVar[tuple[str, ...]] = ("input", "metadata", "usage", "error", "tool_calls",
-                                              "response_ids", "required_action", "output_parsed")
+    JSON_FIELDS: ClassVar[tuple[str, ...]] = (
+        "input", "metadata", "usage", "error", "request", "server_tools", "tool_calls", "response_ids",
+        "required_action", "output_parsed")
 
     @classmethod
     def from_hash(cls, fields: dict[str, str], conversation_id: str, turn_id: str) -> Turn:
@@ -158,8 +164,9 @@ class Turn(BaseModel):
     def to_hash(self) -> dict[str, str]:
         # Leave out what is empty or implied: a queued turn is most of Redis's memory (issue 6 budget).
         raw = self.model_dump(mode="json", exclude_none=True, exclude={"id", "conversation_id"})
-        if not raw.get("metadata"):
-            raw.pop("metadata", None)
+        for empty in ("metadata", "request"):
+            if not raw.get(empty):
+                raw.pop(empty, None)
         for counter in ("attempts", "crashes"):
             if not raw.get(counter):
                 raw.pop(counter, None)

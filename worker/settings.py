@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -23,11 +23,15 @@ class Settings(BaseSettings):
 
     # --- Redis ---------------------------------------------------------------------------------------
     redis_url: SecretUrl | None = None
-    """Redis for mailboxes, events and the Celery broker. Unset: ``parley up`` starts an embedded one. Shown
-    with its password masked; ``redis_url_required`` is the plain URL, for connecting."""
+    """Redis for mailboxes, events and (unless ``broker_url`` is set) the Celery broker. Unset: ``parley up``
+    starts an embedded one. Shown with its password masked; ``redis_url_required`` is the plain URL, for
+    connecting."""
+    broker_url: SecretStr | None = None
+    """The Celery broker that carries the wake-ups (``amqp://`` RabbitMQ or another ``redis://``); unset: the
+    Redis of ``redis_url``."""
     redis_cluster: bool = False
-    """``PARLEY_REDIS_URL`` names a node of a Redis Cluster: state is spread over its shards (see the README's
-    Redis Cluster section; the broker must then be a Redis or RabbitMQ of its own)."""
+    """``redis_url`` names a node of a Redis Cluster: state is spread over its shards (the README's Redis
+    Cluster section); ``broker_url`` must then be set, as Celery cannot use a cluster."""
     key_prefix: str = "parley"
     redis_max_connections: int = 256
     """Pool size per process; keep it above the worker concurrency (redis-py fails hard past it)."""
@@ -40,6 +44,9 @@ class Settings(BaseSettings):
     """Unset with a key: api.openai.com. Unset without a key: ``parley up`` starts the local emulator."""
     model: str = "gpt-5.4-mini"
     instructions: str | None = None
+    default_request: dict[str, Any] = {}
+    """A JSON object of Responses options (``tools``, ``text``, ``reasoning``, ``temperature``, ...) every
+    turn gets unless it or its conversation's defaults set the field; checked at startup like a turn's."""
     stream_upstream: bool = True
     """Stream generations (deltas for users, the response id known at once); off: one plain call per attempt,
     about half the client CPU, no ``response.delta`` events."""
@@ -102,6 +109,9 @@ class Settings(BaseSettings):
     # --- Worker --------------------------------------------------------------------------------------
     worker_pool: Literal["threads", "prefork", "gevent", "solo"] = "threads"
     worker_concurrency: int = 200
+    worker_nice: int = Field(default=0, ge=0, le=19)
+    """Niceness a worker process takes at start; on a host it shares with the API (``parley up``, one VM), 10
+    lets requests get a CPU first while workers still use every idle one (bench/busy_ingress.py)."""
 
     worker_metrics_port: int = 9808
     """Port of a worker process's Prometheus endpoint; 0 turns it off."""
@@ -189,8 +199,25 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator("default_request", mode="after")
+    @classmethod
+    def _check_default_request(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from pydantic import ValidationError
+
+        from .request import RequestOptions
+
+        try:
+            return RequestOptions.model_validate(value).options()
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise ValueError(f"PARLEY_DEFAULT_REQUEST {where}: {first['msg']}") from None
+
     @model_validator(mode="after")
     def _check(self) -> Settings:
+        if self.redis_cluster and self.broker_url is None:
+            raise ValueError("PARLEY_REDIS_CLUSTER needs PARLEY_BROKER_URL: Celery cannot use a Redis Cluster as "
+                             "its broker")
         if self.heartbeat_interval_ms * 2 > self.lease_ttl_ms:
             raise ValueError("heartbeat_interval_ms must be at most half of lease_ttl_ms")
         from .webhooks.policy import check_webhook_events, check_webhook_url

@@ -6,18 +6,26 @@ import gc
 
 import structlog
 from celery import shared_task
-from celery.signals import beat_init, worker_process_init, worker_ready, worker_shutting_down
+from celery.signals import beat_init, worker_init, worker_process_init, worker_ready, worker_shutting_down
 from prometheus_client import start_http_server
 
 from . import metrics
-from .celery_app import DRAIN_TASK, QUEUE, REAP_TASK
+from .celery_app import DRAIN_TASK, QUEUE, REAP_TASK, broker_url
 from .log import configure_logging, get_logger, redact_url, upstream_description
+from .run.priority import lower_priority
 from .run.reaper import reap
 from .run.runtime import get_runtime
 from .run.upstream import warm_up
 from .settings import get_settings
 
 log = get_logger(__name__)
+_priority: list[str] = []
+
+
+@worker_init.connect
+def _lower_priority(**_: object) -> None:
+    # Before the pool and the runtime start their threads, so that every one of them inherits it.
+    _priority[:] = lower_priority(get_settings().worker_nice)
 
 
 @worker_process_init.connect
@@ -48,9 +56,9 @@ def _prepare(**_: object) -> None:
     settings = get_settings()
     log.info("worker_started", queue=QUEUE, pool=settings.worker_pool,
              concurrency=settings.worker_concurrency,
-             redis=redact_url(settings.redis_url), upstream=upstream_description(settings),
-             metrics_port=settings.worker_metrics_port or None,
-             metrics_address=settings.worker_metrics_address)
+             redis=redact_url(settings.redis_url), broker=redact_url(broker_url(settings)),
+             upstream=upstream_description(settings), metrics_port=settings.worker_metrics_port or None,
+             metrics_address=settings.worker_metrics_address, priority=", ".join(_priority) or None)
     port = settings.worker_metrics_port
     if port:
         # In the main process: with PROMETHEUS_MULTIPROC_DIR it also serves what prefork children counted.
@@ -67,7 +75,7 @@ configure_logging(get_settings())
 def _beat_started(**_: object) -> None:
     settings = get_settings()
     log.info("beat_started", task=REAP_TASK, every_s=settings.reaper_interval_s,
-             redis=redact_url(settings.redis_url))
+             redis=redact_url(settings.redis_url), broker=redact_url(broker_url(settings)))
 
 
 @worker_shutting_down.connect

@@ -4,7 +4,7 @@ principal parameter (``principal: TurnsWrite``)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -13,8 +13,10 @@ from ..errors import ApiError
 from .scopes import CONVERSATIONS_READ, CONVERSATIONS_WRITE, TURNS_READ, TURNS_WRITE, Principal
 
 
-def _requiring(scope: str) -> Callable[[Request], Principal]:
-    def check(request: Request) -> Principal:
+def _requiring(scope: str) -> Callable[[Request], Awaitable[Principal]]:
+    # async although it awaits nothing: FastAPI runs a plain ``def`` dependency in its thread pool, a thread
+    # hop per request that waits for a CPU once more on a busy machine (bench/busy_ingress.py).
+    async def check(request: Request) -> Principal:
         principal: Principal | None = getattr(request.state, "principal", None)
         if principal is None:  # the middleware did not run: fail closed
             raise ApiError(401, "unauthorized", "Missing bearer API key.",

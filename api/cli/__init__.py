@@ -44,8 +44,9 @@ def cmd_api(args: argparse.Namespace) -> int:
         _print(f"refusing to bind {host}: no PARLEY_API_KEYS (or PARLEY_API_KEYS_FILE) are set, so the API "
                "would be open to anyone. Set them, or bind to 127.0.0.1.")
         return 2
-    _print(f"parley api on http://{host}:{port}, Redis {redact_url(settings.redis_url, '(not set)')}, "
-           f"upstream {upstream_description(settings)}")
+    broker = f", broker {redact_url(settings.broker_url.get_secret_value())}" if settings.broker_url else ""
+    _print(f"parley api on http://{host}:{port}, Redis {redact_url(settings.redis_url, '(not set)')}"
+           f"{broker}, upstream {upstream_description(settings)}")
     from ..http_protocol import HeaderDeadlineProtocol
 
     uvicorn.run("parley.api.main:create_app", factory=True, host=host, port=port, log_level="warning",

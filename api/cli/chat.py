@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import TextIO
+from typing import Any, TextIO
 
 from ..client import ParleyAPIError, ParleyClient
 
@@ -42,8 +42,28 @@ def chat(client: ParleyClient, *, key: str, stdin: TextIO = sys.stdin, stdout: T
             if event.type == "response.delta":
                 stdout.write(event.delta)
                 stdout.flush()
+            elif event.type == "turn.retrying":
+                stdout.write(f"[still working: {event.cause}, retrying]")
+                stdout.flush()
+            elif event.type == "tool.called" and event.runs == "server":
+                stdout.write(f"[{event.name}({event.arguments})]")
+                stdout.flush()
+            elif event.type == "turn.requires_action":
+                # The bot is you: answer each call the model made of a tool of the turn.
+                outputs = _ask_outputs(event.required_action, stdin, stdout)
+                client.submit_tool_outputs(turn.id, outputs)
+                stdout.write("bot> ")
             elif event.type == "turn.failed":
                 stdout.write(f"[failed: {event.error.message}]")
             elif event.type == "turn.cancelled":
                 stdout.write("[cancelled]")
         stdout.write("\n")
+
+
+def _ask_outputs(action: dict[str, Any], stdin: TextIO, stdout: TextIO) -> dict[str, str]:
+    outputs = {}
+    for call in action.get("tool_calls", []):
+        stdout.write(f"\n[tool {call['name']}({call['arguments']})] output> ")
+        stdout.flush()
+        outputs[call["call_id"]] = stdin.readline().strip()
+    return outputs

@@ -31,6 +31,8 @@ from . import discovery
 READY_TIMEOUT_S = 60.0
 TAIL_LINES = 8
 """Lines of a dead process's log quoted when it takes the stack down."""
+UP_WORKER_NICE = 10
+"""The worker's niceness under ``parley up`` unless PARLEY_WORKER_NICE is set (bench/busy_ingress.py)."""
 STOP_ORDER = (("api",), ("worker", "beat", "flower", "webhooks"), ("emulator",))
 """The API first (no new turns), then what uses Redis and the upstream, then the emulator; Redis last."""
 STOP_TIMEOUT_S = 30.0
@@ -183,7 +185,10 @@ class LocalStack:
                 env["PARLEY_FLOWER_BASIC_AUTH"] = self.flower_credentials
             self._spawn("flower", "flower", env=env)
         self._spawn("api", "api", "--host", "127.0.0.1", "--port", str(self.api_port), env=env)
-        self._spawn("worker", "worker", env=env)
+        # One machine for all: the worker yields CPU to the API's requests.
+        given = "worker_nice" in self.settings.model_fields_set
+        worker_env = env if given else {**env, "PARLEY_WORKER_NICE": str(UP_WORKER_NICE)}
+        self._spawn("worker", "worker", env=worker_env)
         self._spawn("beat", "beat", "-s", str(self.data_dir / "beat-schedule"), env=env)
         # The webhook dispatcher, signing with the configured secret or one kept in the data dir.
         self._spawn("webhooks", "webhooks", "run",
@@ -244,6 +249,8 @@ class LocalStack:
             "parley is up:",
             f"  API      {self.api_url}   (docs: /docs)",
             f"  Redis    {redact_url(self.redis_url)}{' (embedded)' if self.redis else ''}",
+            *([f"  broker   {redact_url(self.settings.broker_url.get_secret_value())}"]
+              if self.settings.broker_url else []),
             f"  upstream {self.emulator_url or self.upstream.description}"
             f"{' (local emulator)' if self.emulator_url else ''}",
             f"  data     {self.data_dir}",

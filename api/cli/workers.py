@@ -1,5 +1,5 @@
-"""``parley worker`` and ``parley beat``: Celery with parley's settings, after a quick check that Redis
-answers (Celery itself would retry an unreachable broker silently, forever)."""
+"""``parley worker`` and ``parley beat``: Celery with parley's settings, after a quick check that Redis and
+the broker answer (Celery itself would retry an unreachable broker silently, forever)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ usage: parley worker [CELERY WORKER OPTIONS...]
 
 Run a Celery worker that drains conversations (queue "parley"), with parley's settings:
   PARLEY_REDIS_URL           Redis for mailboxes, events and the broker (required)
+  PARLEY_BROKER_URL          a broker of its own (amqp://... or redis://...); default: PARLEY_REDIS_URL
   PARLEY_WORKER_POOL         Celery pool (default: threads)
   PARLEY_WORKER_CONCURRENCY  turns in flight per process (default: 200)
   PARLEY_OPENAI_API_KEY / OPENAI_API_KEY, PARLEY_OPENAI_BASE_URL   the upstream
@@ -30,6 +31,7 @@ usage: parley beat [CELERY BEAT OPTIONS...]
 Run Celery beat, which schedules the reaper (re-wakes conversations whose wake-up was lost or whose worker
 died) every PARLEY_REAPER_INTERVAL_S seconds (default: 5). Run exactly one. Settings:
   PARLEY_REDIS_URL           Redis for mailboxes and the broker (required)
+  PARLEY_BROKER_URL          a broker of its own (amqp://... or redis://...); default: PARLEY_REDIS_URL
   PARLEY_LOG_LEVEL           (default: INFO)
 Its schedule file is $TMPDIR/parley-beat-schedule unless -s FILE is given.
 Further arguments go to `celery beat`; see `celery -A parley.worker.celery_app beat --help` for those.
@@ -54,6 +56,23 @@ def redis_problem(settings: Settings) -> str | None:
             client.ping()
     except (redis.RedisError, ValueError) as exc:
         return f"cannot reach Redis at {redact_url(settings.redis_url)}: {exc}"
+    return broker_problem(settings)
+
+
+def broker_problem(settings: Settings) -> str | None:
+    """Why the broker of its own (``PARLEY_BROKER_URL``) cannot be reached; None when it answers or is
+    not set."""
+    if settings.broker_url is None:
+        return None
+    from kombu import Connection
+
+    url = settings.broker_url.get_secret_value()
+    try:
+        with Connection(url, connect_timeout=REDIS_CHECK_TIMEOUT_S,
+                        transport_options={"socket_timeout": REDIS_CHECK_TIMEOUT_S}) as connection:
+            connection.ensure_connection(max_retries=0)
+    except Exception as exc:  # noqa: BLE001 - kombu raises transport-specific errors; all mean "not reachable"
+        return f"cannot reach the broker at {redact_url(url)}: {redact_url(str(exc))}"
     return None
 
 

@@ -12,6 +12,7 @@ import httpx
 from tenacity import AsyncRetrying
 
 from parley.worker.events.models import Event
+from parley.worker.messages import TurnStatus
 
 from ..schemas import (
     Conversation,
@@ -96,28 +97,37 @@ class AsyncParleyClient:
 
     async def send_turn(self, conversation_id: str, input: TurnInput, *, idempotency_key: str | None = None,
                   model: str | None = None, instructions: str | None = None,
-                  metadata: dict[str, str] | None = None) -> TurnAccepted:
+                  metadata: dict[str, str] | None = None, **options: Any) -> TurnAccepted:
         """Queue a turn. Without ``idempotency_key`` one is made for this call, so a retry cannot queue it
-        twice; pass your own (e.g. the chat platform's event id) to dedupe redeliveries across calls too."""
+        twice; pass your own (e.g. the chat platform's event id) to dedupe redeliveries across calls too.
+        ``options``: the turn's Responses fields (``tools``, ``tool_choice``, ``text``, ``server_tools``,
+        ...)."""
         return await self._call(core.send_turn(conversation_id, input, idempotency_key=idempotency_key,
-                                               model=model, instructions=instructions, metadata=metadata))
+                                               model=model, instructions=instructions, metadata=metadata,
+                                               options=options))
 
     async def get_turn(self, turn_id: str, *, wait_s: float | None = None) -> TurnOut:
         """The turn; with ``wait_s`` (at most 60), once it has ended or that time is up (long-poll)."""
         return await self._call(core.get_turn(turn_id, wait_s))
 
     async def wait_for_reply(self, turn_id: str, *, timeout_s: float = 120.0) -> TurnOut:
-        """The turn once it has ended (completed, failed or cancelled), long-polling until ``timeout_s``."""
+        """The turn once it has ended (completed, failed or cancelled) or waits for the bot's tool
+        outputs (``requires_action``: post them with :meth:`submit_tool_outputs`), long-polling until
+        ``timeout_s``."""
         deadline = time.monotonic() + timeout_s
         while True:
             wait = core.next_wait_s(deadline)
             turn = await self.get_turn(turn_id, wait_s=wait or 0.0)
-            if turn.status.terminal or wait is None:
+            if turn.status.terminal or turn.status is TurnStatus.requires_action or wait is None:
                 return turn
 
     async def cancel_turn(self, turn_id: str) -> TurnOut:
         """Cancel a queued turn; :class:`~.errors.ConflictError` once it runs."""
         return await self._call(core.cancel_turn(turn_id))
+
+    async def submit_tool_outputs(self, turn_id: str, outputs: dict[str, str]) -> TurnOut:
+        """The outputs (call id -> text) of every call of a turn that ``requires_action``; it then resumes."""
+        return await self._call(core.submit_tool_outputs(turn_id, outputs))
 
     # --- events -------------------------------------------------------------------------------------------
 

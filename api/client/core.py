@@ -112,12 +112,13 @@ def list_items(conversation_id: str, after: str | None, limit: int | None, order
 
 
 def send_turn(conversation_id: str, input: TurnInput, *, idempotency_key: str | None, model: str | None,
-              instructions: str | None, metadata: dict[str, str] | None) -> Call[TurnAccepted]:
+              instructions: str | None, metadata: dict[str, str] | None,
+              options: dict[str, Any] | None = None) -> Call[TurnAccepted]:
     # The server dedupes turns by idempotency key per conversation: with one, a retry after a lost answer
     # finds the turn it already accepted instead of queueing it twice. One per call, if the caller has none.
     key = idempotency_key or f"client-{uuid.uuid4().hex}"
     body = {"input": input, **_present(idempotency_key=key, model=model, instructions=instructions,
-                                       metadata=metadata)}
+                                       metadata=metadata), **_present(**(options or {}))}
     return Call("POST", f"/v1/conversations/{conversation_id}/turns", TurnAccepted.model_validate, json=body)
 
 
@@ -132,8 +133,10 @@ def cancel_turn(turn_id: str) -> Call[TurnOut]:
     return Call("POST", f"/v1/turns/{turn_id}/cancel", TurnOut.model_validate, idempotent=False)
 
 
-# Tool outputs (``POST /v1/turns/{id}/tool_outputs``) come with the tools issue: add the call here and one
-# method on each client, like cancel_turn.
+def submit_tool_outputs(turn_id: str, outputs: dict[str, str]) -> Call[TurnOut]:
+    # Idempotent: the same outputs posted again are a 200 that changes nothing, so a lost answer is retried.
+    body = {"outputs": [{"call_id": call_id, "output": output} for call_id, output in outputs.items()]}
+    return Call("POST", f"/v1/turns/{turn_id}/tool_outputs", TurnOut.model_validate, json=body)
 
 
 def turn_events_path(turn_id: str) -> str:

@@ -57,6 +57,7 @@ async def create_conversation(body: CreateConversation, services: ServicesDep, r
         if bound is not None and (record := await ingress.conversation(bound)) is not None:
             response.status_code = 200
             return record
+    defaults = body.defaults.fields() if body.defaults is not None else {}
     try:
         upstream = await services.openai.conversations.create(metadata=body.metadata or {})
     except openai.OpenAIError as exc:
@@ -78,10 +79,10 @@ async def create_conversation(body: CreateConversation, services: ServicesDep, r
     await ingress.register_conversation(upstream.id, created_at=upstream.created_at,
                                         metadata=dict(upstream.metadata or {}), key=body.key,
                                         webhook_url=body.webhook_url, webhook_events=body.webhook_events,
-                                        tenant=tenant)
+                                        tenant=tenant, defaults=defaults)
     return {"id": upstream.id, "created_at": upstream.created_at, "metadata": dict(upstream.metadata or {}),
             "key": body.key, "webhook_url": body.webhook_url,
-            "webhook_events": body.webhook_events if body.webhook_url else None}
+            "webhook_events": body.webhook_events if body.webhook_url else None, "defaults": defaults}
 
 
 @router.get("/{conversation_id}", response_model=ConversationWithQueue)
@@ -95,8 +96,12 @@ async def get_conversation(conversation_id: ConversationId, services: ServicesDe
 @router.post("/{conversation_id}", response_model=Conversation)
 async def update_conversation(conversation_id: ConversationId, body: UpdateConversation,
                               services: ServicesDep, principal: ConversationsWrite) -> Any:
-    """Change the fields given (``metadata`` replaces the metadata as a whole); the others stay."""
+    """Change the fields given (``metadata`` and ``defaults`` replace theirs as a whole); the others stay."""
     record = await _existing(services, conversation_id, principal)
+    given = body.model_fields_set
+    defaults = None
+    if "defaults" in given:  # null as well as {} clears them
+        defaults = body.defaults.fields() if body.defaults is not None else {}
     metadata = None
     if body.metadata is not None:
         # Upstream first: if OpenAI refuses, nothing changed here either.
@@ -105,10 +110,10 @@ async def update_conversation(conversation_id: ConversationId, body: UpdateConve
         except openai.OpenAIError as exc:
             raise upstream_error(exc) from exc
         metadata = dict(upstream.metadata or {})
-    updated = await services.ingress.update_conversation(conversation_id, metadata=metadata)
+    updated = await services.ingress.update_conversation(conversation_id, metadata=metadata,
+                                                         defaults=defaults)
     if updated is None:  # deleted meanwhile
         raise not_found("conversation", conversation_id)
-    given = body.model_fields_set
     if given & {"webhook_url", "webhook_events"}:
         # A field left out keeps its value; one given as null goes back to the default.
         url = body.webhook_url if "webhook_url" in given else record.get("webhook_url")
@@ -116,7 +121,7 @@ async def update_conversation(conversation_id: ConversationId, body: UpdateConve
         if not await services.ingress.set_webhook_url(conversation_id, url, events):
             raise not_found("conversation", conversation_id)
         return await _existing(services, conversation_id, principal)
-    return updated if metadata is not None else record
+    return updated if metadata is not None or defaults is not None else record
 
 
 @router.delete("/{conversation_id}", response_model=ConversationDeleted)

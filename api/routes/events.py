@@ -12,7 +12,7 @@ from sse_starlette import EventSourceResponse
 
 from parley.worker.events.log import LoggedEvent, last_seq, replay
 from parley.worker.events.models import terminal_event_of
-from parley.worker.messages import Turn
+from parley.worker.messages import Turn, TurnStatus
 
 from ..auth import ConversationsRead, TurnsRead
 from ..deps import Services, ServicesDep
@@ -140,8 +140,9 @@ async def _turn_stream(subscription: Subscription, services: Services, request: 
 
 
 async def wait_for_turn(services: Services, turn: Turn, wait_s: float) -> Turn:
-    """Return once ``turn`` is terminal or ``wait_s`` has passed (long-poll)."""
-    if turn.status.terminal or wait_s <= 0:
+    """Return once ``turn`` is terminal, needs its bot's tool outputs, or ``wait_s`` has passed
+    (long-poll)."""
+    if _settled(turn) or wait_s <= 0:
         return turn
     services.listeners.check()
     conv = turn.conversation_id
@@ -149,12 +150,18 @@ async def wait_for_turn(services: Services, turn: Turn, wait_s: float) -> Turn:
         # Note where the stream is *before* re-reading the turn, so an end in between is not missed.
         after = await last_seq(services.ingress.client, services.ingress.keys, conv)
         current = await services.ingress.get_turn(turn.id)
-    if current is None or current.status.terminal:
+    if current is None or _settled(current):
         return current or turn
     deadline = time.monotonic() + wait_s
     async with services.listeners.subscribe(conv, after_seq=after) as subscription:
         async for event in subscription.events(idle_s=min(wait_s, IDLE_S)):
-            if (event is not None and event.turn_id == turn.id and event.terminal) \
+            if (event is not None and event.turn_id == turn.id
+                    and (event.terminal or event.type == "turn.requires_action")) \
                     or time.monotonic() >= deadline:
                 break
     return await services.ingress.get_turn(turn.id) or turn
+
+
+def _settled(turn: Turn) -> bool:
+    """Nothing will change without the client: the turn ended, or waits for its bot's tool outputs."""
+    return turn.status.terminal or turn.status is TurnStatus.requires_action

@@ -33,7 +33,8 @@ async def create_turn(conversation_id: ConversationId, body: CreateTurn, service
     result = await services.ingress.enqueue(
         conversation_id=conversation_id, input=body.input_value(), model=body.model,
         instructions=body.instructions, metadata=body.metadata or {}, idempotency_key=body.idempotency_key,
-        tenant=principal.tenant, deadline_s=body.deadline_s)
+        tenant=principal.tenant, deadline_s=body.deadline_s, request=body.options(),
+        server_tools=body.server_tools_value())
     if result.status is EnqueueStatus.missing:
         raise not_found("conversation", conversation_id)
     if result.status is EnqueueStatus.full:
@@ -102,7 +103,9 @@ async def submit_tool_outputs(turn_id: TurnId, body: ToolOutputs, services: Serv
     if result.status in ("unknown_call", "missing_call"):
         says = ("is not one of the turn's pending calls" if result.status == "unknown_call"
                 else "has no output: post one for every pending call")
-        raise ApiError(400, "invalid_request", f"call_id {clip(result.detail)!r} {says}.", param="outputs")
+        # A well-formed body that does not fit the turn's state: a conflict, as the pending calls decide.
+        raise ApiError(409, "tool_outputs_mismatch", f"call_id {clip(result.detail)!r} {says}.",
+                       param="outputs")
     if result.status == "ok" and result.need_wakeup:
         services.wake(turn.conversation_id)
     current = await ingress.get_turn(turn_id, principal.tenant)

@@ -16,6 +16,7 @@ from conftest import wait_until
 from pydantic import SecretStr
 
 from parley.api.auth.keys import digest
+from parley.worker.celery_app import QUEUE
 from parley.worker.local.background import BackgroundServer
 from parley.worker.settings import Settings
 from parley.worker.store.keys import Keys
@@ -64,6 +65,8 @@ def test_another_tenants_ids_are_404_and_nothing_is_written(server: str, redis_c
     with client(server, ACME) as acme, client(server, GLOBEX) as globex:
         conv = acme.post("/v1/conversations", json={"metadata": {"team": "T1"}}).json()["id"]
         turn = acme.post(f"/v1/conversations/{conv}/turns", json={"input": "mine"}).json()["id"]
+        # The turn's wake-up goes out off the request path: the snapshot is taken once it is on the broker.
+        wait_until(lambda: redis_client.llen(QUEUE) == 1, timeout_s=5, message="the wake-up on the broker")
         before = snapshot(redis_client)
         calls = [("GET", f"/v1/conversations/{conv}", None), ("POST", f"/v1/conversations/{conv}", {"metadata": {}}),
                  ("GET", f"/v1/conversations/{conv}/items", None), ("DELETE", f"/v1/conversations/{conv}", None),

@@ -68,6 +68,19 @@ def test_worker_and_beat_without_redis_fail_fast(command: str, redis_url: str | 
         assert "s3cret" not in line
 
 
+@pytest.mark.parametrize("command", ["worker", "beat"])
+def test_worker_and_beat_with_an_unreachable_broker_fail_fast(command: str, redis_url: str) -> None:
+    """With Redis up but a PARLEY_BROKER_URL nobody answers, `parley worker` and `parley beat` exit 1 at once
+    with one line naming the broker, its password masked."""
+    broker = f"amqp://parley:s3cret-mq@127.0.0.1:{free_port()}//"
+    started = time.monotonic()
+    result = run(command, env=clean_env(PARLEY_REDIS_URL=redis_url, PARLEY_BROKER_URL=broker), timeout_s=30)
+    assert result.returncode == 1 and time.monotonic() - started < 20
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"parley {command}: cannot reach the broker at amqp://parley:[redacted]@127.0.0.1:")
+    assert "s3cret-mq" not in line
+
+
 def test_chat_turns_on_line_editing_only_at_a_terminal() -> None:
     """`parley chat` loads readline (arrow keys, history) when a person types at a terminal, not at a pipe."""
     from parley.api.cli.chat import enable_line_editing

@@ -209,6 +209,8 @@ def test_lost_wakeup_is_repaired_by_the_reaper(settings: Settings, http: httpx.C
 
     conv = new_conversations(http, 1)[0]
     turn = post_turn(http, conv, "orphan")
+    # The wake-up is sent off the request path: delete it once it is on the queue, not before it gets there.
+    wait_until(lambda: redis_client.llen("parley") == 1, timeout_s=5, message="the wake-up on the queue")
     redis_client.delete("parley")  # the Celery queue list: the wake-up is gone
     with workers(settings, 1, concurrency=4), start_beat(settings):
         wait_until(lambda: http.get(f"/v1/turns/{turn}").json()["status"] == "completed", timeout_s=20)

@@ -160,7 +160,7 @@ def test_retries_until_the_deadline_then_deadline_exceeded(h: Harness) -> None:
     assert turn.status is TurnStatus.failed and turn.error and turn.error.type == "deadline_exceeded"
     assert "http_500" in turn.error.message and turn.attempts >= 3
     assert turn.completed_at is not None and turn.started_at is not None
-    assert 1.0 <= turn.completed_at - turn.started_at <= 3.0
+    assert 1.0 <= turn.completed_at - turn.started_at <= 8.0  # the deadline, give or take a busy machine
     assert h.mailbox.client.zscore(h.mailbox.keys.dead_letters, f"{h.conv}/{turn_id}") is not None
     assert h.turn(after).status is TurnStatus.completed
     retrying = [e for e in h.events() if e["type"] == "turn.retrying"]
@@ -293,6 +293,34 @@ def test_the_request_carries_the_turns_fields(stream: bool, settings: Settings, 
     assert (response.model, response.instructions) == ("gpt-test", "Be brief.")
     assert response.metadata == {"channel": "C1", "parley_turn_id": turn.id}
     assert response.conversation is not None and response.conversation.id == h.conv
+    assert h.items()[0] == ("user", "hi")
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_the_resolved_request_arrives_upstream(stream: bool, settings: Settings, redis_client: redis.Redis,
+                                               emulator: EmulatorServer) -> None:
+    """A turn's options, its conversation's defaults and the server's arrive in the body the SDK sends (as
+    the emulator recorded it), each field from its layer, while the fields the worker owns stay its own."""
+    server = {"temperature": 0.9, "truncation": "auto", "stream": False}
+    h = Harness(settings.model_copy(update={"stream_upstream": stream, "default_request": server}), redis_client,
+                emulator)
+    tool = {"type": "function", "name": "get_time", "parameters": {"type": "object", "properties": {}}}
+    h._ingress(lambda i: i.update_conversation(h.conv, defaults={
+        "model": "gpt-conv", "tools": [tool], "temperature": 0.5, "text": {"verbosity": "low"}}))
+    own = {"temperature": 0.1, "tool_choice": "none", "reasoning": {"effort": "low"}, "max_output_tokens": 64,
+           "conversation": "conv_elsewhere", "input": "injected", "previous_response_id": "resp_x"}
+    result = h._ingress(lambda i: i.enqueue(conversation_id=h.conv, input="hi", model=None, instructions=None,
+                                            metadata={}, idempotency_key=None, request=own))
+    h.drainer.drain(h.conv)
+    assert h.turn(result.turn_id).status is TurnStatus.completed
+    [sent] = [r.params for r in h.emulator.store.snapshot_requests() if r.conversation_id == h.conv]
+    assert {k: sent.get(k) for k in ("model", "tools", "temperature", "tool_choice", "reasoning", "text",
+                                     "max_output_tokens", "truncation")} == {
+        "model": "gpt-conv", "tools": [tool], "temperature": 0.1, "tool_choice": "none",
+        "reasoning": {"effort": "low"}, "text": {"verbosity": "low"}, "max_output_tokens": 64,
+        "truncation": "auto"}
+    assert sent["conversation"] == h.conv and "previous_response_id" not in sent
+    assert bool(sent.get("stream")) is stream
     assert h.items()[0] == ("user", "hi")
 
 

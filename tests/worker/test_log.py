@@ -1,4 +1,4 @@
-"""Periodic jobs stay quiet unless they act, and problems with them still show."""
+"""Periodic jobs stay quiet unless they act, problems with them still show, and secrets never reach a log."""
 
 from __future__ import annotations
 
@@ -79,3 +79,17 @@ def test_json_tracebacks_hold_no_secret(capsys: pytest.CaptureFixture[str]) -> N
     assert "unhandled_error" in err and "RuntimeError" in err
     for secret in ("hunter2-redis-pw", "proxy-token-XYZ123", "api-key-987654"):
         assert secret not in err, err
+
+
+def test_broker_passwords_are_masked() -> None:
+    """A broker URL's password is masked by its shape (AMQP as well as Redis), and the configured broker's
+    password by value too, wherever it turns up."""
+    from pydantic import SecretStr
+
+    from parley.worker.log import redact_text, redact_url, register_secrets
+    from parley.worker.settings import Settings
+
+    register_secrets(Settings(_env_file=None, broker_url=SecretStr("amqp://parley:rabbit-pw-42@mq:5672/parley")))
+    assert redact_url("amqps://bot:other-pw@mq.example:5671//") == "amqps://bot:[redacted]@mq.example:5671//"
+    assert redact_url("rediss://:redis-pw@cache:6380/1") == "rediss://:[redacted]@cache:6380/1"
+    assert redact_text("ACCESS_REFUSED for password rabbit-pw-42") == "ACCESS_REFUSED for password [redacted]"

@@ -77,10 +77,12 @@ class TestReadItems:
         assert isinstance(view, Pending)
 
 
-def test_calls_run_on_the_server_when_it_has_the_tool() -> None:
+def test_calls_run_on_the_server_unless_only_the_bot_has_the_tool() -> None:
     output_items = [{"type": "message"}, call("call_a", "clock"), call("call_b", "lookup_order")]
-    calls = calls_in(output_items, round_=2, server_tools={"clock"})
-    assert [(c.call_id, c.runs, c.round) for c in calls] == [("call_a", "server", 2), ("call_b", "bot", 2)]
+    output_items.append(call("call_c", "made_up"))
+    calls = calls_in(output_items, round_=2, server_tools={"clock"}, bot_tools={"lookup_order", "clock"})
+    assert [(c.call_id, c.runs, c.round) for c in calls] == [
+        ("call_a", "server", 2), ("call_b", "bot", 2), ("call_c", "server", 2)]  # made up: an error output
     assert Call.of(calls[0].record()) == calls[0]
 
 

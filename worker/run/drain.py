@@ -212,8 +212,13 @@ class Drainer:
         deltas = Deltas(self.mailbox, self.keeper, self.shutdown, conv, token, turn, self.delta_interval_s)
         tools = self.registry.definitions(getattr(turn, "server_tools", None))
 
+        def on_delta(delta: str) -> None:
+            deltas.add(delta)
+            faultpoints.reached("tool_final_delta")  # deltas come with the answer, after the tools
+
         def generate(round_input: list[dict[str, Any]] | None, on_created: Callable[[str], None]) -> Reply:
-            reply = self._generate(turn, on_created=on_created, on_delta=deltas.add, round_input=round_input,
+            reply = self._generate(turn, on_created=on_created,
+                                   on_delta=on_delta if round_input else deltas.add, round_input=round_input,
                                    tools=tools)
             if not self.stream and reply.response_id:  # known only at the end without a stream
                 on_created(reply.response_id)
@@ -223,7 +228,7 @@ class Drainer:
         session = ToolSession(turn=turn, records=ToolRecords(self.mailbox, conv, token, turn),
                               registry=self.registry, client=self.upstream.client,
                               settings=self.mailbox.settings, checkpoint=self.mailbox.last_item_id(conv),
-                              generate=generate)
+                              generate=generate, streamed=self.stream)
         return session.run(needs_check=needs_check)
 
     def _generate(self, turn: Turn, *, on_created: Callable[[str], None], on_delta: Callable[[str], None],

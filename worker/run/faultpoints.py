@@ -9,8 +9,12 @@ import signal
 
 from ..settings import get_settings
 
-POINTS = ("claimed", "running", "response_created", "upstream_done", "finished")
-"""``running``: past the start checks (dead-lettering), before upstream: where a poison turn would crash."""
+POINTS = ("claimed", "running", "response_created", "upstream_done", "finished", "tool_calls_streamed",
+          "tool_ran", "tool_results_recorded", "tool_outputs_sent", "tool_final_delta")
+"""The tool loop's: a response with calls has ended (not yet recorded); a tool ran (its result not yet
+recorded); every result is recorded (outputs not yet sent); the outputs' response has started; a delta of the
+answer after the tools. ``running``: past the start checks (dead-lettering), before upstream: where a poison
+turn would crash."""
 
 
 def reached(name: str, turn_input: object = None) -> None:

@@ -27,6 +27,7 @@ import openai
 
 from ..errors import PermanentUpstreamError, RetryableUpstreamError, translate
 from ..messages import Turn
+from ..request import upstream_body
 from ..settings import Settings
 
 POLL_INTERVAL_S = 0.25
@@ -136,10 +137,12 @@ class Upstream:
                 tools: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         """The request body of ``responses.create``. It is passed as ``extra_body``: given as typed arguments,
         the SDK walks each value against its TypedDict annotations (hashing Literal unions of every model
-        name), a sixth of the call's CPU for a body that is plain JSON already and goes out the same."""
+        name), a sixth of the call's CPU for a body that is plain JSON already and goes out the same. The
+        turn's resolved options (tools, text, reasoning, ...) go under the fields the worker owns."""
         params: dict[str, Any] = {
             "conversation": turn.conversation_id,
             "input": turn.input,
+            # The settings only for a turn stored before the ingress resolved model and instructions.
             "model": turn.model or self.settings.model,
             "metadata": {**turn.metadata, "parley_turn_id": turn.id} if len(turn.metadata) < 16
             else turn.metadata,
@@ -147,12 +150,17 @@ class Upstream:
         instructions = turn.instructions or self.settings.instructions
         if instructions:
             params["instructions"] = instructions
+        body = upstream_body(turn.request, params)
         if round_input is not None:  # a tool round: only the outputs (resending stored items is a 400)
-            params["input"] = round_input
+            body["input"] = round_input
+            if body.get("tool_choice") not in (None, "auto", "none"):
+                # A forced choice would force a call after the outputs too, and the loop would never end.
+                body["tool_choice"] = "auto"
         if tools:
             # Tools and instructions go with every round: they are per request, not kept by the conversation.
-            params["tools"] = [*params.get("tools", []), *tools]
-        return params
+            own = {tool.get("name") for tool in body.get("tools", [])}  # the turn's definition wins
+            body["tools"] = [*body.get("tools", []), *(tool for tool in tools if tool["name"] not in own)]
+        return body
 
     def generate_whole(self, turn: Turn, **round_: Any) -> Reply:
         """One non-streamed attempt: cheaper on CPU, but the response id is only known at the end, so a crash

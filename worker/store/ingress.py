@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -17,10 +18,10 @@ import redis.asyncio
 from ..events.models import event_json
 from ..events.replies import relay_async
 from ..messages import Turn, TurnInput, TurnStatus, conversation_of, new_turn_id, turn_id_parts, turn_nonce
+from ..request import resolve
 from ..settings import Settings
-from ..webhooks.policy import check_webhook_events, check_webhook_url
-from ..webhooks.store import WebhookStore
 from . import scripts
+from .conversations import ConversationRecords, stored_defaults
 from .keys import DEFAULT_TENANT, Keys, turn_index_ttl_s
 
 DELETED_EVENTS_GRACE_S = 10
@@ -53,96 +54,33 @@ class QueueState:
     running_turn: str | None
 
 
-def request_fingerprint(turn: Turn) -> str:
+def request_fingerprint(asked: Mapping[str, Any]) -> str:
     """What a turn asks for, hashed: the same idempotency key with another request is a client bug that would
-    silently drop the new message, so the ingress compares this instead of trusting the key alone."""
-    asked = {"input": turn.input, "model": turn.model, "instructions": turn.instructions,
-             "metadata": turn.metadata}
-    canonical = json.dumps(asked, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    silently drop the new message, so the ingress compares this instead of trusting the key alone. Only the
+    turn's own fields count, not the defaults it was resolved with: a retry after the conversation's defaults
+    changed is still the same request. A field left out is not hashed, so a plain turn hashes as it always
+    did (keys stored before the request options still match their retries)."""
+    own = {name: value for name, value in asked.items() if name in FINGERPRINT_BASE or value is not None}
+    canonical = json.dumps(own, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.blake2b(canonical.encode(), digest_size=8).hexdigest()
 
 
-class Ingress:
+FINGERPRINT_BASE = frozenset({"input", "model", "instructions", "metadata"})
+"""The fields every fingerprint holds (``null`` when not given), as before the request options."""
+
+
+class Ingress(ConversationRecords):
     def __init__(self, client: redis.asyncio.Redis, settings: Settings) -> None:
         self.client = client
         self.settings = settings
         self.keys = Keys(settings.key_prefix)
 
-    async def register_conversation(self, conv: str, *, created_at: int, metadata: dict[str, str],
-                                    key: str | None, webhook_url: str | None = None,
-                                    webhook_events: list[str] | None = None,
-                                    tenant: str = DEFAULT_TENANT) -> None:
-        fields = {"id": conv, "created_at": created_at, "metadata": json.dumps(metadata), "key": key or "",
-                  "tenant": tenant, **_webhook_fields(webhook_url, webhook_events)}
-        await self.client.hset(self.keys.conversation(conv), mapping=fields)
-        if webhook_url is not None:
-            await self._webhooks_from_now()
-
-    async def conversation(self, conv: str) -> dict[str, Any] | None:
-        fields = await self.client.hgetall(self.keys.conversation(conv))
-        if not fields:
-            return None
-        # Tolerant of a damaged record (a hand edit, a bug): every stored conversation can still be read,
-        # and deleted, instead of answering 500 for as long as it exists.
-        events = _json(fields.get("webhook_events"), list)
-        created_at = fields.get("created_at", "")
-        return {"id": conv, "created_at": int(created_at) if created_at.isdigit() else 0,
-                "metadata": _metadata(fields.get("metadata")), "key": fields.get("key") or None,
-                "webhook_url": fields.get("webhook_url") or None,
-                "webhook_events": events,
-                "tenant": fields.get("tenant") or DEFAULT_TENANT}
-
-    async def owner(self, conv: str) -> str | None:
-        """The tenant a conversation belongs to; ``None`` when there is no such conversation."""
-        async with self.client.pipeline(transaction=False) as pipe:
-            pipe.exists(self.keys.conversation(conv))
-            pipe.hget(self.keys.conversation(conv), "tenant")
-            exists, tenant = await pipe.execute()
-        return (tenant or DEFAULT_TENANT) if exists else None
-
-    async def set_webhook_url(self, conv: str, url: str | None, events: list[str] | None = None) -> bool:
-        """Point the conversation's webhook at ``url`` (``None``: back to the server default, if any), with
-        the event types it gets (``None``: the terminal ones). ``False`` when there is no such conversation;
-        ``ValueError`` for a URL or event type the dispatcher could not deliver."""
-        name = self.keys.conversation(conv)
-        if not await self.client.exists(name):
-            return False
-        fields = _webhook_fields(url, events)
-        async with self.client.pipeline(transaction=True) as pipe:
-            pipe.hdel(name, "webhook_url", "webhook_events")
-            if fields:
-                pipe.hset(name, mapping=fields)
-            await pipe.execute()
-        if url is not None:
-            await self._webhooks_from_now()
-        return True
-
-    async def _webhooks_from_now(self) -> None:
-        """Make sure the dispatchers' consumer group exists (it starts at the newest reply), so the replies
-        of a conversation given a webhook wait for delivery even before any dispatcher has ever run."""
-        await WebhookStore(self.client, self.keys).ensure_group()
-
-    async def update_conversation(self, conv: str, *, metadata: dict[str, str] | None = None
-                                  ) -> dict[str, Any] | None:
-        """Change the given fields of the conversation's record (``None``: leave it); the record after, or
-        ``None`` when there is no such conversation. New updatable fields are one keyword each."""
-        pairs = scripts.flatten({"metadata": None if metadata is None else json.dumps(metadata)})
-        name = self.keys.conversation(conv)
-        if pairs and not await scripts.UPDATE_CONVERSATION.run_async(self.client, [name], pairs):
-            return None
-        return await self.conversation(conv)
-
-    async def claim_key(self, tenant: str, key: str, conv: str) -> str:
-        """Bind a tenant's get-or-create key to ``conv`` unless it is already bound; returns the bound
-        conversation."""
-        name = self.keys.conversation_key(tenant, key)
-        if await self.client.set(name, conv, nx=True):
-            return conv
-        return str(await self.client.get(name))
-
-    async def conversation_for_key(self, tenant: str, key: str) -> str | None:
-        value = await self.client.get(self.keys.conversation_key(tenant, key))
-        return str(value) if value else None
+    @property
+    def server_defaults(self) -> dict[str, Any]:
+        """The server's layer of every turn's request: PARLEY_DEFAULT_REQUEST, PARLEY_MODEL and
+        PARLEY_INSTRUCTIONS."""
+        return {**self.settings.default_request, "model": self.settings.model,
+                "instructions": self.settings.instructions}
 
     async def delete_conversation(self, conv: str, key: str | None, tenant: str = DEFAULT_TENANT) -> int:
         """Delete the conversation and everything kept of it (delete.lua), after cancelling its waiting and
@@ -173,25 +111,33 @@ class Ingress:
     async def enqueue(self, *, conversation_id: str, input: TurnInput, model: str | None,
                       instructions: str | None, metadata: dict[str, str],
                       idempotency_key: str | None, tenant: str = DEFAULT_TENANT,
-                      deadline_s: float | None = None) -> EnqueueResult:
+                      deadline_s: float | None = None, request: Mapping[str, Any] | None = None,
+                      server_tools: list[str] | None = None) -> EnqueueResult:
         """Accept a turn for ``conversation_id`` if it exists and belongs to ``tenant`` (else ``missing``,
-        and nothing is written: another tenant's conversation must not even see its index touched)."""
+        and nothing is written: another tenant's conversation must not even see its index touched).
+        ``request`` holds the turn's own Responses options; the turn is stored with its whole request
+        resolved against the conversation's and the server's defaults (``worker.request.resolve``)."""
         k, conv, now = self.keys, conversation_id, time.time()
-        turn = Turn(id=new_turn_id(conv), conversation_id=conv, status=TurnStatus.queued, input=input,
-                    model=model, instructions=instructions, metadata=metadata,
-                    idempotency_key=idempotency_key, created_at=now,
-                    deadline_s=None if deadline_s is None else min(deadline_s, self.settings.turn_deadline_s))
+        own = {**(request or {}), "model": model, "instructions": instructions}
         async with self.client.pipeline(transaction=False) as pipe:  # one round trip, as before tenants
             pipe.get(k.queued_total)
             pipe.exists(k.conversation(conv))
-            pipe.hget(k.conversation(conv), "tenant")
-            queued_total, exists, owner = await pipe.execute()
+            pipe.hmget(k.conversation(conv), ["tenant", "defaults"])
+            queued_total, exists, (owner, defaults) = await pipe.execute()
         if not exists or (owner or DEFAULT_TENANT) != tenant:
             return EnqueueResult(status=EnqueueStatus.missing, turn_id="", position=0, need_wakeup=False,
                                  created_at=now)
         if queued_total is not None and int(queued_total) >= self.settings.global_queue_cap:
             return EnqueueResult(status=EnqueueStatus.overloaded, turn_id="", position=int(queued_total),
                                  need_wakeup=False, created_at=now)
+        resolved = resolve(own, stored_defaults(defaults), self.server_defaults)
+        turn = Turn(id=new_turn_id(conv), conversation_id=conv, status=TurnStatus.queued, input=input,
+                    model=resolved.pop("model", None), instructions=resolved.pop("instructions", None),
+                    request=resolved or None, server_tools=server_tools, metadata=metadata,
+                    idempotency_key=idempotency_key, created_at=now,
+                    deadline_s=None if deadline_s is None else min(deadline_s, self.settings.turn_deadline_s))
+        fingerprint = request_fingerprint({**own, "input": input, "metadata": metadata,
+                                           "server_tools": server_tools})
         # The index write comes first and is idempotent: if we crash before the script, nothing was accepted;
         # after it, the reaper finds the conversation through ``active`` even if the wake-up is never sent.
         await self.client.zadd(k.active, {conv: int(now * 1000)})
@@ -204,7 +150,7 @@ class Ingress:
              k.turn_index(conv), k.idempotency_index(conv)],
             [turn.id, int(idempotency_key is not None), self.settings.mailbox_cap,
              self.settings.idempotency_ttl_s, int(now * 1000), self.settings.retention_s,
-             self.settings.stream_maxlen, event, request_fingerprint(turn), tenant, turn_nonce(turn.id),
+             self.settings.stream_maxlen, event, fingerprint, tenant, turn_nonce(turn.id),
              idempotency_key or "", turn_index_ttl_s(self.settings.retention_s),
              *scripts.flatten(dict(turn.to_hash()))])
         if status == EnqueueStatus.ok:
@@ -271,26 +217,3 @@ class Ingress:
             pending, running = await pipe.execute()
         return QueueState(pending=int(pending), running_turn=running or None)
 
-
-def _json(raw: str | None, kind: type) -> Any:
-    """``raw`` parsed if it is JSON of ``kind``, else ``None``."""
-    try:
-        value = json.loads(raw) if raw else None
-    except ValueError:
-        return None
-    return value if isinstance(value, kind) else None
-
-
-def _metadata(raw: str | None) -> dict[str, str]:
-    value = _json(raw, dict) or {}
-    return {k: v for k, v in value.items() if isinstance(v, str)}
-
-
-def _webhook_fields(url: str | None, events: list[str] | None) -> dict[str, str]:
-    """The conversation hash's webhook fields; none without a URL (the events only matter with one)."""
-    if url is None:
-        return {}
-    fields = {"webhook_url": check_webhook_url(url)}
-    if events is not None:
-        fields["webhook_events"] = json.dumps(check_webhook_events(events))
-    return fields

@@ -38,11 +38,13 @@ class Call:
                    round=int(record["round"]), runs=record["runs"], item_id=record.get("item_id"))
 
 
-def calls_in(output: list[dict[str, Any]], *, round_: int, server_tools: set[str]) -> list[Call]:
-    """The function calls of a response's output, in order; a name the worker implements runs on the server,
-    any other on the bot."""
+def calls_in(output: list[dict[str, Any]], *, round_: int, server_tools: set[str],
+             bot_tools: set[str] = frozenset()) -> list[Call]:  # type: ignore[assignment]
+    """The function calls of a response's output, in order. A tool of the turn's own that no server tool
+    implements runs on the bot; any other name runs on the server, where a name nobody implements gets an
+    error output (the model made it up)."""
     return [Call(call_id=item["call_id"], name=item["name"], arguments=item.get("arguments") or "{}",
-                 round=round_, runs="server" if item["name"] in server_tools else "bot",
+                 round=round_, runs="bot" if item["name"] in bot_tools - server_tools else "server",
                  item_id=item.get("id"))
             for item in output if item.get("type") == "function_call"]
 

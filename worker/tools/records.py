@@ -21,22 +21,29 @@ class ToolRecords:
 
     def state(self) -> ToolState:
         """The loop as recorded: the turn's calls and response ids, and the results stored so far."""
-        results = self.mailbox.client.hgetall(self.mailbox.keys.tool_results(self.conv, self.turn.id))
+        # No calls recorded, no results either (bot outputs are only taken for recorded calls): no round trip.
+        results = (self.mailbox.client.hgetall(self.mailbox.keys.tool_results(self.conv, self.turn.id))
+                   if self.turn.tool_calls else {})
         return ToolState(calls=[Call.of(c) for c in self.turn.tool_calls or []], results=dict(results),
                          response_ids=list(self.turn.response_ids or []))
 
     def calls(self, state: ToolState) -> None:
         """Record the calls a response asked for, before any of them runs."""
         self.turn.tool_calls = [c.record() for c in state.calls]
-        self.mailbox.record(self.conv, self.turn.id, self.token, tool_calls=json.dumps(self.turn.tool_calls))
+        # The response ids go along: without a stream they were only noted in memory (``persist=False``).
+        self.mailbox.record(self.conv, self.turn.id, self.token, tool_calls=json.dumps(self.turn.tool_calls),
+                            response_ids=json.dumps(state.response_ids))
 
-    def response_id(self, state: ToolState, round_: int, response_id: str) -> None:
-        """The response of ``round_`` is known (at ``response.created``): a resumed turn retrieves it."""
+    def response_id(self, state: ToolState, round_: int, response_id: str, *, persist: bool = True) -> None:
+        """The response of ``round_`` is known. Streamed, it is known at ``response.created`` and recorded at
+        once, so a resumed turn waits for that response; without a stream it is known at the end, and goes
+        with the next record (the calls, or the finish)."""
         ids = state.response_ids[:round_] + [response_id]
         state.response_ids = self.turn.response_ids = ids
         self.turn.response_id = response_id
-        self.mailbox.record(self.conv, self.turn.id, self.token, response_id=response_id,
-                            response_ids=json.dumps(ids))
+        if persist:
+            self.mailbox.record(self.conv, self.turn.id, self.token, response_id=response_id,
+                                response_ids=json.dumps(ids))
 
     def results(self, results: dict[str, str]) -> None:
         """Record outputs (first write wins: a call recorded once is never run again)."""

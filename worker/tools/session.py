@@ -64,10 +64,13 @@ def bot_tools(turn: Turn) -> list[dict[str, Any]]:
 
 class ToolSession:
     def __init__(self, *, turn: Turn, records: ToolRecords, registry: ToolRegistry, client: openai.OpenAI,
-                 settings: Settings, checkpoint: str | None, generate: Generate) -> None:
+                 settings: Settings, checkpoint: str | None, generate: Generate,
+                 streamed: bool = True) -> None:
+        self.streamed = streamed
         self.turn, self.records, self.registry, self.client = turn, records, registry, client
         self.settings, self.checkpoint, self.generate = settings, checkpoint, generate
         self.server = server_tool_names(turn, registry)
+        self.bot = {t["name"] for t in bot_tools(turn) if t.get("name")}
 
     def run(self, *, needs_check: bool) -> Reply:
         state = self.records.state()
@@ -84,7 +87,8 @@ class ToolSession:
                 faultpoints.reached("tool_results_recorded")
             next_round = pending[0].round + 1 if pending else 0
             reply = self.generate(round_input, lambda rid, r=next_round: self._created(state, r, rid))
-            calls = calls_in(list(reply.output), round_=next_round, server_tools=self.server)
+            calls = calls_in(list(reply.output), round_=next_round, server_tools=self.server,
+                             bot_tools=self.bot)
             faultpoints.reached("tool_calls_streamed" if calls else "tool_final_streamed")
             if not calls:
                 return reply
@@ -100,7 +104,7 @@ class ToolSession:
                                      runs=call.runs)
 
     def _created(self, state: ToolState, round_: int, response_id: str) -> None:
-        self.records.response_id(state, round_, response_id)
+        self.records.response_id(state, round_, response_id, persist=self.streamed)
         faultpoints.reached("response_created" if round_ == 0 else "tool_outputs_sent")
 
     def _answer(self, state: ToolState, pending: list[Call]) -> None:
@@ -159,7 +163,8 @@ class ToolSession:
         known = {c.call_id for c in state.calls}
         stored = [item for item in view.calls if item["call_id"] not in known]
         if stored:  # stored before this process could record them (it died at the end of the stream)
-            state.calls += calls_in(stored, round_=view.rounds_stored - 1, server_tools=self.server)
+            state.calls += calls_in(stored, round_=view.rounds_stored - 1, server_tools=self.server,
+                                    bot_tools=self.bot)
             self.records.calls(state)
         return None
 

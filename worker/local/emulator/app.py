@@ -3,7 +3,6 @@ debug routes (state summary, items, request log, reset, fault config) for tests 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,14 +16,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from . import inputs, objects
+from . import inputs, objects, options, tools
 from .auth import KeyCheck
 from .engine import Engine, ResponseRun, StreamDropped
-from .faults import EmulatorConfig, FaultPlanner, parse_spec
+from .faults import EmulatorConfig, FaultPlanner, inject_http_fault, parse_spec
+from .index import ItemIndex
 from .objects import JSON
 from .store import ApiError, RequestRecord, Store
 
 Handler = Callable[[Request], Awaitable[Response]]
+DELTAS = ("response.output_text.delta", "response.function_call_arguments.delta")
+"""A ``drop`` fault cuts the connection after the first of these."""
 
 
 class Emulator:
@@ -67,8 +69,9 @@ class Emulator:
 
     async def create_conversation(self, request: Request) -> Response:
         body = await _json(request, required=False)
-        conv = self.store.create_conversation(
-            inputs.metadata(body.get("metadata")), inputs.items(body.get("items"), "items", required=False))
+        new_items = inputs.items(body.get("items"), "items", required=False)
+        tools.check_duplicates(ItemIndex(), inputs.given_ids(body.get("items")), param="items")
+        conv = self.store.create_conversation(inputs.metadata(body.get("metadata")), new_items)
         return _ok(objects.conversation(conv.id, conv.created_at, conv.metadata))
 
     async def retrieve_conversation(self, request: Request) -> Response:
@@ -92,7 +95,10 @@ class Emulator:
 
     async def create_items(self, request: Request) -> Response:
         conv = self.store.conversation(request.path_params["conv_id"])
-        new_items = inputs.items((await _json(request)).get("items"), "items", required=True)
+        raw = (await _json(request)).get("items")
+        new_items = inputs.items(raw, "items", required=True)
+        with self.store.mutex:
+            tools.check_duplicates(conv.index, inputs.given_ids(raw), param="items")
         self.store.append_items(conv, new_items)
         return _ok(objects.item_list(new_items, has_more=False))
 
@@ -130,15 +136,22 @@ class Emulator:
             raise ApiError(400, "Missing required parameter: 'input'.", param="input",
                            code="missing_required_parameter")
         input_items = [] if body.get("input") is None else inputs.response_input(body["input"])
+        offer = options.offer(body)
         stream = bool(body.get("stream"))
         fault = self._fault(request, body, conv_id, stream)
-        record = RequestRecord(response_id=None, conversation_id=conv_id, stream=stream, fault=fault.kind,
-                               background=bool(body.get("background")),
-                               input_texts=[_text(i) for i in input_items])
+        record = RequestRecord(
+            response_id=None, conversation_id=conv_id, stream=stream, fault=fault.kind,
+            background=bool(body.get("background")),
+            input_texts=[_text(i) for i in input_items if i["type"] == "message"],
+            tools=offer.function_names, other_tools=offer.other_tools, tool_choice=offer.tool_choice,
+            parallel_tool_calls=offer.parallel_tool_calls, text_format=offer.text["format"],
+            function_call_outputs=[{"call_id": i["call_id"], "output": i["output"]} for i in input_items
+                                   if i["type"] == "function_call_output"],
+            params={k: v for k, v in body.items() if k != "input"})
         self.store.log_request(record)
-        await self._inject_http_fault(fault.kind, record)
+        await inject_http_fault(fault.kind, record, self.config)
         run = self.engine.start(body=body, input_items=input_items, conversation_id=conv_id, fault=fault,
-                                record=record)
+                                record=record, offer=offer, given_ids=inputs.given_ids(body.get("input")))
         if stream:
             return _sse(self._follow(run, drop=fault.kind == "drop"))
         if not run.obj["background"]:
@@ -157,29 +170,17 @@ class Emulator:
             raise ApiError(400, str(exc), param="metadata") from None
         return self.faults.decide(spec, key, allow_stream_faults=stream)
 
-    async def _inject_http_fault(self, kind: str | None, record: RequestRecord) -> None:
-        if kind in ("429", "500", "503", "bad_request", "hang"):
-            record.status = f"fault:{kind}"
-        if kind == "hang":
-            await asyncio.sleep(self.config.hang_s)
-        if kind == "429":
-            raise ApiError(429, "Rate limit reached for requests. Please try again later.",
-                           type_="requests", code="rate_limit_exceeded",
-                           headers={"retry-after": f"{self.config.retry_after_s:g}"})
-        if kind in ("500", "503"):
-            raise ApiError(int(kind), "The server had an error while processing your request. "
-                                      "Sorry about that!", type_="server_error", code="server_error")
-        if kind == "bad_request":
-            raise ApiError(400, "Invalid request (injected by the emulator).", param="input",
-                           code="invalid_value")
-
     async def _follow(self, run: ResponseRun, *, drop: bool, starting_after: int = -1) -> AsyncIterator[JSON]:
-        async for event in run.follow(starting_after):
-            yield event
-            if drop and event["type"] == "response.output_text.delta":
-                if not self.config.drop_completes:
-                    await self.engine._finish(run, "failed")
-                raise StreamDropped(run.obj["id"])
+        try:
+            async for event in run.follow(starting_after):
+                yield event
+                # Whether the response goes on server-side is the engine's decision (drop_completes).
+                if drop and event["type"] in DELTAS:
+                    raise StreamDropped(run.obj["id"])
+        finally:
+            # Closed early, by the drop fault or by a client that went away: the engine reads this.
+            if not run.done and not run.obj["background"]:
+                run.abandoned = True
 
     async def retrieve_response(self, request: Request) -> Response:
         run = self.engine.get(request.path_params["response_id"])

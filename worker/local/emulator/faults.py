@@ -10,9 +10,12 @@ conversation and the spec).
 
 from __future__ import annotations
 
+import asyncio
 import random
 import threading
 from dataclasses import dataclass, field
+
+from .store import ApiError, RequestRecord
 
 FAULT_KINDS = ("429", "500", "503", "drop", "hang", "fail", "bad_request")
 
@@ -46,6 +49,11 @@ class EmulatorConfig:
     drop_completes: bool = True
     """UNKNOWN upstream behaviour: whether a response finishes server-side after the client's stream drops.
     By default it does (the harder case for exactly-once), and its items are appended."""
+    drop_stores_calls: bool = False
+    """UNKNOWN upstream, reported in openai-python#3561: a stream that drops (the fault, or a client closing
+    it) while function calls stream. By default that response never completes and nothing of it is stored (an
+    output for its calls gets "No tool call found"); True: it completes like a text reply under
+    ``drop_completes`` and its calls are stored."""
 
 
 @dataclass(frozen=True)
@@ -125,3 +133,21 @@ def parse_spec(spec: str) -> tuple[str | None, int | None, int | None, int | Non
         else:
             raise ValueError(f"unknown fault part {part!r}")
     return kind, latency, ttft, times
+
+
+async def inject_http_fault(kind: str | None, record: RequestRecord, config: EmulatorConfig) -> None:
+    """The faults that answer before any generation: an HTTP error, or a hang before one."""
+    if kind in ("429", "500", "503", "bad_request", "hang"):
+        record.status = f"fault:{kind}"
+    if kind == "hang":
+        await asyncio.sleep(config.hang_s)
+    if kind == "429":
+        raise ApiError(429, "Rate limit reached for requests. Please try again later.",
+                       type_="requests", code="rate_limit_exceeded",
+                       headers={"retry-after": f"{config.retry_after_s:g}"})
+    if kind in ("500", "503"):
+        raise ApiError(int(kind), "The server had an error while processing your request. "
+                                  "Sorry about that!", type_="server_error", code="server_error")
+    if kind == "bad_request":
+        raise ApiError(400, "Invalid request (injected by the emulator).", param="input",
+                       code="invalid_value")

@@ -80,15 +80,42 @@ def items(value: Any, param: str, *, required: bool) -> list[JSON]:
     if len(value) > MAX_ITEMS_PER_CALL:
         raise ApiError(400, f"Invalid '{param}': array too long. "
                             f"Expected at most {MAX_ITEMS_PER_CALL} items.", param=param)
-    return [message_item(raw, f"{param}[{i}]") for i, raw in enumerate(value)]
+    return [input_item(raw, f"{param}[{i}]") for i, raw in enumerate(value)]
 
 
 def response_input(value: Any) -> list[JSON]:
     if isinstance(value, str):
         return [message_item({"role": "user", "content": value}, "input")]
     if isinstance(value, list):
-        return [message_item(raw, f"input[{i}]") for i, raw in enumerate(value)]
+        return [input_item(raw, f"input[{i}]") for i, raw in enumerate(value)]
     raise ApiError(400, "Invalid type for 'input': expected a string or an array of items.", param="input")
+
+
+def input_item(raw: Any, param: str) -> JSON:
+    """A message, a ``function_call`` (a client replaying one) or a ``function_call_output``, as stored."""
+    kind = raw.get("type") if isinstance(raw, dict) else None
+    if kind not in ("function_call", "function_call_output"):
+        return message_item(raw, param)
+    required = ("call_id", "name", "arguments") if kind == "function_call" else ("call_id", "output")
+    for key in required:
+        if key not in raw:
+            raise ApiError(400, f"Missing required parameter: '{param}.{key}'.", param=f"{param}.{key}",
+                           code="missing_required_parameter")
+        value = raw[key]
+        if not (isinstance(value, str) or (key == "output" and isinstance(value, list))):
+            raise ApiError(400, f"Invalid type for '{param}.{key}': expected a string.",
+                           param=f"{param}.{key}")
+    given = raw.get("id")
+    item_id = given if isinstance(given, str) and given else objects.new_id(
+        "fc" if kind == "function_call" else "fco")
+    return {"id": item_id, "type": kind, "status": "completed", **{key: raw[key] for key in required}}
+
+
+def given_ids(value: Any) -> list[str]:
+    """The item ids a client sent in ``input``/``items`` (resending a stored one is a duplicate)."""
+    if not isinstance(value, list):
+        return []
+    return [raw["id"] for raw in value if isinstance(raw, dict) and isinstance(raw.get("id"), str)]
 
 
 def conversation_ref(value: Any) -> str | None:

@@ -49,5 +49,12 @@ def chunk(text: str, chunk_chars: int) -> list[str]:
     return pieces
 
 
+def slices(text: str, chunk_chars: int) -> list[str]:
+    """Deltas of ``chunk_chars`` characters (function arguments have no words to keep whole)."""
+    if chunk_chars <= 0 or not text:
+        return [text]
+    return [text[i:i + chunk_chars] for i in range(0, len(text), chunk_chars)]
+
+
 def count_tokens(text: str) -> int:
     return max(1, len(text.split()))

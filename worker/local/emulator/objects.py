@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import string
 import time
 from typing import Any
 
@@ -12,6 +13,11 @@ JSON = dict[str, Any]
 def new_id(prefix: str) -> str:
     # Real ids are a prefix plus ~48 hex characters; the SDK does not check the format.
     return f"{prefix}_{secrets.token_hex(24)}"
+
+
+def new_call_id() -> str:
+    # As recorded: call_ + 24 letters and digits (tools-and-platforms.md §1.1).
+    return "call_" + "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(24))
 
 
 def now_s() -> int:
@@ -45,6 +51,11 @@ def assistant_message(item_id: str, text: str, status: str = "completed") -> JSO
     return {"type": "message", "id": item_id, "status": status, "role": "assistant", "content": content}
 
 
+def function_call(item_id: str, call_id: str, name: str, arguments: str, status: str = "completed") -> JSON:
+    return {"type": "function_call", "id": item_id, "call_id": call_id, "name": name, "arguments": arguments,
+            "status": status}
+
+
 def usage(input_tokens: int, output_tokens: int) -> JSON:
     return {
         "input_tokens": input_tokens,
@@ -66,8 +77,13 @@ def response(
     conversation_id: str | None,
     background: bool,
     store: bool,
+    tools: list[JSON] | None = None,
+    tool_choice: Any = "auto",
+    parallel_tool_calls: bool = True,
+    text: JSON | None = None,
 ) -> JSON:
-    """A Response with every key the spec marks required; output and usage are filled in later."""
+    """A Response with every key the spec marks required; output and usage are filled in later. The tool and
+    text options are echoed as the request gave them (options.py fills in their defaults)."""
     return {
         "id": response_id,
         "object": "response",
@@ -81,15 +97,15 @@ def response(
         "max_output_tokens": None,
         "model": model,
         "output": [],
-        "parallel_tool_calls": True,
+        "parallel_tool_calls": parallel_tool_calls,
         "previous_response_id": None,
         "conversation": {"id": conversation_id} if conversation_id else None,
         "reasoning": {"effort": None, "summary": None},
         "store": store,
         "temperature": 1.0,
-        "text": {"format": {"type": "text"}},
-        "tool_choice": "auto",
-        "tools": [],
+        "text": text or {"format": {"type": "text"}},
+        "tool_choice": tool_choice,
+        "tools": tools or [],
         "top_p": 1.0,
         "truncation": "disabled",
         "metadata": metadata,

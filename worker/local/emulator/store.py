@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import model, objects
+from .index import ItemIndex
 from .objects import JSON
 
 
@@ -41,9 +42,14 @@ class Conversation:
     """User messages among ``items``, kept as they change: counting them per reply made a long conversation's
     replies O(items) on the emulator's one event loop, stalling every other conversation."""
 
+    def __post_init__(self) -> None:
+        # Not a field: derived from the items, so neither saved nor compared.
+        self.index = ItemIndex(self.items)
+
     def add(self, items: list[JSON]) -> None:
         self.items.extend(items)
         self.user_turns += model.user_turn_count(items)
+        self.index.add(items)
 
 
 @dataclass
@@ -59,6 +65,19 @@ class RequestRecord:
     started_at: float = field(default_factory=time.time)
     ended_at: float | None = None
     status: str = "in_progress"
+    tools: list[str] = field(default_factory=list)
+    """Names of the function tools offered."""
+    other_tools: list[str] = field(default_factory=list)
+    """Types of the other tools offered (hosted ones: accepted, never called)."""
+    tool_choice: Any = "auto"
+    parallel_tool_calls: bool = True
+    text_format: JSON = field(default_factory=lambda: {"type": "text"})
+    function_call_outputs: list[JSON] = field(default_factory=list)
+    """``{"call_id", "output"}`` of each function_call_output in the input."""
+    function_calls: list[JSON] = field(default_factory=list)
+    """``{"name", "call_id", "arguments"}`` of each call the response made."""
+    params: JSON = field(default_factory=dict)
+    """The body's fields other than ``input`` (model, tools, text, ...), as sent."""
 
 
 @dataclass
@@ -96,6 +115,7 @@ class Store:
                 if item["id"] == item_id:
                     del conv.items[index]
                     conv.user_turns -= model.user_turn_count([item])
+                    conv.index = ItemIndex(conv.items)
                     return
         raise ApiError(404, f"Item with id '{item_id}' not found.", param="item_id")
 
