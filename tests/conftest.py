@@ -97,8 +97,10 @@ def _cluster_client(redis_cluster: EmbeddedCluster) -> Iterator[redis.RedisClust
 @pytest.fixture(name="cluster_settings")
 def _cluster_settings(settings: Settings, cluster_client: redis.RedisCluster,
                       redis_cluster: EmbeddedCluster) -> Settings:
-    """The test settings with state on the cluster (``PARLEY_REDIS_CLUSTER``)."""
-    return settings.model_copy(update={"redis_url": SecretUrl(redis_cluster.url), "redis_cluster": True})
+    """The test settings with state on the cluster (``PARLEY_REDIS_CLUSTER``) and the wake-ups on the
+    session's standalone Redis (``PARLEY_BROKER_URL``: Celery cannot use a cluster)."""
+    return settings.model_copy(update={"redis_url": SecretUrl(redis_cluster.url), "redis_cluster": True,
+                                       "broker_url": settings.redis_url})
 
 
 @pytest.fixture(autouse=True)

@@ -216,8 +216,8 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check(self) -> Settings:
         if self.redis_cluster and self.broker_url is None:
-            raise ValueError("PARLEY_REDIS_CLUSTER needs PARLEY_BROKER_URL: Celery cannot use a Redis Cluster as "
-                             "its broker")
+            raise ValueError("PARLEY_REDIS_CLUSTER needs PARLEY_BROKER_URL: Celery cannot use a Redis "
+                             "Cluster as its broker")
         if self.heartbeat_interval_ms * 2 > self.lease_ttl_ms:
             raise ValueError("heartbeat_interval_ms must be at most half of lease_ttl_ms")
         from .webhooks.policy import check_webhook_events, check_webhook_url

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import pytest
 import redis
+from pydantic import ValidationError
 from drain_support import make_drainer
 
 from parley.worker.events.replies import ReplyConsumer
@@ -86,6 +87,17 @@ class ClusterHarness:
     def nodes(self) -> set[str]:
         """The masters that hold at least one of the conversations."""
         return {self.client.get_node_from_key(KEYS.inbox(conv)).name for conv in self.convs}  # type: ignore
+
+
+def test_a_cluster_needs_a_broker_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PARLEY_REDIS_CLUSTER without PARLEY_BROKER_URL stops the process at start-up, naming the setting
+    (Celery would otherwise use a cluster node as its broker); with one, the settings take it."""
+    monkeypatch.setenv("PARLEY_REDIS_URL", "redis://10.0.0.5:6379/0")
+    monkeypatch.setenv("PARLEY_REDIS_CLUSTER", "true")
+    with pytest.raises(ValidationError, match="PARLEY_BROKER_URL"):
+        Settings(_env_file=None)
+    monkeypatch.setenv("PARLEY_BROKER_URL", "amqp://guest:guest@10.0.0.6:5672//")
+    assert Settings(_env_file=None).redis_cluster is True
 
 
 @pytest.fixture(name="h")
