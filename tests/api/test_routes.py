@@ -294,6 +294,22 @@ def test_turns_for_unknown_conversations_leave_nothing_in_redis(http: httpx.Clie
     assert redis_client.zcard(Keys().active) == 0 and redis_client.dbsize() == 0
 
 
+@pytest.mark.slow
+def test_three_thousand_posts_to_unknown_conversations_write_nothing(http: httpx.Client,
+                                                                    redis_client: redis.Redis) -> None:
+    """3,000 posts to made-up (well-formed) conversation ids are 404s that leave Redis as it was: no key, the
+    reaper's index empty, memory within noise."""
+    redis_client.set("anchor", "1")  # so used_memory is measured on a live keyspace
+    before = int(redis_client.info("memory")["used_memory"])
+    ids = [f"conv_{n:048x}" for n in range(3000)]
+    with ThreadPoolExecutor(8) as pool:
+        statuses = set(pool.map(lambda c: http.post(f"/v1/conversations/{c}/turns", json={"input": "x"}
+                                                    ).status_code, ids))
+    assert statuses == {404}
+    assert redis_client.zcard(Keys().active) == 0 and redis_client.dbsize() == 1
+    assert int(redis_client.info("memory")["used_memory"]) - before < 512 * 1024
+
+
 def test_a_deterministic_redis_error_is_not_retry_shortly(http: httpx.Client, redis_client: redis.Redis) -> None:
     """A Redis error reply that repeats on every try (here WRONGTYPE) is a 500, not a 503 with Retry-After that
     clients would honour forever."""
