@@ -106,4 +106,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(redis.RedisError, _redis_down)
+    # The cluster client's own outage errors (no master for a slot mid-failover, no node reachable).
+    app.add_exception_handler(redis.exceptions.RedisClusterException, _redis_down)
     app.add_exception_handler(Exception, _crash)

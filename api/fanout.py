@@ -8,9 +8,9 @@ after it. A subscriber first catches up on its own with non-blocking XRANGEs on 
 the hub from the last seq it got: whatever was added in between is after that cursor, so the hub's next read
 brings it, and nothing is missed or repeated.
 
-One XREAD may name any number of streams on a single Redis. On Redis Cluster it could only name keys of one
-slot: the streams are hash-tagged per conversation, so that would need one reader per node (streams grouped by
-slot). Not built: parley runs on one Redis (or a primary with replicas).
+One XREAD may name any number of streams on a single Redis. On Redis Cluster it may only name keys of one
+slot, and each conversation's stream has its own: there the hub polls with one XREAD per slot instead
+(``parley.api.fanout_readers``), chosen by the pool's type.
 """
 
 from __future__ import annotations
@@ -23,27 +23,25 @@ from typing import cast
 
 import redis.asyncio
 
-from parley.worker.events.log import LoggedEvent, entry_id, parse_entry, read_after
+from parley.worker.events.log import LoggedEvent, parse_entry, read_after
 from parley.worker.log import get_logger
+from parley.worker.store.connections import is_cluster
 from parley.worker.store.keys import Keys
+
+from .fanout_readers import CLIENT_NAME as CLIENT_NAME  # the reader connection's name, which tests look for
+from .fanout_readers import BlockingReader, SlotReader, StreamReader
 
 log = get_logger(__name__)
 
-CLIENT_NAME = "parley-fanout"
-"""Set on the hub's reader connection (``CLIENT LIST`` shows it): one per API process."""
 BLOCK_MS = 250
 """How long one XREAD blocks. A blocked XREAD cannot be changed, so a stream that gets its first subscriber
 meanwhile is read from the next round on: this bounds the wait for its first live event."""
-READ_COUNT = 500
-"""Entries read per stream and round."""
 QUEUE_SIZE = 256
 """Events waiting for one subscriber at most; past this it leaves the hub and catches up on its own."""
 READ_SLOTS = 4
 """Reads on the shared pool that listeners make as they start (existence checks, catch-up XRANGEs) in flight
 at once: a burst of new listeners borrows this many pool connections, not one each, and keeps them idle."""
 RETRY_MIN_S, RETRY_MAX_S = 0.1, 5.0
-READ_TIMEOUT_S = 10.0
-"""Socket timeout of the reader connection (far above ``BLOCK_MS``): a dead link fails instead of hanging."""
 
 
 def read_positions(cursors: Mapping[str, Iterable[int]]) -> dict[str, int]:
@@ -132,7 +130,7 @@ class Hub:
         self.read_slots = asyncio.Semaphore(READ_SLOTS)
         self.streams: dict[str, set[Subscription]] = {}
         self._wanted = asyncio.Event()
-        self._reader: redis.asyncio.Redis | None = None
+        self._reader: StreamReader | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
 
@@ -194,15 +192,15 @@ class Hub:
                 continue
             delay_s = RETRY_MIN_S
 
+    def _new_reader(self) -> StreamReader:
+        if is_cluster(self.pool):
+            return SlotReader(cast(redis.asyncio.RedisCluster, self.pool))
+        return BlockingReader(self.redis_url, block_ms=self.block_ms)
+
     async def _read_once(self, positions: dict[str, int]) -> None:
         if self._reader is None:
-            self._reader = redis.asyncio.Redis.from_url(
-                self.redis_url, decode_responses=True, single_connection_client=True, client_name=CLIENT_NAME,
-                socket_timeout=READ_TIMEOUT_S, socket_connect_timeout=READ_TIMEOUT_S)
-        streams = {stream: entry_id(seq) for stream, seq in positions.items()}
-        reply = cast(list[tuple[str, list[tuple[str, dict[str, str]]]]] | None,
-                     await self._reader.xread(streams, count=READ_COUNT, block=self.block_ms))
-        for stream, entries in reply or []:
+            self._reader = self._new_reader()
+        for stream, entries in await self._reader.read(positions):
             self.dispatch(stream, [parse_entry(id_, fields) for id_, fields in entries],
                           read_from=positions[stream])
 
@@ -225,6 +223,6 @@ class Hub:
         reader, self._reader = self._reader, None
         if reader is not None:
             try:
-                await reader.aclose()
+                await reader.close()
             except Exception:  # noqa: BLE001, S110 - it is being thrown away; a broken one may fail to close
                 pass

@@ -17,7 +17,9 @@ import structlog
 from pydantic import SecretStr
 
 from parley.worker.local.emulator import EmulatorConfig, EmulatorServer
+from parley.worker.local.redis_cluster import EmbeddedCluster
 from parley.worker.local.redis_server import EmbeddedRedis
+from parley.worker.secret_url import SecretUrl
 from parley.worker.settings import Settings
 
 # The client's tests run in their own process with the server's packages made unimportable, started by
@@ -73,6 +75,32 @@ def _settings(redis_client: redis.Redis, redis_url: str, emulator: EmulatorServe
                     worker_metrics_port=0,
                     # Off unless a test is about it: its reports to Redis would outlive the test that made them.
                     circuit_breaker=False)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[EmbeddedCluster]:
+    """A real Redis Cluster of three masters (CLUSTER ADDSLOTSRANGE/MEET over embedded servers), started
+    once per session by the tests that ask for it."""
+    with EmbeddedCluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(name="cluster_client")
+def _cluster_client(redis_cluster: EmbeddedCluster) -> Iterator[redis.RedisCluster]:
+    client = redis.RedisCluster.from_url(redis_cluster.url, decode_responses=True)
+    client.flushdb(target_nodes=redis.RedisCluster.PRIMARIES)
+    yield client
+    client.flushdb(target_nodes=redis.RedisCluster.PRIMARIES)
+    client.close()
+
+
+@pytest.fixture(name="cluster_settings")
+def _cluster_settings(settings: Settings, cluster_client: redis.RedisCluster,
+                      redis_cluster: EmbeddedCluster) -> Settings:
+    """The test settings with state on the cluster (``PARLEY_REDIS_CLUSTER``) and the wake-ups on the
+    session's standalone Redis (``PARLEY_BROKER_URL``: Celery cannot use a cluster)."""
+    return settings.model_copy(update={"redis_url": SecretUrl(redis_cluster.url), "redis_cluster": True,
+                                       "broker_url": settings.redis_url})
 
 
 @pytest.fixture(autouse=True)

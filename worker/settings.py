@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     broker_url: SecretStr | None = None
     """The Celery broker that carries the wake-ups (``amqp://`` RabbitMQ or another ``redis://``); unset: the
     Redis of ``redis_url``."""
+    redis_cluster: bool = False
+    """``redis_url`` names a node of a Redis Cluster: state is spread over its shards (the README's Redis
+    Cluster section); ``broker_url`` must then be set, as Celery cannot use a cluster."""
     key_prefix: str = "parley"
     redis_max_connections: int = 256
     """Pool size per process; keep it above the worker concurrency (redis-py fails hard past it)."""
@@ -212,6 +215,9 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
+        if self.redis_cluster and self.broker_url is None:
+            raise ValueError("PARLEY_REDIS_CLUSTER needs PARLEY_BROKER_URL: Celery cannot use a Redis "
+                             "Cluster as its broker")
         if self.heartbeat_interval_ms * 2 > self.lease_ttl_ms:
             raise ValueError("heartbeat_interval_ms must be at most half of lease_ttl_ms")
         from .webhooks.policy import check_webhook_events, check_webhook_url

@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from parley.worker.log import get_logger
 from parley.worker.settings import Settings
 from parley.worker.store import scripts
+from parley.worker.store.connections import REDIS_ERRORS
 from parley.worker.store.keys import DEFAULT_TENANT, Keys
 
 from ..errors import send_error
@@ -95,7 +96,7 @@ class Authenticate:
         try:
             allowed, retry_ms = await scripts.RATE_LIMIT.run_async(
                 client, [self.keys.rate_limit(principal.key)], [max(1, int(1_000_000 / rate)), burst])
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             # Fail open: the route itself answers 503 if Redis is really gone, and a limiter hiccup must not
             # turn every bot away.
             log.warning("rate_limit_unavailable", error=str(exc))

@@ -217,7 +217,8 @@ def test_every_conversation_key_is_in_one_cluster_slot() -> None:
     keys = Keys("parley")
     names = [keys.conversation(CONV), keys.inbox(CONV), keys.inflight(CONV), keys.lease(CONV), keys.fence(CONV),
              keys.state(CONV), keys.turn(CONV, "turn_1"), keys.idempotency(CONV, "k"), keys.seq(CONV),
-             keys.events(CONV), keys.outbox(CONV), keys.deleted(CONV)]
+             keys.events(CONV), keys.outbox(CONV), keys.deleted(CONV), keys.turn_index(CONV),
+             keys.idempotency_index(CONV), keys.turn_prefix(CONV) + "x", keys.idempotency_prefix(CONV) + "y"]
     assert len({key_slot(name.encode()) for name in names}) == 1
 
 
@@ -232,3 +233,20 @@ def test_pipelined_calls_survive_a_script_flush(mailbox: Mailbox) -> None:
     mailbox.client.set(lease, "7", px=1000)
     assert scripts.HEARTBEAT.pipelined(mailbox.client, [([lease], ["7", 5000]), ([lease], ["8", 5000])]) == [1, 0]
     assert mailbox.client.pttl(lease) > 1000
+
+
+def test_one_redis_publishes_for_plain_subscribers(ingress: Ingress, redis_client: redis.Redis) -> None:
+    """On one Redis the scripts PUBLISH (a plain SUBSCRIBE gets the event); their cluster variants, which
+    SPUBLISH instead, differ from them in the first line only."""
+    pubsub = redis_client.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(Keys().events(CONV))
+    accepted = enqueue(ingress, "a")
+    message = None
+    for _ in range(20):  # the ignored subscribe confirmation reads as None first
+        message = message or pubsub.get_message(timeout=0.1)
+    assert message and message["type"] == "message" and json.loads(message["data"])["turn_id"] == accepted.turn_id
+    pubsub.close()
+    for script in scripts.ALL:
+        plain, sharded = script.source.splitlines(), script.cluster_source.splitlines()
+        assert plain[0] == "local SHARDED_PUBSUB = false" and sharded[0] == "local SHARDED_PUBSUB = true"
+        assert plain[1:] == sharded[1:] and script.sha != script.cluster_sha

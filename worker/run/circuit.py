@@ -19,6 +19,7 @@ from prometheus_client import Gauge
 from ..log import get_logger
 from ..settings import Settings
 from ..store import scripts
+from ..store.connections import REDIS_ERRORS
 from ..store.keys import Keys
 
 log = get_logger(__name__)
@@ -100,7 +101,7 @@ class Circuit:
                         if not self._pending():
                             self._thread = None
                             return
-            except redis.RedisError as exc:  # the counts stay and go with the next report
+            except REDIS_ERRORS as exc:  # the counts stay and go with the next report
                 log.warning("circuit_report_failed", error=str(exc))
 
     def _pending(self) -> dict[str, tuple[int, int]]:

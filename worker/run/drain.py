@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import redis
 import structlog
 
 from .. import metrics
@@ -20,6 +19,7 @@ from ..errors import CircuitOpen, LeaseLost, RetryableUpstreamError, UpstreamErr
 from ..events.models import event_json
 from ..log import get_logger
 from ..messages import Turn, TurnError, TurnStatus
+from ..store.connections import REDIS_ERRORS
 from ..store.lease import LeaseKeeper
 from ..store.mailbox import Fenced, Finished, Mailbox, StartedTurn
 from ..tools.records import ToolRecords
@@ -155,7 +155,7 @@ class Drainer:
                 return self._fail(conv, token, turn, TurnError(type=exc.reason, message=exc.message,
                                                                code=exc.code, status_code=exc.status_code),
                                   go_on())
-            except (Fenced, LeaseLost, redis.RedisError):
+            except (Fenced, LeaseLost, *REDIS_ERRORS):
                 raise  # not this turn's fault: another owner or a later attempt takes it over
             except Exception as exc:  # noqa: BLE001 - a bug must cost one turn, not the conversation
                 # Crashing the task would leave the turn in flight: it would be resumed and crash again at

@@ -18,6 +18,7 @@ import redis
 
 from ..events.replies import relay_many
 from ..log import get_logger
+from .connections import REDIS_ERRORS
 from .keys import Keys
 
 log = get_logger(__name__)
@@ -69,6 +70,6 @@ class DeferredWrites:
             time.sleep(self.interval_s)  # let a batch gather
             try:
                 self.flush()
-            except redis.RedisError as exc:
+            except REDIS_ERRORS as exc:
                 # Outboxes stay for the reaper to relay; the reaper also re-counts the queue.
                 log.warning("deferred_writes_failed", error=str(exc))

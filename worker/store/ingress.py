@@ -202,7 +202,8 @@ class Ingress(ConversationRecords):
         """Each model's shared upstream circuit (worker/run/circuit.py): whether it is open now."""
         models = sorted(await self.client.smembers(self.keys.upstream_models))
         async with self.client.pipeline(transaction=False) as pipe:
-            pipe.time()
+            # The command, not pipe.time(): redis-py's cluster pipeline refuses that method by name.
+            pipe.execute_command("TIME")
             for model in models:
                 pipe.hget(self.keys.upstream_health(model), "open_until")
             (seconds, micros), *until = await pipe.execute()

@@ -11,6 +11,7 @@ import redis
 
 from ..log import get_logger
 from . import scripts
+from .connections import REDIS_ERRORS
 from .keys import Keys
 
 log = get_logger(__name__)
@@ -59,7 +60,7 @@ class LeaseKeeper:
         while not self._stop.wait(self.interval_s):
             try:
                 self.beat()
-            except redis.RedisError as exc:
+            except REDIS_ERRORS as exc:
                 # The lease TTL is several intervals long: one missed beat is survivable, so keep going.
                 log.warning("heartbeat_failed", error=str(exc))
 

@@ -1,5 +1,11 @@
 """The Lua scripts in ``worker/store/lua/``, loaded once, run by SHA with a fallback to EVAL after a server
-restart."""
+restart.
+
+Each script comes in two variants that differ in one line, ``SHARDED_PUBSUB``: on Redis Cluster (a cluster
+client) the conversation channel is published with ``SPUBLISH``, so its messages stay on the shard that holds
+the conversation's keys instead of being broadcast to every node; one Redis keeps ``PUBLISH``, which plain
+``SUBSCRIBE``/``PSUBSCRIBE`` clients receive.
+"""
 
 from __future__ import annotations
 
@@ -10,44 +16,69 @@ from typing import Any
 import redis
 import redis.asyncio
 
+from .connections import is_cluster
+
 LUA_DIR = resources.files("parley.worker.store") / "lua"
 _LIB = (LUA_DIR / "_lib.lua").read_text()
 
 Arg = str | int | float
 
 
+def _source(name: str, *, sharded: bool) -> str:
+    flag = "true" if sharded else "false"
+    return f"local SHARDED_PUBSUB = {flag}\n" + _LIB + "\n" + (LUA_DIR / f"{name}.lua").read_text()
+
+
+def _sha(source: str) -> str:
+    return hashlib.sha1(source.encode()).hexdigest()
+
+
 class LuaScript:
     def __init__(self, name: str) -> None:
         self.name = name
-        self.source = _LIB + "\n" + (LUA_DIR / f"{name}.lua").read_text()
-        self.sha = hashlib.sha1(self.source.encode()).hexdigest()
+        self.source = _source(name, sharded=False)
+        self.sha = _sha(self.source)
+        self.cluster_source = _source(name, sharded=True)
+        self.cluster_sha = _sha(self.cluster_source)
+
+    def variant(self, client: object) -> tuple[str, str]:
+        """The source and SHA for ``client``: the cluster variant for a cluster client."""
+        if is_cluster(client):
+            return self.cluster_source, self.cluster_sha
+        return self.source, self.sha
 
     def __call__(self, client: redis.Redis, keys: list[str], args: list[Arg]) -> Any:
+        source, sha = self.variant(client)
         try:
-            return client.evalsha(self.sha, len(keys), *keys, *args)
+            return client.evalsha(sha, len(keys), *keys, *args)
         except redis.exceptions.NoScriptError:
-            return client.eval(self.source, len(keys), *keys, *args)
+            return client.eval(source, len(keys), *keys, *args)
 
     def pipelined(self, client: redis.Redis, calls: list[tuple[list[str], list[Arg]]]) -> list[Any]:
-        """Several calls in one round trip (not atomic together); each call's result, in order."""
+        """Several calls in one round trip (not atomic together); each call's result, in order. On a cluster,
+        one round trip per node holding any of the keys."""
+        source, sha = self.variant(client)
 
         def run() -> list[Any]:
             pipe = client.pipeline(transaction=False)
             for keys, args in calls:
-                pipe.evalsha(self.sha, len(keys), *keys, *args)
+                # execute_command, not evalsha(): redis-py's cluster pipeline refuses the method by name (for
+                # no reason that holds for scripts whose keys are declared), not the command.
+                pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
             return pipe.execute()
 
         try:
             return run()
         except redis.exceptions.NoScriptError:
-            client.script_load(self.source)
+            client.script_load(source)  # on a cluster: on every primary
             return run()
 
     async def run_async(self, client: redis.asyncio.Redis, keys: list[str], args: list[Arg]) -> Any:
+        source, sha = self.variant(client)
         try:
-            return await client.evalsha(self.sha, len(keys), *keys, *args)
+            return await client.evalsha(sha, len(keys), *keys, *args)
         except redis.exceptions.NoScriptError:
-            return await client.eval(self.source, len(keys), *keys, *args)
+            return await client.eval(source, len(keys), *keys, *args)
 
     def __repr__(self) -> str:
         return f"<LuaScript {self.name} {self.sha[:8]}>"

@@ -31,6 +31,7 @@ import redis.asyncio
 from ..log import get_logger
 from ..metrics import WEBHOOK_FAILURES, WEBHOOKS_DEAD_LETTERED, WEBHOOKS_DELIVERED
 from ..settings import Settings
+from ..store.connections import REDIS_ERRORS
 from ..store.keys import Keys
 from .policy import Backoff, Verdict, after_failure, delivered
 from .signing import Signer
@@ -231,7 +232,7 @@ class Dispatcher:
                 await self.store.schedule(failed, verdict.due_at, entry_id=entry.entry_id if entry else None)
                 bound.info("webhook_retry", reason=outcome.reason, detail=outcome.detail,
                            retry_in_s=round(verdict.due_at - now, 2))
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             # Nothing was moved: the entry stays pending (reclaimed later) or the retry's lease runs out.
             bound.warning("webhook_store_error", error=str(exc))
         finally:

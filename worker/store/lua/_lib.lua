@@ -1,6 +1,7 @@
--- Shared helpers, prepended to every script by worker/scripts.py.
+-- Shared helpers, prepended to every script by worker/store/scripts.py, after one line that sets
+-- SHARDED_PUBSUB (true on Redis Cluster).
 
--- Append one event to a conversation: next seq, stream entry "<seq>-0" (the durable copy), then PUBLISH.
+-- Append one event to a conversation: next seq, stream entry "<seq>-0" (the durable copy), then publish it.
 -- `json` is the event object without "seq"; the seq is spliced in here so it is assigned atomically.
 -- Returns the seq and the published payload.
 local function emit(seq_key, events_key, json, maxlen, retention_s)
@@ -8,7 +9,13 @@ local function emit(seq_key, events_key, json, maxlen, retention_s)
   local payload = string.sub(json, 1, -2) .. ',"seq":' .. seq .. '}'
   redis.call('XADD', events_key, 'MAXLEN', '~', maxlen, seq .. '-0', 'data', payload)
   redis.call('EXPIRE', events_key, retention_s)
-  redis.call('PUBLISH', events_key, payload)
+  if SHARDED_PUBSUB then
+    -- The channel has the keys' hash tag, so it is in this script's slot: its subscribers SSUBSCRIBE on
+    -- the shard that owns the conversation, and no other node carries the message.
+    redis.call('SPUBLISH', events_key, payload)
+  else
+    redis.call('PUBLISH', events_key, payload)
+  end
   return seq, payload
 end
 
