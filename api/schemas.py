@@ -8,6 +8,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchem
 
 from parley.worker.messages import Turn, TurnError, TurnStatus
 from parley.worker.request import Messages, RequestDefaults, RequestOptions, ServerTools, message_json
+from parley.worker.request.base import encodable
 from parley.worker.webhooks.policy import (
     MAX_URL_CHARS,
     WEBHOOK_EVENT_TYPES,
@@ -65,22 +66,6 @@ WebhookEvents = Annotated[list[str], Field(min_length=1, max_length=8), AfterVal
                                           "items": {"type": "string", "enum": list(WEBHOOK_EVENT_TYPES)}})]
 
 
-def _encodable(value: Any) -> bool:
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return False
-        return True
-    if isinstance(value, dict):
-        return all(_encodable(k) and _encodable(v) for k, v in value.items())
-    if isinstance(value, list | tuple):
-        return all(_encodable(v) for v in value)
-    if isinstance(value, BaseModel):
-        return all(_encodable(v) for v in value.__dict__.values())
-    return True
-
-
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -89,7 +74,7 @@ class Strict(BaseModel):
     def _unicode_text(cls, value: Any) -> Any:
         # JSON may spell a lone surrogate ("\udfff"); Python takes it, but it cannot be encoded, so it would
         # fail every later step (Redis, upstream, every read of the turn): refuse it at the door.
-        if not _encodable(value):
+        if not encodable(value):
             raise ValueError("text must be valid Unicode (it holds a lone surrogate such as \\udfff)")
         return value
 

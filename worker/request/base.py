@@ -22,6 +22,8 @@ def encodable(value: Any) -> bool:
         return all(encodable(k) and encodable(v) for k, v in value.items())
     if isinstance(value, list | tuple):
         return all(encodable(v) for v in value)
+    if isinstance(value, BaseModel):  # nested models, as a field validator sees them
+        return all(encodable(v) for v in value.__dict__.values())
     return True
 
 
