@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import redis
@@ -96,7 +97,27 @@ async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
                         status_code=503, headers={"Retry-After": str(REDIS_RETRY_AFTER_S)})
 
 
+REDIS_CLIENT_DIR = os.path.dirname(redis.__file__) + os.sep
+
+
+def raised_in_redis_client(exc: BaseException) -> bool:
+    """Whether ``exc`` is a ``None`` attribute that broke inside redis-py itself.
+
+    redis-py's asyncio cluster client answers a connection error or CLUSTERDOWN in one pipeline by closing
+    every node's connections, in-flight ones included, so a concurrent command finds its writer gone
+    (``'NoneType' object has no attribute 'writelines'``). That request failed because Redis wobbled, not
+    because of a bug in parley: it is a 503 to retry, like the error that began it."""
+    if not isinstance(exc, AttributeError | TypeError) or exc.__traceback__ is None:
+        return False
+    tb = exc.__traceback__
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb.tb_frame.f_code.co_filename.startswith(REDIS_CLIENT_DIR)
+
+
 async def _crash(request: Request, exc: Exception) -> JSONResponse:
+    if raised_in_redis_client(exc):
+        return await _redis_down(request, exc)
     log.exception("unhandled_error")
     return JSONResponse(envelope("internal_error", "Internal error."), status_code=500)
 
