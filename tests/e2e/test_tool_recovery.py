@@ -116,7 +116,7 @@ def test_fifty_conversations_with_tools_keep_order(tooled: Settings, http: httpx
 
 
 @pytest.mark.parametrize("point", ["tool_calls_streamed", "tool_ran", "tool_results_recorded",
-                                   "tool_outputs_sent", "tool_final_delta"])
+                                   "tool_outputs_sent", "tool_final_delta", "tool_final_streamed"])
 def test_sigkill_at_each_point_of_the_loop(point: str, tooled: Settings, http: httpx.Client,
                                            emulator: EmulatorServer, tool_log: Path) -> None:
     """A worker SIGKILLed at a point of the loop: another finishes the turn; every stored call has exactly one
