@@ -2,18 +2,42 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import redis
+import redis.asyncio
 
 from parley.worker.run.circuit import Circuit
 from parley.worker.run.drain import Drainer
 from parley.worker.run.policy import RetryPolicy
 from parley.worker.run.upstream import Upstream
 from parley.worker.settings import Settings
-from parley.worker.tools.registry import ToolRegistry
+from parley.worker.store.ingress import Ingress
 from parley.worker.store.lease import LeaseKeeper
 from parley.worker.store.mailbox import Mailbox
+from parley.worker.tools.registry import ToolRegistry
+
+T = TypeVar("T")
+
+
+def run_async(settings: Settings, action: Callable[[redis.asyncio.Redis], Awaitable[T]]) -> T:
+    """``action(client)`` on a fresh async client in an event loop of its own (the API's side, from a sync
+    test: each step gets its own loop, so the client cannot outlive it)."""
+    async def go() -> T:
+        client = redis.asyncio.Redis.from_url(settings.redis_url_required, decode_responses=True)
+        try:
+            return await action(client)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(go())
+
+
+def run_ingress(settings: Settings, action: Callable[[Ingress], Awaitable[Any]]) -> Any:
+    """``action(ingress)`` with the API's Ingress on a fresh async client (see :func:`run_async`)."""
+    return run_async(settings, lambda client: action(Ingress(client, settings)))
 
 
 def make_drainer(settings: Settings, client: redis.Redis, upstream: Upstream,

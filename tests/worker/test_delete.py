@@ -3,7 +3,6 @@ that was running one of its turns can bring none of its keys back."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Iterator
@@ -11,12 +10,13 @@ from collections.abc import Iterator
 import pytest
 import redis
 import redis.asyncio
+from drain_support import run_ingress
 
 from parley.worker.events.models import event_json
 from parley.worker.messages import Turn, TurnStatus, turn_nonce
 from parley.worker.settings import Settings
 from parley.worker.store.dead_letters import DeadLetter, DeadLetters
-from parley.worker.store.ingress import DELETED_EVENTS_GRACE_S, EnqueueResult, EnqueueStatus, Ingress
+from parley.worker.store.ingress import DELETED_EVENTS_GRACE_S, EnqueueResult, EnqueueStatus
 from parley.worker.store.keys import Keys, turn_index_ttl_s
 from parley.worker.store.mailbox import Fenced, Mailbox
 
@@ -24,20 +24,8 @@ CONV = "conv_delete_me"
 KEYS = Keys()
 
 
-def run(settings: Settings, action):  # type: ignore[no-untyped-def]
-    """``action(ingress)`` on a fresh async client (each test step has its own event loop)."""
-    async def go():  # type: ignore[no-untyped-def]
-        client = redis.asyncio.Redis.from_url(settings.redis_url_required, decode_responses=True)
-        try:
-            return await action(Ingress(client, settings))
-        finally:
-            await client.aclose()
-
-    return asyncio.run(go())
-
-
 def enqueue(settings: Settings, text: str, key: str | None = None) -> EnqueueResult:
-    result: EnqueueResult = run(settings, lambda i: i.enqueue(
+    result: EnqueueResult = run_ingress(settings, lambda i: i.enqueue(
         conversation_id=CONV, input=text, model=None, instructions=None, metadata={"n": text},
         idempotency_key=key))
     assert result.status is EnqueueStatus.ok
@@ -46,9 +34,9 @@ def enqueue(settings: Settings, text: str, key: str | None = None) -> EnqueueRes
 
 @pytest.fixture(name="mailbox")
 def _mailbox(settings: Settings, redis_client: redis.Redis) -> Iterator[Mailbox]:
-    run(settings, lambda i: i.register_conversation(CONV, created_at=1, metadata={}, key="slack:T1:C1",
+    run_ingress(settings, lambda i: i.register_conversation(CONV, created_at=1, metadata={}, key="slack:T1:C1",
                                                     webhook_url="https://bot.example.com/hook"))
-    run(settings, lambda i: i.claim_key("default", "slack:T1:C1", CONV))
+    run_ingress(settings, lambda i: i.claim_key("default", "slack:T1:C1", CONV))
     yield Mailbox(redis_client, settings)
 
 
@@ -79,7 +67,7 @@ def test_delete_leaves_only_the_webhook_and_its_own_cancellations(settings: Sett
     assert client.exists(KEYS.idempotency(CONV, "Ev-3")) and len(conversation_keys(client)) >= 12
     queued_before = int(client.get(KEYS.queued_total) or 0)
 
-    cancelled = run(settings, lambda i: i.delete_conversation(CONV, "slack:T1:C1"))
+    cancelled = run_ingress(settings, lambda i: i.delete_conversation(CONV, "slack:T1:C1"))
 
     assert cancelled == 2
     assert conversation_keys(client) == {KEYS.deleted(CONV), KEYS.events(CONV)}
@@ -105,7 +93,7 @@ def test_the_running_turns_worker_brings_nothing_back(settings: Settings, mailbo
     assert claim.token and claim.started
     token, turn = claim.token, claim.started.turn
     client.zadd(KEYS.dead_letters, {f"{CONV}/{first.turn_id}": time.time()})
-    run(settings, lambda i: i.delete_conversation(CONV, None))
+    run_ingress(settings, lambda i: i.delete_conversation(CONV, None))
     after = conversation_keys(client)
 
     with pytest.raises(Fenced):
@@ -151,6 +139,6 @@ def test_deleting_an_idle_conversation_leaves_no_event_stream(settings: Settings
     assert claim.token
     turn, event = completed(mailbox, accepted.turn_id)
     assert mailbox.finish(CONV, claim.token, turn, event=event, last_item_id=None, go_on=True).released
-    assert run(settings, lambda i: i.delete_conversation(CONV, None)) == 0
+    assert run_ingress(settings, lambda i: i.delete_conversation(CONV, None)) == 0
     assert conversation_keys(mailbox.client) == {KEYS.deleted(CONV)}
-    assert run(settings, lambda i: i.delete_conversation(CONV, None)) == 0  # twice: nothing to do
+    assert run_ingress(settings, lambda i: i.delete_conversation(CONV, None)) == 0  # twice: nothing to do

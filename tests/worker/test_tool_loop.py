@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import redis
 import redis.asyncio
-from drain_support import make_drainer
+from drain_support import make_drainer, run_async, run_ingress
 
 from parley.worker.local.emulator import EmulatorServer
 from parley.worker.messages import TurnStatus
@@ -74,14 +74,7 @@ class Harness:
         self._ingress(lambda i: i.register_conversation(self.conv, created_at=1, metadata={}, key=None))
 
     def _ingress(self, action: Any) -> Any:
-        async def go() -> Any:
-            client = redis.asyncio.Redis.from_url(self.settings.redis_url_required, decode_responses=True)
-            try:
-                return await action(Ingress(client, self.settings))
-            finally:
-                await client.aclose()
-
-        return asyncio.run(go())
+        return run_ingress(self.settings, action)
 
     def post(self, text: str) -> str:
         result = self._ingress(lambda i: i.enqueue(conversation_id=self.conv, input=text, model=None,
@@ -199,15 +192,8 @@ def post_with(h: Harness, message: str, **request: Any) -> str:
 def outputs_for(h: Harness, turn_id: str, outputs: dict[str, str]) -> Any:
     from parley.worker.store.tool_outputs import submit_tool_outputs
 
-    async def go() -> Any:
-        client = redis.asyncio.Redis.from_url(h.settings.redis_url_required, decode_responses=True)
-        try:
-            return await submit_tool_outputs(client, h.mailbox.keys, h.settings, conv=h.conv, turn_id=turn_id,
-                                             outputs=outputs)
-        finally:
-            await client.aclose()
-
-    return asyncio.run(go())
+    return run_async(h.settings, lambda client: submit_tool_outputs(
+        client, h.mailbox.keys, h.settings, conv=h.conv, turn_id=turn_id, outputs=outputs))
 
 
 def test_a_bot_tool_pauses_the_turn_until_its_outputs_come(h: Harness) -> None:
