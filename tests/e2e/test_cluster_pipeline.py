@@ -19,6 +19,7 @@ import redis
 from conftest import wait_until
 from stack import start_beat, start_worker, wait_ready, workers
 
+from parley.api.client import ParleyClient
 from parley.worker.local.background import BackgroundServer
 from parley.worker.local.emulator import EmulatorServer
 from parley.worker.local.processes import stop
@@ -73,28 +74,18 @@ def _http(cluster_settings: Settings, api_http: Callable[..., httpx.Client]) -> 
         yield client
 
 
-def post(http: httpx.Client, path: str, body: dict[str, object]) -> httpx.Response:
-    """A post retried on 503 + Retry-After, as a client does: redis-py's asyncio cluster client closes every
-    connection when one command meets a connection error, and the requests in flight then are 503s."""
-    for _ in range(5):
-        response = http.post(path, json=body)
-        if response.status_code != 503:
-            return response
-        time.sleep(float(response.headers.get("retry-after", "1")))
-    return response
-
-
 def new_conversations(http: httpx.Client, count: int) -> list[str]:
+    # Through parley's client, which retries a 503 after its Retry-After as a bot would: redis-py's asyncio
+    # cluster client closes every connection when one command meets a connection error, and the requests in
+    # flight then are 503s.
+    client = ParleyClient(http=http)
     with ThreadPoolExecutor(8) as pool:
-        return list(pool.map(lambda _: post(http, "/v1/conversations", {}).json()["id"], range(count)))
+        return list(pool.map(lambda _: client.create_conversation().id, range(count)))
 
 
 def post_turn(http: httpx.Client, conv: str, text: str) -> str:
-    # The idempotency key makes a retried post the same turn.
-    body = {"input": text, "idempotency_key": text.replace(" ", "-")}
-    response = post(http, f"/v1/conversations/{conv}/turns", body)
-    assert response.status_code == 202, response.text
-    return str(response.json()["id"])
+    """Through parley's client, whose idempotency key makes a retried post the same turn."""
+    return ParleyClient(http=http).send_turn(conv, text).id
 
 
 def texts(emulator: EmulatorServer, conv: str) -> list[tuple[str, str]]:
