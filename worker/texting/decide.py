@@ -6,9 +6,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from ..messages import TurnStatus
 from .policy import TextingPolicy
 
-COMPLETED, FAILED, CANCELLED = "completed", "failed", "cancelled"
+# The statuses turns end in today are TurnStatus's; the three that double texting adds join it when it is
+# wired into the mailbox.
+COMPLETED, FAILED, CANCELLED = (TurnStatus.completed.value, TurnStatus.failed.value,
+                                TurnStatus.cancelled.value)
 MERGED, SUPERSEDED, INTERRUPTED = "merged", "superseded", "interrupted"
 TERMINAL = (COMPLETED, FAILED, CANCELLED, MERGED, SUPERSEDED, INTERRUPTED)
 """Every turn ends in exactly one of these; the last three name the turn that answered it
