@@ -21,10 +21,17 @@ class TurnStatus(str, Enum):  # noqa: UP042 - StrEnum would change str() and for
     completed = "completed"
     failed = "failed"
     cancelled = "cancelled"
+    merged = "merged"
+    """Answered together with a later turn, by that turn's reply (``answered_by``; policy merge)."""
+    superseded = "superseded"
+    """Never ran: a newer turn replaced it while it waited (``answered_by``; policy latest)."""
+    interrupted = "interrupted"
+    """Stopped while running; a newer turn's reply answers its input too (``answered_by``; interrupt)."""
 
     @property
     def terminal(self) -> bool:
-        return self in (TurnStatus.completed, TurnStatus.failed, TurnStatus.cancelled)
+        return self in (TurnStatus.completed, TurnStatus.failed, TurnStatus.cancelled, TurnStatus.merged,
+                        TurnStatus.superseded, TurnStatus.interrupted)
 
 
 TURN_PREFIX = "turn_"
@@ -127,10 +134,28 @@ class Turn(BaseModel):
     its conversation's defaults, else the server's (``worker.request.resolve``); absent when none apply."""
     server_tools: list[str] | None = None
     """Which of the worker's server tools the turn offers: ``None`` all of them, ``[]`` none."""
+    answered_by: str | None = None
+    """For a merged, superseded or interrupted turn: the turn whose reply answers it (it can chain: that turn
+    may itself end interrupted)."""
+    answers: list[str] | None = None
+    """The other turns this turn's request answered (merged or interrupted into it), in arrival order."""
+    double_texting: str | None = None
+    """The turn's resolved double-texting policy (``worker.texting``); absent: enqueue without debounce."""
+    debounce_ms: int | None = None
+    """How long its policy waits for more messages before the turn may start."""
+    debounce_max_ms: int | None = None
+    """The cap on that wait, counted from the first waiting message."""
+    batch_inputs: list[TurnInput] | None = None
+    """The inputs its request sends, in arrival order, when it answers several turns (set by the mailbox when
+    the batch starts)."""
+    interrupt_by: str | None = None
+    """Set while a newer turn asks this running turn to stop (policy interrupt)."""
+    interrupted: bool | None = None
+    """Back at the head of its queue after an interrupt: its input is sent with the next turns'."""
 
     JSON_FIELDS: ClassVar[tuple[str, ...]] = (
         "input", "metadata", "usage", "error", "request", "server_tools", "tool_calls", "response_ids",
-        "required_action", "output_parsed")
+        "required_action", "output_parsed", "answers", "batch_inputs")
 
     @classmethod
     def from_hash(cls, fields: dict[str, str], conversation_id: str, turn_id: str) -> Turn:
