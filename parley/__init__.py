@@ -45,6 +45,9 @@ _EXPORTS = {
     "TurnCompleted": "parley.worker.events.models",
     "TurnFailed": "parley.worker.events.models",
     "TurnCancelled": "parley.worker.events.models",
+    "TurnMerged": "parley.worker.events.models",
+    "TurnSuperseded": "parley.worker.events.models",
+    "TurnInterrupted": "parley.worker.events.models",
     "TERMINAL_TYPES": "parley.worker.events.models",
     "parse_event": "parley.worker.events.models",
     # the replies stream, read with a consumer group (needs redis)
@@ -124,6 +127,12 @@ if TYPE_CHECKING:
         TurnFailed as TurnFailed,
     )
     from parley.worker.events.models import (
+        TurnInterrupted as TurnInterrupted,
+    )
+    from parley.worker.events.models import (
+        TurnMerged as TurnMerged,
+    )
+    from parley.worker.events.models import (
         TurnQueued as TurnQueued,
     )
     from parley.worker.events.models import (
@@ -131,6 +140,9 @@ if TYPE_CHECKING:
     )
     from parley.worker.events.models import (
         TurnStarted as TurnStarted,
+    )
+    from parley.worker.events.models import (
+        TurnSuperseded as TurnSuperseded,
     )
     from parley.worker.events.models import (
         parse_event as parse_event,

@@ -2,8 +2,10 @@
 
 Every event goes to the conversation's pub/sub channel and its capped stream; ``seq`` is assigned in Redis,
 inside the script that publishes the event, so it increases strictly per conversation; ``id`` is derived from
-the turn and what happened, so consumers dedupe by it. ``turn.completed`` and ``turn.failed`` also go to the
-global replies stream (``worker.events.replies``) for consumer groups.
+the turn and what happened, so consumers dedupe by it. The terminal events (:data:`TERMINAL_TYPES`:
+``turn.completed``, ``turn.failed``, ``turn.cancelled``, and the double-texting ends ``turn.merged``,
+``turn.superseded``, ``turn.interrupted``) also go to the global replies stream (``worker.events.replies``)
+for consumer groups and webhooks.
 """
 
 from __future__ import annotations
@@ -104,13 +106,49 @@ class TurnCancelled(_Event):
     """Why: cancelled by a client (``POST /v1/turns/{id}/cancel``), or its conversation was deleted."""
 
 
+class TurnMerged(_Event):
+    """The turn ended without a reply of its own: its input was sent in the same request as a later turn's
+    (policy merge), whose reply answers both. Wait for ``answered_by``'s terminal event."""
+
+    type: Literal["turn.merged"]
+    into: str
+    """The turn whose request carried this one's input (the same id as ``answered_by``)."""
+    answered_by: str
+    """The turn whose reply answers this one (it can chain: that turn may itself end interrupted)."""
+    metadata: dict[str, str] | None = None
+
+
+class TurnSuperseded(_Event):
+    """The turn never ran: a newer message replaced it while it waited (policy latest), and only the newest
+    waiting turn, ``answered_by``, is answered."""
+
+    type: Literal["turn.superseded"]
+    answered_by: str
+    """The newer turn that replaced it."""
+    metadata: dict[str, str] | None = None
+
+
+class TurnInterrupted(_Event):
+    """The turn was stopped while it ran, because a newer message arrived (policy interrupt); its input is
+    sent again with the newer one's, and ``answered_by``'s reply answers both."""
+
+    type: Literal["turn.interrupted"]
+    answered_by: str
+    """The turn whose reply answers this one (it can chain: that turn may itself end interrupted)."""
+    metadata: dict[str, str] | None = None
+
+
 Event = Annotated[TurnQueued | TurnStarted | TurnRetrying | ResponseDelta | ToolCalled | ToolCompleted
-                  | TurnRequiresAction | TurnCompleted | TurnFailed | TurnCancelled,
+                  | TurnRequiresAction | TurnCompleted | TurnFailed | TurnCancelled | TurnMerged
+                  | TurnSuperseded | TurnInterrupted,
                   Field(discriminator="type")]
 EventType = Literal["turn.queued", "turn.started", "turn.retrying", "response.delta", "tool.called",
                     "tool.completed", "turn.requires_action", "turn.completed", "turn.failed",
-                    "turn.cancelled"]
-TERMINAL_TYPES = frozenset({"turn.completed", "turn.failed", "turn.cancelled"})
+                    "turn.cancelled", "turn.merged", "turn.superseded", "turn.interrupted"]
+TERMINAL_TYPES = frozenset({"turn.completed", "turn.failed", "turn.cancelled", "turn.merged",
+                            "turn.superseded", "turn.interrupted"})
+"""The events a turn ends with, exactly one per turn."""
+TerminalEvent = TurnCompleted | TurnFailed | TurnCancelled | TurnMerged | TurnSuperseded | TurnInterrupted
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 
 
@@ -133,7 +171,7 @@ def event_json(type_: EventType, *, conversation_id: str, turn_id: str, event_id
     return json.dumps(body, separators=(",", ":"))
 
 
-def terminal_event_of(turn: Turn, *, seq: int) -> TurnCompleted | TurnFailed | TurnCancelled:
+def terminal_event_of(turn: Turn, *, seq: int) -> TerminalEvent:
     """The terminal event of an ended ``turn``, rebuilt from its record, for when the real one was trimmed
     from the capped stream. Same ``id`` as the real one, so a consumer that saw both handles it once; ``seq``
     is the caller's stream position (the real seq is gone with the entry, and a read allocates none)."""
@@ -149,6 +187,15 @@ def terminal_event_of(turn: Turn, *, seq: int) -> TurnCompleted | TurnFailed | T
         return TurnFailed(type="turn.failed", error=error, **common)
     if turn.status is TurnStatus.cancelled:
         return TurnCancelled(type="turn.cancelled", **common)
+    if turn.status in (TurnStatus.merged, TurnStatus.superseded, TurnStatus.interrupted):
+        if turn.answered_by is None:
+            raise ValueError(f"turn {turn.id} is {turn.status.value} but names no answered_by")
+        by = turn.answered_by
+        if turn.status is TurnStatus.merged:
+            return TurnMerged(type="turn.merged", into=by, answered_by=by, **common)
+        if turn.status is TurnStatus.superseded:
+            return TurnSuperseded(type="turn.superseded", answered_by=by, **common)
+        return TurnInterrupted(type="turn.interrupted", answered_by=by, **common)
     raise ValueError(f"turn {turn.id} is {turn.status.value}, not ended")
 
 
