@@ -123,7 +123,8 @@ class Settings(BaseSettings):
     # --- Webhooks (worker/webhooks/, ``parley webhooks run``) ------------------------------------------
     webhook_url: str | None = None
     """Default webhook of conversations that name none of their own; unset: only those that do get one."""
-    webhook_events: Annotated[list[str], NoDecode] = ["turn.completed", "turn.failed", "turn.cancelled"]
+    webhook_events: Annotated[list[str], NoDecode] = ["turn.completed", "turn.failed", "turn.cancelled",
+                                                      "turn.merged", "turn.superseded", "turn.interrupted"]
     """Comma-separated event types the default webhook gets (terminal ones only)."""
     webhook_secret: SecretStr | None = None
     """``whsec_<base64>``: the Standard Webhooks signing key; the dispatcher refuses to start without it."""

@@ -8,8 +8,11 @@ import random
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from parley.worker.events.models import TERMINAL_TYPES
+from parley.worker.settings import Settings
 from parley.worker.webhooks.policy import (
     MAX_URL_CHARS,
+    WEBHOOK_EVENT_TYPES,
     Backoff,
     after_failure,
     check_webhook_events,
@@ -44,6 +47,15 @@ def test_event_types_are_terminal_ones_deduplicated() -> None:
     for bad in (["response.delta"], ["turn.queued"], []):
         with pytest.raises(ValueError):
             check_webhook_events(bad)
+
+
+def test_every_terminal_event_type_can_be_delivered() -> None:
+    """A webhook can ask for exactly the terminal events (all reach the replies stream), the double-texting
+    ends included; the default webhook gets them all."""
+    assert set(WEBHOOK_EVENT_TYPES) == TERMINAL_TYPES
+    assert check_webhook_events(["turn.merged", "turn.superseded", "turn.interrupted"]) == [
+        "turn.merged", "turn.superseded", "turn.interrupted"]
+    assert set(Settings(_env_file=None).webhook_events) == TERMINAL_TYPES
 
 
 def test_only_2xx_is_delivered() -> None:

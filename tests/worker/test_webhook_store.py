@@ -68,7 +68,8 @@ def test_a_conversation_s_own_webhook_wins_over_the_default(settings: Settings, 
     assert [g["name"] for g in redis_client.xinfo_groups(KEYS.replies)] == [GROUP]
     assert first["conv_a"] == Target("https://a.example/hook", frozenset({"turn.failed"}))
     assert first["conv_b"] == Target("https://b.example/hook",
-                                     frozenset({"turn.completed", "turn.failed", "turn.cancelled"}))
+                                     frozenset({"turn.completed", "turn.failed", "turn.cancelled",
+                                                "turn.merged", "turn.superseded", "turn.interrupted"}))
     assert first["conv_c"] == default and without_default["conv_c"] is None and after["conv_a"] == default
 
 

@@ -1,6 +1,7 @@
-"""The global replies stream: every ``turn.completed`` / ``turn.failed`` / ``turn.cancelled``, for bots
-that consume replies at least once with a consumer group (``XREADGROUP`` / ``XACK``, with entries of a dead
-consumer reclaimed by ``XAUTOCLAIM``), and for the webhook dispatcher (worker/webhooks/).
+"""The global replies stream: every terminal event (``turn.completed`` / ``turn.failed`` /
+``turn.cancelled``, and the double-texting ends ``turn.merged`` / ``turn.superseded`` / ``turn.interrupted``),
+for bots that consume replies at least once with a consumer group (``XREADGROUP`` / ``XACK``, with entries of
+a dead consumer reclaimed by ``XAUTOCLAIM``), and for the webhook dispatcher (worker/webhooks/).
 
 A reply reaches the stream through its conversation's outbox (``finish.lua`` writes it there atomically with
 the turn's result, ``cancel.lua`` with the cancellation); :func:`relay` copies it over and the reaper relays

@@ -134,8 +134,9 @@ class Keys:
 
     @property
     def replies(self) -> str:
-        """Stream of every turn.completed / turn.failed / turn.cancelled, for consumer groups (at-least-once
-        delivery) and the webhook dispatcher."""
+        """Stream of every terminal event (turn.completed / turn.failed / turn.cancelled / turn.merged /
+        turn.superseded / turn.interrupted), for consumer groups (at-least-once delivery) and the webhook
+        dispatcher."""
         return f"{self.prefix}:replies"
 
     # The webhook keys share the hash tag {webhooks}, so moving a delivery between them is one transaction on

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 MAX_URL_CHARS = 2048
-WEBHOOK_EVENT_TYPES = ("turn.completed", "turn.failed", "turn.cancelled")
+WEBHOOK_EVENT_TYPES = ("turn.completed", "turn.failed", "turn.cancelled", "turn.merged", "turn.superseded",
+                       "turn.interrupted")
 """What a webhook can ask for: the terminal events, which reach the durable replies stream. Deltas do not
 (they live in each conversation's own stream), so they are refused rather than silently never sent."""
 DEFAULT_EVENTS = frozenset(WEBHOOK_EVENT_TYPES)
