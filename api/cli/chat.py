@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from typing import Any, TextIO
 
+from parley.worker.events.models import Event
+
 from ..client import ParleyAPIError, ParleyClient
 
 PROMPT = "you> "
@@ -53,11 +55,24 @@ def chat(client: ParleyClient, *, key: str, stdin: TextIO = sys.stdin, stdout: T
                 outputs = _ask_outputs(event.required_action, stdin, stdout)
                 client.submit_tool_outputs(turn.id, outputs)
                 stdout.write("bot> ")
-            elif event.type == "turn.failed":
-                stdout.write(f"[failed: {event.error.message}]")
-            elif event.type == "turn.cancelled":
-                stdout.write("[cancelled]")
+            elif (ending := _ending(event)) is not None:
+                stdout.write(ending)
         stdout.write("\n")
+
+
+def _ending(event: Event) -> str | None:
+    """What is shown for a turn that ends without a reply of its own (``None``: any other event)."""
+    if event.type == "turn.failed":
+        return f"[failed: {event.error.message}]"
+    if event.type == "turn.cancelled":
+        return "[cancelled]"
+    if event.type == "turn.merged":
+        return f"[merged into {event.into}]"
+    if event.type == "turn.superseded":
+        return f"[superseded by {event.answered_by}]"
+    if event.type == "turn.interrupted":
+        return f"[interrupted; answered by {event.answered_by}]"
+    return None
 
 
 def _ask_outputs(action: dict[str, Any], stdin: TextIO, stdout: TextIO) -> dict[str, str]:

@@ -111,9 +111,9 @@ class AsyncParleyClient:
         return await self._call(core.get_turn(turn_id, wait_s))
 
     async def wait_for_reply(self, turn_id: str, *, timeout_s: float = 120.0) -> TurnOut:
-        """The turn once it has ended (completed, failed or cancelled) or waits for the bot's tool
-        outputs (``requires_action``: post them with :meth:`submit_tool_outputs`), long-polling until
-        ``timeout_s``."""
+        """The turn once it has ended (completed, failed, cancelled, or merged / superseded / interrupted
+        into a turn whose reply answers it) or waits for the bot's tool outputs (``requires_action``: post
+        them with :meth:`submit_tool_outputs`), long-polling until ``timeout_s``."""
         deadline = time.monotonic() + timeout_s
         while True:
             wait = core.next_wait_s(deadline)
