@@ -9,6 +9,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchem
 from parley.worker.messages import Turn, TurnError, TurnStatus
 from parley.worker.request import Messages, RequestDefaults, RequestOptions, ServerTools, message_json
 from parley.worker.request.base import encodable
+from parley.worker.texting.fields import TextingFields
 from parley.worker.webhooks.policy import (
     MAX_URL_CHARS,
     WEBHOOK_EVENT_TYPES,
@@ -79,6 +80,11 @@ class Strict(BaseModel):
         return value
 
 
+class ConversationDefaults(RequestDefaults, TextingFields):
+    """A conversation's defaults: the request fields and the double-texting policy its turns get unless they
+    set their own."""
+
+
 class CreateConversation(Strict):
     metadata: Metadata | None = None
     key: Ident | None = None
@@ -87,11 +93,11 @@ class CreateConversation(Strict):
     """Where the conversation's terminal events are POSTed, signed (Standard Webhooks); unset: the server's
     ``PARLEY_WEBHOOK_URL``, if any."""
     webhook_events: WebhookEvents | None = None
-    """Which of ``turn.completed``, ``turn.failed``, ``turn.cancelled`` the webhook gets (default: all
-    three)."""
-    defaults: RequestDefaults | None = None
-    """Request fields (``model``, ``instructions``, ``tools``, ``text``, ...) its turns get unless they set
-    their own."""
+    """Which terminal events (``turn.completed``, ``turn.failed``, ``turn.cancelled``, ``turn.merged``,
+    ``turn.superseded``, ``turn.interrupted``) the webhook gets (default: all)."""
+    defaults: ConversationDefaults | None = None
+    """Request fields (``model``, ``instructions``, ``tools``, ``text``, ...) and the double-texting policy
+    (``double_texting``, ``debounce_ms``, ``debounce_max_ms``) its turns get unless they set their own."""
 
 
 class Conversation(BaseModel):
@@ -114,8 +120,8 @@ class UpdateConversation(Strict):
     webhook_url: WebhookUrl | None = None
     """A new webhook target; ``null`` goes back to the server's ``PARLEY_WEBHOOK_URL``, if any."""
     webhook_events: WebhookEvents | None = None
-    """Which terminal events the webhook gets (``null``: all three)."""
-    defaults: RequestDefaults | None = None
+    """Which terminal events the webhook gets (``null``: all)."""
+    defaults: ConversationDefaults | None = None
     """Replaces the defaults as a whole (``{}`` or ``null``: none); turns already queued keep theirs."""
 
 
@@ -140,7 +146,7 @@ class ConversationWithQueue(Conversation):
     running_turn: str | None
 
 
-class CreateTurn(Strict, RequestOptions):
+class CreateTurn(Strict, RequestOptions, TextingFields):
     input: Annotated[str, Field(min_length=1)] | Messages
     idempotency_key: Ident | None = None
     model: Annotated[str, Field(min_length=1, max_length=128)] | None = None
@@ -208,6 +214,12 @@ class TurnOut(BaseModel):
     ``/v1/turns/{id}/tool_outputs``."""
     tool_calls: list[dict[str, Any]] | None = None
     response_ids: list[str] | None = None
+    answered_by: str | None = None
+    """For a merged, superseded or interrupted turn: the turn whose reply answers it."""
+    answers: list[str] | None = None
+    """The other turns its request answered (merged or interrupted into it), in arrival order."""
+    double_texting: str | None = None
+    """Its policy, when not ``enqueue``."""
 
     @classmethod
     def of(cls, turn: Turn) -> TurnOut:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .secret_url import SecretUrl
+
+if TYPE_CHECKING:
+    from .texting.policy import TextingPolicy
 from .secrets_policy import check_secret_strength
 
 
@@ -61,6 +64,16 @@ class Settings(BaseSettings):
     ``tool_rounds_exceeded``."""
     tool_output_timeout_s: float = 600.0
     """How long a turn waits for its bot's tool outputs before it fails ``tool_outputs_timeout``."""
+
+    # --- Double texting (worker/texting/) -----------------------------------------------------------
+    double_texting: Literal["enqueue", "merge", "latest", "interrupt", "reject"] = "enqueue"
+    """What a message does while its conversation is busy, unless the turn or its conversation says: each
+    answered in order (``enqueue``), sent together as one request (``merge``), only the newest answered
+    (``latest``), the running turn stopped and answered with it (``interrupt``), or refused (``reject``)."""
+    debounce_ms: int = Field(default=0, ge=0, le=600_000)
+    """A turn starts only after this long without a new message in its conversation (0: at once)."""
+    debounce_max_ms: int | None = Field(default=None, ge=0, le=600_000)
+    """Caps the debounce wait from the first waiting message, so a chatty user still gets an answer."""
 
     # --- Ordering and recovery -----------------------------------------------------------------------
     lease_ttl_ms: int = 15_000
@@ -253,6 +266,13 @@ class Settings(BaseSettings):
         if not self.redis_url:
             raise RuntimeError("PARLEY_REDIS_URL is not set (parley up starts an embedded Redis for you)")
         return self.redis_url.get_secret_value()
+
+    @property
+    def texting_policy(self) -> TextingPolicy:
+        """The server's layer of every turn's double-texting policy."""
+        from .texting.policy import TextingPolicy
+
+        return TextingPolicy(self.double_texting, self.debounce_ms, self.debounce_max_ms)
 
     @property
     def json_logs(self) -> bool:

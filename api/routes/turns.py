@@ -34,7 +34,7 @@ async def create_turn(conversation_id: ConversationId, body: CreateTurn, service
         conversation_id=conversation_id, input=body.input_value(), model=body.model,
         instructions=body.instructions, metadata=body.metadata or {}, idempotency_key=body.idempotency_key,
         tenant=principal.tenant, deadline_s=body.deadline_s, request=body.options(),
-        server_tools=body.server_tools_value())
+        server_tools=body.server_tools_value(), texting=body.texting())
     if result.status is EnqueueStatus.missing:
         raise not_found("conversation", conversation_id)
     if result.status is EnqueueStatus.full:
@@ -43,6 +43,13 @@ async def create_turn(conversation_id: ConversationId, body: CreateTurn, service
     if result.status is EnqueueStatus.overloaded:
         raise ApiError(429, "overloaded", "parley has too many queued turns; retry shortly.",
                        headers={"Retry-After": str(FULL_RETRY_AFTER_S)})
+    if result.status is EnqueueStatus.invalid:
+        raise ApiError(422, "invalid_request", f"{result.detail}.", param="debounce_ms")
+    if result.status is EnqueueStatus.busy:
+        raise ApiError(409, "conversation_busy",
+                       f"Conversation {conversation_id} has a turn queued or running and its policy is "
+                       "double_texting=reject; send the message once it has ended.",
+                       param="double_texting")
     if result.status is EnqueueStatus.reused:
         raise ApiError(409, "idempotency_key_reused",
                        f"idempotency_key {clip(body.idempotency_key or '')!r} was already used by turn "

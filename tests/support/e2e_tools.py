@@ -29,3 +29,11 @@ def add(a: int, b: int, ctx: ToolContext) -> int:
     _log("add", ctx)
     time.sleep(0.05)
     return a + b
+
+
+@tool(timeout_s=10)
+def nap(seconds: float, ctx: ToolContext) -> str:
+    """Sleep for a while (a slow tool, for the interrupt tests)."""
+    _log("nap", ctx)
+    time.sleep(seconds)
+    return "rested"

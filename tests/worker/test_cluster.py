@@ -219,6 +219,8 @@ def test_every_script_runs_on_the_cluster(h: ClusterHarness) -> None:
     assert not h.drainer.keeper.lost(c) and h.drainer.keeper.lost(a)
     resumed = h.mailbox.next_turn(c, "7")  # next_turn.lua: the tool turn, queued again by its outputs
     assert resumed and resumed.turn_id == claim.started.turn_id and resumed.resumed
+    again = h.mailbox.interrupt(c, "7", resumed.turn_id)  # interrupt.lua: back at the head, started again
+    assert again.next and again.next.turn_id == resumed.turn_id and not again.next.resumed
 
     woken: list[str] = []
     result = reap(h.mailbox, woken.append, now_ms=int(time.time() * 1000) + 3_600_000)  # rekick, forget

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +22,8 @@ from ..log import get_logger
 from ..messages import Turn, TurnError, TurnStatus
 from ..store.connections import REDIS_ERRORS
 from ..store.lease import LeaseKeeper
-from ..store.mailbox import Fenced, Finished, Mailbox, StartedTurn
+from ..store.mailbox import Fenced, Finished, Interrupted, Mailbox, StartedTurn
+from ..texting import interrupt
 from ..tools.records import ToolRecords
 from ..tools.registry import ToolRegistry
 from ..tools.session import Paused, ToolSession, offers_tools
@@ -35,6 +37,7 @@ from .shutdown import HandBack, ShutdownSignal
 from .upstream import Reply, Upstream
 
 log = get_logger(__name__)
+
 
 def worker_id() -> str:
     """Recorded on each finished turn (``host:pid``), so an operator can tell which process handled it."""
@@ -53,22 +56,19 @@ class Drainer:
                  *, fairness_budget: int, wake: Callable[[str], None],
                  shutdown: ShutdownSignal | None = None, delta_interval_s: float = 0.05,
                  stream: bool = True, relay: Callable[[str], object] | None = None,
-                 dequeued: Callable[[], object] | None = None, circuit: Circuit | None = None,
-                 registry: ToolRegistry | None = None) -> None:
-        self.circuit = circuit
-        self.registry = registry
-        self.delta_interval_s = delta_interval_s
-        self.stream = stream
+                 dequeued: Callable[..., object] | None = None, circuit: Circuit | None = None,
+                 registry: ToolRegistry | None = None,
+                 wake_later: Callable[[str, float], object] | None = None) -> None:
+        # A debounced conversation is woken when its wait ends; without Celery (tests), by a timer.
+        self.wake_later = wake_later or (lambda conv, delay_s: threading.Timer(delay_s, wake, [conv]).start())
+        self.circuit, self.registry = circuit, registry
+        self.delta_interval_s, self.stream = delta_interval_s, stream
         # Both done at once unless the process defers them (worker/store/deferred.py).
         self.relay = relay or mailbox.relay_replies
         self.dequeued = dequeued or mailbox.dequeued
-        self.mailbox = mailbox
+        self.mailbox, self.upstream, self.keeper, self.policy = mailbox, upstream, keeper, policy
         self.shutdown = shutdown or ShutdownSignal()
-        self.upstream = upstream
-        self.keeper = keeper
-        self.policy = policy
-        self.fairness_budget = fairness_budget
-        self.wake = wake
+        self.fairness_budget, self.wake = fairness_budget, wake
 
     def drain(self, conv: str) -> DrainResult:
         if self.shutdown.requested:
@@ -78,11 +78,12 @@ class Drainer:
         claim = self.mailbox.claim(conv)
         if claim.token is None:
             return DrainResult(claimed=False, turns=0, rewake=False)
-        if claim.started is None:
-            return DrainResult(claimed=True, turns=0, rewake=False)  # nothing queued; the lease was not kept
+        if claim.started is None:  # nothing queued, or not yet (debounced); the lease was not kept
+            self._wake_when_due(conv, claim.due_ms)
+            return DrainResult(claimed=True, turns=0, rewake=False)
         token = claim.token
         self.keeper.hold(conv, token)
-        turns, released = 0, False
+        turns, released, due_ms = 0, False, None
         started: StartedTurn | None = claim.started
 
         def go_on() -> bool:
@@ -93,23 +94,28 @@ class Drainer:
             while started is not None:
                 turns += 1
                 if not started.resumed:
-                    self.dequeued()
+                    self.dequeued(1 + len(started.turn.answers or []))  # a merged batch left the queue
                 faultpoints.reached("claimed")
                 finished = self._run_turn(conv, token, started, go_on)
                 if finished is None:  # handed back
                     break
-                released, started = finished.released, finished.next
+                released, started, due_ms = finished.released, finished.next, finished.due_ms
         except (Fenced, LeaseLost):
             log.warning("lease_lost_during_drain", conversation_id=conv)
         finally:
             self.keeper.drop(conv)
         if released:
+            self._wake_when_due(conv, due_ms)
             return DrainResult(claimed=True, turns=turns, rewake=False)
         # Turns left after the budget go back through the Celery queue, behind other conversations.
         rewake = self.mailbox.release(conv, token)
         if rewake:
             self.wake(conv)
         return DrainResult(claimed=True, turns=turns, rewake=rewake)
+
+    def _wake_when_due(self, conv: str, due_ms: int | None) -> None:
+        if due_ms is not None:  # debounced: its turns may start then
+            self.wake_later(conv, max(0.0, due_ms / 1000 - time.time()))
 
     def _run_turn(self, conv: str, token: str, started: StartedTurn, go_on: Callable[[], bool]
                   ) -> Finished | None:
@@ -138,7 +144,12 @@ class Drainer:
                 return self._fail(conv, token, turn, error, go_on())
             faultpoints.reached("running", turn.input)
             try:
+                if turn.interrupt_by is not None:  # asked to stop before this owner took it (crash, pause)
+                    raise Interrupted(conv)
                 reply = self._call_with_retries(conv, token, turn, started)
+            except Interrupted:
+                outcome = "interrupted"
+                return interrupt.stop(self.mailbox, self.upstream.client, self.policy, conv, token, turn)
             except HandBack:
                 self.mailbox.hand_back(conv, token, turn.id)
                 outcome = "handed_back"

@@ -31,6 +31,11 @@ class Wakeups:
     def __call__(self, conversation_id: str) -> None:
         self.celery.send_task(DRAIN_TASK, args=[conversation_id], queue=QUEUE)
 
+    def later(self, conversation_id: str, delay_s: float) -> None:
+        """When a debounce ends. The worker that gets it holds it until then (an ETA task); lost, the reaper
+        re-wakes the conversation (PARLEY_HINT_RETRY_S) and the claim sends another."""
+        self.celery.send_task(DRAIN_TASK, args=[conversation_id], queue=QUEUE, countdown=delay_s)
+
 
 @dataclass
 class Runtime:
@@ -58,7 +63,7 @@ def build_runtime(settings: Settings, celery: Celery) -> Runtime:
     drainer = Drainer(mailbox, upstream, keeper, policy, fairness_budget=settings.fairness_budget, wake=wake,
                       shutdown=shutdown, delta_interval_s=settings.delta_interval_ms / 1000,
                       stream=settings.stream_upstream, relay=deferred.relay,
-                      dequeued=deferred.dequeued, circuit=circuit, registry=registry)
+                      dequeued=deferred.dequeued, circuit=circuit, registry=registry, wake_later=wake.later)
     return Runtime(settings=settings, mailbox=mailbox, drainer=drainer, keeper=keeper, wake=wake,
                    shutdown=shutdown)
 

@@ -29,6 +29,7 @@ from ..errors import PermanentUpstreamError, RetryableUpstreamError, translate
 from ..messages import Turn
 from ..request import upstream_body
 from ..settings import Settings
+from ..texting.batch import request_input
 
 POLL_INTERVAL_S = 0.25
 POLL_LIMIT_S = 600.0
@@ -141,7 +142,7 @@ class Upstream:
         turn's resolved options (tools, text, reasoning, ...) go under the fields the worker owns."""
         params: dict[str, Any] = {
             "conversation": turn.conversation_id,
-            "input": turn.input,
+            "input": request_input(turn),
             # The settings only for a turn stored before the ingress resolved model and instructions.
             "model": turn.model or self.settings.model,
             "metadata": {**turn.metadata, "parley_turn_id": turn.id} if len(turn.metadata) < 16

@@ -39,10 +39,10 @@ class DeferredWrites:
             self._outboxes.add(conversation_id)
         self._wake()
 
-    def dequeued(self) -> None:
-        """A queued turn started."""
+    def dequeued(self, count: int = 1) -> None:
+        """Queued turns started (a merged batch is several)."""
         with self._lock:
-            self._dequeued += 1
+            self._dequeued += count
         self._wake()
 
     def flush(self) -> None:

@@ -20,6 +20,8 @@ from ..events.replies import relay_async
 from ..messages import Turn, TurnInput, TurnStatus, conversation_of, new_turn_id, turn_id_parts, turn_nonce
 from ..request import resolve
 from ..settings import Settings
+from ..texting import policy as texting_policy
+from ..texting.decide import debounce_deadline
 from . import scripts
 from .conversations import ConversationRecords, stored_defaults
 from .keys import DEFAULT_TENANT, Keys, turn_index_ttl_s
@@ -37,6 +39,10 @@ class EnqueueStatus(str, Enum):  # noqa: UP042 - StrEnum would change str() and 
     overloaded = "overloaded"
     reused = "reused"
     """The idempotency key names an earlier turn that asked for something else."""
+    busy = "busy"
+    """Refused by the policy ``reject``: another turn of the conversation is queued or running."""
+    invalid = "invalid"
+    """The turn's double-texting fields do not fit its conversation's (``detail`` says how)."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,7 @@ class EnqueueResult:
     position: int
     need_wakeup: bool
     created_at: float
+    detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,17 @@ def request_fingerprint(asked: Mapping[str, Any]) -> str:
 
 FINGERPRINT_BASE = frozenset({"input", "model", "instructions", "metadata"})
 """The fields every fingerprint holds (``null`` when not given), as before the request options."""
+
+
+def stored_policy(policy: texting_policy.TextingPolicy) -> dict[str, Any]:
+    """The turn's record fields for its policy; none for today's default (most turns: Redis memory)."""
+    fields: dict[str, Any] = {}
+    if policy.mode != "enqueue":
+        fields["double_texting"] = policy.mode
+    if policy.waits:
+        fields["debounce_ms"] = policy.debounce_ms
+        fields["debounce_max_ms"] = policy.debounce_max_ms
+    return fields
 
 
 class Ingress(ConversationRecords):
@@ -112,7 +130,8 @@ class Ingress(ConversationRecords):
                       instructions: str | None, metadata: dict[str, str],
                       idempotency_key: str | None, tenant: str = DEFAULT_TENANT,
                       deadline_s: float | None = None, request: Mapping[str, Any] | None = None,
-                      server_tools: list[str] | None = None) -> EnqueueResult:
+                      server_tools: list[str] | None = None,
+                      texting: Mapping[str, Any] | None = None) -> EnqueueResult:
         """Accept a turn for ``conversation_id`` if it exists and belongs to ``tenant`` (else ``missing``,
         and nothing is written: another tenant's conversation must not even see its index touched).
         ``request`` holds the turn's own Responses options; the turn is stored with its whole request
@@ -123,38 +142,53 @@ class Ingress(ConversationRecords):
             pipe.get(k.queued_total)
             pipe.exists(k.conversation(conv))
             pipe.hmget(k.conversation(conv), ["tenant", "defaults"])
-            queued_total, exists, (owner, defaults) = await pipe.execute()
+            pipe.hget(k.state(conv), "wait_since")
+            queued_total, exists, (owner, defaults), wait_since = await pipe.execute()
         if not exists or (owner or DEFAULT_TENANT) != tenant:
             return EnqueueResult(status=EnqueueStatus.missing, turn_id="", position=0, need_wakeup=False,
                                  created_at=now)
         if queued_total is not None and int(queued_total) >= self.settings.global_queue_cap:
             return EnqueueResult(status=EnqueueStatus.overloaded, turn_id="", position=int(queued_total),
                                  need_wakeup=False, created_at=now)
-        resolved = resolve(own, stored_defaults(defaults), self.server_defaults)
+        conversation_defaults = stored_defaults(defaults)
+        try:
+            policy = texting_policy.resolve(texting or {}, conversation_defaults,
+                                            self.settings.texting_policy)
+        except ValueError as exc:  # e.g. its debounce_ms above its conversation's debounce_max_ms
+            return EnqueueResult(status=EnqueueStatus.invalid, turn_id="", position=0, need_wakeup=False,
+                                 created_at=now, detail=str(exc))
+        due = debounce_deadline(policy, first_ms=int(wait_since) if wait_since else int(now * 1000),
+                                last_ms=int(now * 1000))
+        resolved = resolve(own, {name: value for name, value in conversation_defaults.items()
+                                 if name not in texting_policy.FIELDS}, self.server_defaults)
         turn = Turn(id=new_turn_id(conv), conversation_id=conv, status=TurnStatus.queued, input=input,
                     model=resolved.pop("model", None), instructions=resolved.pop("instructions", None),
                     request=resolved or None, server_tools=server_tools, metadata=metadata,
-                    idempotency_key=idempotency_key, created_at=now,
+                    idempotency_key=idempotency_key, created_at=now, **stored_policy(policy),
                     deadline_s=None if deadline_s is None else min(deadline_s, self.settings.turn_deadline_s))
         fingerprint = request_fingerprint({**own, "input": input, "metadata": metadata,
-                                           "server_tools": server_tools})
+                                           "server_tools": server_tools, **(texting or {})})
         # The index write comes first and is idempotent: if we crash before the script, nothing was accepted;
         # after it, the reaper finds the conversation through ``active`` even if the wake-up is never sent.
         await self.client.zadd(k.active, {conv: int(now * 1000)})
         event = event_json("turn.queued", conversation_id=conv, turn_id=turn.id, event_id=f"{turn.id}.queued",
                            metadata=metadata or None)
-        status, turn_id, position, need = await scripts.ENQUEUE.run_async(
+        status, turn_id, position, need, *rest = await scripts.ENQUEUE.run_async(
             self.client,
             [k.conversation(conv), k.inbox(conv), k.lease(conv), k.state(conv), k.inflight(conv),
              k.turn(conv, turn.id), k.idempotency(conv, idempotency_key or ""), k.seq(conv), k.events(conv),
-             k.turn_index(conv), k.idempotency_index(conv)],
+             k.turn_index(conv), k.idempotency_index(conv), k.outbox(conv)],
             [turn.id, int(idempotency_key is not None), self.settings.mailbox_cap,
              self.settings.idempotency_ttl_s, int(now * 1000), self.settings.retention_s,
              self.settings.stream_maxlen, event, fingerprint, tenant, turn_nonce(turn.id),
-             idempotency_key or "", turn_index_ttl_s(self.settings.retention_s),
+             idempotency_key or "", turn_index_ttl_s(self.settings.retention_s), policy.mode,
+             "" if due is None else due, k.turn_prefix(conv), f"{now:.6f}", conv,
              *scripts.flatten(dict(turn.to_hash()))])
         if status == EnqueueStatus.ok:
             await self.client.incr(k.queued_total)
+            if superseded := int(rest[0]) if rest else 0:
+                await self.client.decrby(k.queued_total, superseded)
+                await relay_async(self.client, k, conv, maxlen=self.settings.replies_maxlen)
         elif status == EnqueueStatus.missing:
             # Deleted since the check above: take back the index entry, or it would sit in the reaper's
             # index for its idle time.

@@ -36,6 +36,8 @@ class Claim:
 
     token: str | None
     started: StartedTurn | None
+    due_ms: int | None = None
+    """Set when the conversation's turns are debounced until then: wake it at that time."""
 
 
 @dataclass(frozen=True)
@@ -44,10 +46,16 @@ class Finished:
     next: StartedTurn | None
     released: bool
     """True when nothing was left and the lease went back in the same script."""
+    due_ms: int | None = None
+    """Set (with ``released``) when the next turns are debounced until then: wake the conversation then."""
 
 
 class Fenced(Exception):
     """The lease is no longer ours; whatever we were about to write was not written."""
+
+
+class Interrupted(Exception):
+    """A newer turn of the conversation asks the running one to stop (double texting's ``interrupt``)."""
 
 
 class Mailbox:
@@ -73,10 +81,12 @@ class Mailbox:
         k = self.keys
         result = scripts.CLAIM(self.client,
                                [k.lease(conv), k.fence(conv), k.state(conv), k.inflight(conv), k.inbox(conv),
-                                k.seq(conv), k.events(conv), k.conversation(conv)],
+                                k.seq(conv), k.events(conv), k.conversation(conv), k.outbox(conv)],
                                [self.settings.lease_ttl_ms, *self._start_args(conv)])
         if result[0] == 0:
             return Claim(token=None, started=None)
+        if result[0] == 3:
+            return Claim(token=str(result[1]), started=None, due_ms=int(result[2]))
         if result[0] == 1:
             return Claim(token=str(result[1]), started=None)
         return Claim(token=str(result[1]), started=self._started(conv, result[2:]))
@@ -84,11 +94,12 @@ class Mailbox:
     def next_turn(self, conv: str, token: str) -> StartedTurn | None:
         k = self.keys
         result = scripts.NEXT_TURN(
-            self.client, [k.lease(conv), k.inflight(conv), k.inbox(conv), k.seq(conv), k.events(conv)],
+            self.client, [k.lease(conv), k.inflight(conv), k.inbox(conv), k.seq(conv), k.events(conv),
+                          k.state(conv), k.outbox(conv)],
             [token, *self._start_args(conv)])
         if result[0] == -1:
             raise Fenced(conv)
-        if result[0] == 0:
+        if result[0] in (0, 3):  # nothing, or not yet (debounced): the caller releases, which re-wakes
             return None
         return self._started(conv, result[1:])
 
@@ -101,21 +112,27 @@ class Mailbox:
 
     def record(self, conv: str, turn_id: str, token: str, *, count_attempt: bool = False,
                **fields: str | None) -> int:
-        """Set fields on the in-flight turn (fenced); returns its attempt count."""
+        """Set fields on the in-flight turn (fenced); returns its attempt count. Raises ``Interrupted`` (with
+        the fields recorded) when a newer turn asks it to stop."""
         attempts = scripts.RECORD(self.client, [self.keys.lease(conv), self.keys.turn(conv, turn_id)],
                                   [token, int(count_attempt), *scripts.flatten(dict(fields))])
         if attempts == -1:
             raise Fenced(conv)
+        if attempts == -2:
+            raise Interrupted(conv)
         return int(attempts)
 
     def publish(self, conv: str, token: str, type_: EventType, *, turn_id: str, event_id: str,
                 **fields: object) -> int:
         k = self.keys
-        seq = scripts.PUBLISH(self.client, [k.lease(conv), k.seq(conv), k.events(conv)], [
+        keys = [k.lease(conv), k.seq(conv), k.events(conv), k.turn(conv, turn_id)]
+        seq = scripts.PUBLISH(self.client, keys, [
             token, event_json(type_, conversation_id=conv, turn_id=turn_id, event_id=event_id, **fields),
             self.settings.stream_maxlen, self.settings.retention_s])
         if seq == -1:
             raise Fenced(conv)
+        if seq == -2:  # not published: the turn is to stop
+            raise Interrupted(conv)
         return int(seq)
 
     def finish(self, conv: str, token: str, turn: Turn, *, event: str, last_item_id: str | None,
@@ -131,9 +148,27 @@ class Mailbox:
              last_item_id or "", int(go_on), *self._start_args(conv), *scripts.flatten(dict(turn.to_hash()))])
         if result[0] < 0:
             raise Fenced(conv)
+        return self._finished(conv, result)
+
+    def _finished(self, conv: str, result: list[Any]) -> Finished:
         if result[1] == 1:
             return Finished(seq=int(result[0]), next=self._started(conv, result[2:]), released=False)
+        if result[1] == 3:
+            return Finished(seq=int(result[0]), next=None, released=True, due_ms=int(result[2]))
         return Finished(seq=int(result[0]), next=None, released=result[1] == 2)
+
+    def interrupt(self, conv: str, token: str, turn_id: str) -> Finished:
+        """Put the stopped ``turn_id`` back at the head of the conversation (interrupt.lua), to be answered
+        with the turns that interrupted it, and start the next turn (that batch)."""
+        k = self.keys
+        result = scripts.INTERRUPT(
+            self.client,
+            [k.lease(conv), k.inflight(conv), k.turn(conv, turn_id), k.inbox(conv), k.seq(conv),
+             k.events(conv), k.state(conv), k.outbox(conv), k.tool_results(conv, turn_id)],
+            [token, turn_id, *self._start_args(conv)])
+        if result[0] < 0:
+            raise Fenced(conv)
+        return self._finished(conv, result)
 
     def relay_replies(self, conv: str) -> int:
         return relay(self.client, self.keys, conv, maxlen=self.settings.replies_maxlen)
@@ -156,9 +191,14 @@ class Mailbox:
                              [token, turn_id]) != 1:
             raise Fenced(conv)
 
-    def dequeued(self) -> None:
-        """A turn left the queue (it started): keep the global queued-turns counter in step."""
-        self.client.decr(self.keys.queued_total)
+    def dequeued(self, count: int = 1) -> None:
+        """Turns left the queue (they started, or were merged into the one that did): keep the global
+        queued-turns counter in step."""
+        self.client.decr(self.keys.queued_total, count)
+
+    def requeued(self) -> None:
+        """An interrupted turn went back to the queue (counted again when its batch starts)."""
+        self.client.incr(self.keys.queued_total)
 
     def dead_letter(self, conv: str, turn_id: str) -> None:
         self.client.zadd(self.keys.dead_letters, {f"{conv}/{turn_id}": time.time()})

@@ -105,10 +105,11 @@ CIRCUIT = LuaScript("circuit")
 TOOL_RESULTS = LuaScript("tool_results")
 PAUSE = LuaScript("pause")
 TOOL_OUTPUTS = LuaScript("tool_outputs")
+INTERRUPT = LuaScript("interrupt")
 
 ALL = (ENQUEUE, CLAIM, NEXT_TURN, HEARTBEAT, RECORD, PUBLISH, FINISH, RELEASE, REKICK, CANCEL, FORGET,
        HAND_BACK, REQUEUE, DELETE, UPDATE_CONVERSATION, WEBHOOK_CLAIM, RATE_LIMIT, CIRCUIT, TOOL_RESULTS,
-       PAUSE, TOOL_OUTPUTS)
+       PAUSE, TOOL_OUTPUTS, INTERRUPT)
 
 
 def flatten(fields: dict[str, Arg | None]) -> list[Arg]:

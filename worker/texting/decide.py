@@ -9,11 +9,10 @@ from dataclasses import dataclass, field
 from ..messages import TurnStatus
 from .policy import TextingPolicy
 
-# The statuses turns end in today are TurnStatus's; the three that double texting adds join it when it is
-# wired into the mailbox.
 COMPLETED, FAILED, CANCELLED = (TurnStatus.completed.value, TurnStatus.failed.value,
                                 TurnStatus.cancelled.value)
-MERGED, SUPERSEDED, INTERRUPTED = "merged", "superseded", "interrupted"
+MERGED, SUPERSEDED, INTERRUPTED = (TurnStatus.merged.value, TurnStatus.superseded.value,
+                                   TurnStatus.interrupted.value)
 TERMINAL = (COMPLETED, FAILED, CANCELLED, MERGED, SUPERSEDED, INTERRUPTED)
 """Every turn ends in exactly one of these; the last three name the turn that answered it
 (``answered_by``)."""

@@ -11,7 +11,7 @@ from typing import Any
 from ..events.models import event_json
 from ..messages import Turn
 from ..store import scripts
-from ..store.mailbox import Fenced, Mailbox
+from ..store.mailbox import Fenced, Interrupted, Mailbox
 from .loop import Call, ToolState
 
 
@@ -72,6 +72,8 @@ class ToolRecords:
         seq = scripts.PAUSE(self.mailbox.client, keys, args)
         if seq == -1:
             raise Fenced(self.conv)
+        if seq == -2:
+            raise Interrupted(self.conv)
         return deadline
 
     def publish(self, type_: Any, event_id: str, **fields: Any) -> None:

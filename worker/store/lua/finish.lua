@@ -9,7 +9,9 @@
 -- ARGV[6] last upstream item id ('' keeps it)   ARGV[7] continue (1/0)   ARGV[8] turn key prefix
 -- ARGV[9] now (s, float)   ARGV[10] conversation id   ARGV[11..] turn field/value pairs
 -- Returns {-1} fenced out, {-2} turn not in flight, or {seq, 0} (lease still held), {seq, 2} (nothing left,
--- lease given back) or {seq, 1, turn id, attempts, resumed, field, value, ...} (next turn started).
+-- lease given back), {seq, 3, due ms} (the next turns are debounced until then: lease given back, the
+-- caller wakes the conversation at that time) or {seq, 1, turn id, attempts, resumed, field, value, ...}
+-- (next turn started).
 if not owns(KEYS[1], ARGV[1]) then
   return {-1}
 end
@@ -29,8 +31,13 @@ redis.call('EXPIRE', KEYS[7], ARGV[5])
 if ARGV[7] ~= '1' then
   return {seq, 0}
 end
-local started = start_next(KEYS[2], KEYS[8], KEYS[5], KEYS[6], ARGV[1], ARGV[8], ARGV[9], ARGV[10], ARGV[4],
-                           ARGV[5])
+local started = start_next(KEYS[2], KEYS[8], KEYS[5], KEYS[6], KEYS[4], KEYS[7], ARGV[1], ARGV[8], ARGV[9],
+                           ARGV[10], ARGV[4], ARGV[5])
+if started[1] == 3 then
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[4], 'ready', '1', 'hint_at', math.floor(tonumber(ARGV[9]) * 1000))
+  return {seq, 3, started[2]}
+end
 if started[1] == 0 then
   redis.call('DEL', KEYS[1])
   return {seq, 2}
