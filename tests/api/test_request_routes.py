@@ -164,6 +164,11 @@ BAD_TURNS = [
     ({"server_tools": "all"}, "server_tools"),
     ({"stream": True}, "stream"),
     ({"tools": [{"type": "mcp", "server_label": "x", "headers": {"k": "\udfff"}}]}, "tools[0]"),
+    ({"double_texting": "shout"}, "double_texting"),
+    ({"debounce_ms": -1}, "debounce_ms"),
+    ({"debounce_ms": 600_001}, "debounce_ms"),
+    ({"debounce_ms": "500"}, "debounce_ms"),
+    ({"debounce_max_ms": 1.5}, "debounce_max_ms"),
 ]
 
 
@@ -186,6 +191,8 @@ BAD_DEFAULTS = [
     ({"tool_choice": "always"}, "defaults.tool_choice"),
     ({"stream": True}, "defaults.stream"),
     ({"model": ""}, "defaults.model"),
+    ({"double_texting": "later"}, "defaults.double_texting"),
+    ({"debounce_ms": -5}, "defaults.debounce_ms"),
 ]
 
 
