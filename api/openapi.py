@@ -26,8 +26,9 @@ DESCRIPTIONS = {
     401: "Missing or invalid API key (when keys are configured)",
     403: "The key lacks the scope the route needs (forbidden)",
     404: "No such conversation or turn (also any id that breaks its grammar: see the parameter's pattern)",
-    409: "Conflict: the turn is no longer queued, the idempotency key was used for another request, or tool "
-         "outputs that do not match the turn's pending calls",
+    409: "Conflict: the turn is no longer queued, the idempotency key was used for another request, tool "
+         "outputs that do not match the turn's pending calls, or the conversation is busy under "
+         "double_texting=reject (conversation_busy)",
     413: "Body or input too large",
     422: "A field breaks a rule; the message names the field and the rule",
     429: "Mailbox or queue full, or the key over its rate (rate_limited); retry after Retry-After seconds",

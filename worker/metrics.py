@@ -20,6 +20,10 @@ TURNS_ACCEPTED = Counter("parley_turns_accepted_total",
                          "Turns accepted by the ingress (duplicates excluded).")
 TURNS_COMPLETED = Counter("parley_turns_completed_total", "Turns completed.")
 TURNS_FAILED = Counter("parley_turns_failed_total", "Turns failed, by reason.", ["reason"])
+TURNS_FOLDED = Counter("parley_turns_folded_total",
+                       "Turns answered by another turn's reply (double texting), by how: merged (their "
+                       "inputs went in a later turn's request; interrupted ones too), superseded (a newer "
+                       "message replaced them); interrupted counts the running turns stopped.", ["how"])
 TURNS_DEAD_LETTERED = Counter("parley_turns_dead_lettered_total", "Turns moved to the dead letters.")
 RETRIES = Counter("parley_upstream_retries_total", "Upstream attempts retried, by cause.", ["cause"])
 LEASE_RECOVERIES = Counter("parley_lease_recoveries_total",

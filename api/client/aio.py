@@ -101,7 +101,8 @@ class AsyncParleyClient:
         """Queue a turn. Without ``idempotency_key`` one is made for this call, so a retry cannot queue it
         twice; pass your own (e.g. the chat platform's event id) to dedupe redeliveries across calls too.
         ``options``: the turn's Responses fields (``tools``, ``tool_choice``, ``text``, ``server_tools``,
-        ...)."""
+        ...) and its double-texting policy (``double_texting``, ``debounce_ms``, ``debounce_max_ms``; under
+        ``reject`` a busy conversation raises ``ConflictError`` with ``type`` ``conversation_busy``)."""
         return await self._call(core.send_turn(conversation_id, input, idempotency_key=idempotency_key,
                                                model=model, instructions=instructions, metadata=metadata,
                                                options=options))

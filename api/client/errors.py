@@ -60,7 +60,8 @@ class NotFoundError(ParleyAPIError):
 
 
 class ConflictError(ParleyAPIError):
-    """409: e.g. cancelling a turn that already runs."""
+    """409: e.g. cancelling a turn that already runs, or a turn posted to a busy conversation whose policy is
+    ``double_texting: reject`` (``type`` ``conversation_busy``)."""
 
 
 class RateLimitError(ParleyAPIError):

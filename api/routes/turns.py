@@ -59,6 +59,8 @@ async def create_turn(conversation_id: ConversationId, body: CreateTurn, service
         services.wake(conversation_id)
     if result.status is EnqueueStatus.ok:
         metrics.TURNS_ACCEPTED.inc()
+        if result.superseded:
+            metrics.TURNS_FOLDED.labels(how="superseded").inc(result.superseded)
         return {"id": result.turn_id, "conversation_id": conversation_id, "status": TurnStatus.queued,
                 "position": result.position, "created_at": result.created_at}
     turn = await services.ingress.get_turn(result.turn_id, principal.tenant)

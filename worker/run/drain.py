@@ -94,7 +94,9 @@ class Drainer:
             while started is not None:
                 turns += 1
                 if not started.resumed:
-                    self.dequeued(1 + len(started.turn.answers or []))  # a merged batch left the queue
+                    folded = len(started.turn.answers or [])  # a merged batch left the queue together
+                    self.dequeued(1 + folded)
+                    metrics.TURNS_FOLDED.labels(how="merged").inc(folded)
                 faultpoints.reached("claimed")
                 finished = self._run_turn(conv, token, started, go_on)
                 if finished is None:  # handed back

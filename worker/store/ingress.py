@@ -53,6 +53,8 @@ class EnqueueResult:
     need_wakeup: bool
     created_at: float
     detail: str = ""
+    superseded: int = 0
+    """How many waiting turns this one superseded (policy latest)."""
 
 
 @dataclass(frozen=True)
@@ -194,7 +196,7 @@ class Ingress(ConversationRecords):
             # index for its idle time.
             await self.client.zrem(k.active, conv)
         return EnqueueResult(status=EnqueueStatus(status), turn_id=turn_id, position=int(position),
-                             need_wakeup=bool(need), created_at=now)
+                             need_wakeup=bool(need), created_at=now, superseded=int(rest[0]) if rest else 0)
 
     async def get_turn(self, turn_id: str, tenant: str | None = None) -> Turn | None:
         """The turn's record; with ``tenant``, only if its conversation exists and belongs to that tenant

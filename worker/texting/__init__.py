@@ -1,3 +1,5 @@
-"""Double texting (issue 13): what a conversation does with the messages a user sends while the bot is still
-answering. This package holds the decisions, as pure functions tested on their own; the mailbox scripts and
-the drain carry them out (not wired yet)."""
+"""Double texting: what a conversation does with the messages a user sends while the bot is still answering.
+
+The decisions are pure functions (``policy``, ``decide``) tested on their own; the mailbox scripts
+(worker/store/lua: enqueue.lua, batch() and start_next in _lib.lua, interrupt.lua) apply them atomically, and
+``interrupt`` is the worker's part of stopping a running turn."""

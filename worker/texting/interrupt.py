@@ -15,6 +15,7 @@ import httpx2
 import openai
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay
 
+from .. import metrics
 from ..errors import RetryableUpstreamError, translate
 from ..log import get_logger
 from ..messages import Turn
@@ -77,5 +78,6 @@ def stop(mailbox: Mailbox, client: openai.OpenAI, policy: RetryPolicy, conv: str
     faultpoints.reached("interrupt_rolled_back")
     finished = mailbox.interrupt(conv, token, turn.id)
     mailbox.requeued()
+    metrics.TURNS_FOLDED.labels(how="interrupted").inc()
     log.info("turn_interrupted", items_removed=deleted, responses=len(response_ids(turn)))
     return finished
