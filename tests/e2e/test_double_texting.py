@@ -122,11 +122,14 @@ def test_a_reposted_key_returns_the_original_turn_whatever_became_of_it(
             assert again.json()["id"] == turn_id and again.json()["status"] == record["status"]
 
 
-def test_interrupt_stops_a_slow_reply_and_answers_both(settings: Settings, http: httpx.Client,
+@pytest.mark.parametrize("close_stops", [False, True], ids=["reply-goes-on", "reply-stops"])
+def test_interrupt_stops_a_slow_reply_and_answers_both(close_stops: bool, settings: Settings, http: httpx.Client,
                                                        emulator: EmulatorServer, redis_client: redis.Redis) -> None:
-    """``interrupt`` with a slow upstream (2 s): the first response is stopped once it is writing, its items
-    are taken back (no partial assistant message is left), and one answer covers both inputs."""
+    """``interrupt`` with a slow upstream (2 s): the first response's stream is closed once it is writing; its
+    items are taken back (no partial assistant message is left), and one answer covers both inputs. Both ways
+    upstream may take the closed stream: the reply goes on and is stored (then deleted), or it stops there."""
     emulator.config.delta_interval_ms = 20
+    emulator.config.close_stops_text = close_stops
     conv = conversation(http, double_texting="interrupt")
     with workers(settings, 1, concurrency=8):
         slow = post(http, conv, "tell me a long story",
@@ -140,6 +143,7 @@ def test_interrupt_stops_a_slow_reply_and_answers_both(settings: Settings, http:
     requests = requests_of(emulator, conv)
     assert len(requests) == 2 and requests[1].input_texts == ["tell me a long story", "actually, make it short"]
     assert requests[0].ended_at is not None and requests[0].ended_at < requests[1].started_at
+    assert requests[0].status == ("failed" if close_stops else "completed")
     items = emulator.store.snapshot_items(conv)
     assert [i["role"] for i in items] == ["user", "user", "assistant"]
     assert [e["type"] for e in terminal_events(redis_client, conv)] == ["turn.interrupted", "turn.completed"]

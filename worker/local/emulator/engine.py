@@ -158,7 +158,8 @@ class Engine:
             self.config.drop_completes and (not calls or self.config.drop_stores_calls))
         stops = _Stops(pause_s=spread_s + self.config.delta_interval_ms / 1000, on_drop=stop_on_drop,
                        fail=fault.kind == "fail",
-                       abandon_fails=bool(calls) and not self.config.drop_stores_calls)
+                       abandon_fails=(not self.config.drop_stores_calls) if calls
+                       else self.config.close_stops_text)
         if calls:
             output = await self._stream_calls(run, calls, pieces, stops)
         else:

@@ -54,6 +54,10 @@ class EmulatorConfig:
     it) while function calls stream. By default that response never completes and nothing of it is stored (an
     output for its calls gets "No tool call found"); True: it completes like a text reply under
     ``drop_completes`` and its calls are stored."""
+    close_stops_text: bool = False
+    """UNCONFIRMED upstream (tools-and-platforms.md §5): a client that closes a plain text stream. By default
+    the reply goes on and completes server-side, its items appended (the harder case for an interrupt);
+    True: the generation ends there and nothing is stored, as a community report says OpenAI does."""
 
 
 @dataclass(frozen=True)
