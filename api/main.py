@@ -17,7 +17,7 @@ from parley.worker.settings import Settings, get_settings
 from parley.worker.store.connections import async_client
 from parley.worker.store.ingress import Ingress
 
-from . import errors, openapi
+from . import bridges, errors, openapi
 from .auth.keys import KeyRing
 from .auth.middleware import Authenticate
 from .deps import Services
@@ -83,5 +83,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(conversations.router)
     app.include_router(turns.router)
     app.include_router(events.router)
+    bridges.mount(app, settings)
     app.state.key_ring = ring
     return app

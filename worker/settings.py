@@ -67,13 +67,11 @@ class Settings(BaseSettings):
 
     # --- Double texting (worker/texting/) -----------------------------------------------------------
     double_texting: Literal["enqueue", "merge", "latest", "interrupt", "reject"] = "enqueue"
-    """What a message does while its conversation is busy, unless the turn or its conversation says: each
-    answered in order (``enqueue``), sent together as one request (``merge``), only the newest answered
-    (``latest``), the running turn stopped and answered with it (``interrupt``), or refused (``reject``)."""
+    """What a message does while its conversation is busy, unless the turn or its conversation says (README,
+    Double texting)."""
     debounce_ms: int = Field(default=0, ge=0, le=600_000)
     """A turn starts only after this long without a new message in its conversation (0: at once)."""
-    debounce_max_ms: int | None = Field(default=None, ge=0, le=600_000)
-    """Caps the debounce wait from the first waiting message, so a chatty user still gets an answer."""
+    debounce_max_ms: int | None = Field(default=None, ge=0, le=600_000)  # the wait's cap from the first one
 
     # --- Ordering and recovery -----------------------------------------------------------------------
     lease_ttl_ms: int = 15_000
@@ -158,6 +156,22 @@ class Settings(BaseSettings):
     """Port of the dispatcher's Prometheus endpoint; 0 turns it off."""
     webhook_metrics_address: str = "127.0.0.1"
     """Address it binds, loopback unless set."""
+
+    # --- Chat platform bridges (api/bridges/; the README's Settings table says what each one does) -------
+    slack_bot_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    """Set: the API serves ``POST /slack/events``, every request checked against it (Bolt)."""
+    slack_api_url: str | None = None
+    slack_streaming: bool = True
+    slack_tenant: str = "slack"
+    """The tenant the Slack bridge's conversations belong to: API keys of other tenants do not see them."""
+    discord_public_key: str | None = None
+    """The Discord application's public key (hex). Set: the API serves ``POST /discord/interactions``."""
+    discord_application_id: str | None = None
+    discord_bot_token: SecretStr | None = None
+    discord_api_url: str | None = None
+    discord_command: str = "ask"
+    discord_tenant: str = "discord"
 
     # --- Flower --------------------------------------------------------------------------------------
     flower_basic_auth: SecretStr | None = None

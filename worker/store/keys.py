@@ -139,6 +139,17 @@ class Keys:
         dispatcher."""
         return f"{self.prefix}:replies"
 
+    def bridge_turns(self, platform: str) -> str:
+        """Stream of the turns a chat platform's bridge accepted (``turn_id``, ``conversation_id``), read by
+        its relays in a consumer group: each turn's reply is posted by one relay, and a relay that dies leaves
+        its turns to another."""
+        return f"{self.prefix}:bridge:{platform}:turns"
+
+    def bridge_posted(self, conversation_id: str, platform: str, turn_id: str) -> str:
+        """Hash: what a relay has posted of a turn's reply (message ids, characters sent), so a restarted
+        relay continues the same message instead of posting a second one."""
+        return self._conv(conversation_id, f"bridge:{platform}:{turn_id}")
+
     # The webhook keys share the hash tag {webhooks}, so moving a delivery between them is one transaction on
     # Redis Cluster too.
 
