@@ -1,0 +1,140 @@
+"""What every platform's reply relay shares: its share of the bridge's turns (a consumer group over the
+announce stream), each turn's events as they are written, and the record of what it has posted.
+
+A relay takes an announced turn, follows the turn's events in its conversation's durable stream from the start
+(so a relay that starts late, or takes over a dead one's turn, misses nothing), posts as the platform needs,
+and acknowledges the entry once the turn's terminal event is handled. Entries a relay took and never
+acknowledged (it died) are claimed by another after ``claim_idle_ms``; what the dead one had posted is in the
+turn's record (``Posted``), so the new one continues the same message. A turn announced twice (a platform
+retry) is handled once: the first relay to mark it owns it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, cast
+
+import redis.asyncio
+import redis.exceptions
+
+from parley.worker.events.log import read_after
+from parley.worker.events.models import TERMINAL_TYPES, Event, parse_event
+from parley.worker.store.keys import Keys
+
+GROUP = "relays"
+CLAIM_IDLE_MS = 60_000
+"""A turn a relay took and has not acknowledged for this long is another relay's: longer than any pause in a
+live relay's work on it (a rate-limit wait, a slow platform call)."""
+
+
+def consumer_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class Assignment:
+    entry_id: str
+    turn_id: str
+    conversation_id: str
+    reclaimed: bool = False
+    """Taken over from a relay that stopped acknowledging it (it died)."""
+
+
+class TurnFeed:
+    """One relay's share of a bridge's announced turns."""
+
+    def __init__(self, client: redis.asyncio.Redis, keys: Keys, platform: str, *, consumer: str | None = None,
+                 claim_idle_ms: int = CLAIM_IDLE_MS) -> None:
+        self.client, self.keys, self.platform = client, keys, platform
+        self.stream = keys.bridge_turns(platform)
+        self.consumer = consumer or consumer_name()
+        self.claim_idle_ms = claim_idle_ms
+
+    async def ensure_group(self) -> None:
+        try:
+            # From the start of the stream: turns announced before the first relay ever ran still get replies.
+            await self.client.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
+        except redis.exceptions.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def next(self, *, block_ms: int = 1000, count: int = 32) -> list[Assignment]:
+        """Turns a dead relay left (idle past ``claim_idle_ms``), else new ones (waiting up to
+        ``block_ms``)."""
+        claimed = await self.client.xautoclaim(self.stream, GROUP, self.consumer, self.claim_idle_ms,
+                                               start_id="0-0", count=count)
+        entries = list(claimed[1]) if claimed else []
+        reclaimed = bool(entries)
+        if not entries:
+            read = await self.client.xreadgroup(GROUP, self.consumer, {self.stream: ">"}, count=count,
+                                                block=block_ms)
+            entries = [entry for _, batch in read or [] for entry in batch]
+        return [Assignment(entry_id=id_, turn_id=fields["turn_id"],
+                           conversation_id=fields["conversation_id"], reclaimed=reclaimed)
+                for id_, fields in cast(list[tuple[str, dict[str, str]]], entries) if fields]
+
+    async def touch(self, assignments: list[Assignment]) -> None:
+        """Reset the idle time of entries this relay is still working on (a reply that streams for minutes),
+        so no other relay takes them over; call it well within ``claim_idle_ms``."""
+        if assignments:
+            await self.client.xclaim(self.stream, GROUP, self.consumer, 0, [a.entry_id for a in assignments],
+                                     justid=True)
+
+    async def ack(self, assignment: Assignment) -> None:
+        await self.client.xack(self.stream, GROUP, assignment.entry_id)
+
+
+class Posted:
+    """What a relay posted of one turn's reply (``Keys.bridge_posted``): platform message ids, how much of
+    the text went out, whether it is done. Lives as long as the turn's record."""
+
+    def __init__(self, client: redis.asyncio.Redis, keys: Keys, platform: str, assignment: Assignment, *,
+                 ttl_s: int) -> None:
+        self.client, self.ttl_s = client, ttl_s
+        self.key = keys.bridge_posted(assignment.conversation_id, platform, assignment.turn_id)
+
+    async def get(self) -> dict[str, str]:
+        return cast(dict[str, str], await self.client.hgetall(self.key))
+
+    async def set(self, **fields: Any) -> None:
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hset(self.key, mapping={name: str(value) for name, value in fields.items()})
+            pipe.expire(self.key, self.ttl_s)
+            await pipe.execute()
+
+    async def claim(self, owner: str, *, reclaimed: bool) -> bool:
+        """Whether ``owner`` handles this turn. The first relay to ask owns it; another one gets it only by
+        taking over the dead owner's entry (``reclaimed``). A second entry of the same turn (the platform
+        retried before its 2xx) finds it owned and is only acknowledged."""
+        if await self.client.hsetnx(self.key, "owner", owner):
+            await self.client.expire(self.key, self.ttl_s)
+            return True
+        if reclaimed or await self.client.hget(self.key, "owner") == owner:
+            await self.client.hset(self.key, "owner", owner)
+            return True
+        return False
+
+
+async def follow_turn(client: redis.asyncio.Redis, keys: Keys, assignment: Assignment, *,
+                      poll_s: float = 0.05, after_seq: int = 0) -> AsyncIterator[Event]:
+    """The turn's events, oldest first, from its conversation's durable stream, until its terminal event.
+    Polls the stream (an XRANGE per ``poll_s`` while nothing new is there), which works alike on one Redis
+    and on a cluster and needs no subscription per turn."""
+    stream = keys.events(assignment.conversation_id)
+    while True:
+        batch = await read_after(client, stream, after_seq=after_seq)
+        if not batch:
+            await asyncio.sleep(poll_s)
+            continue
+        after_seq = batch[-1].seq
+        for logged in batch:
+            if logged.turn_id != assignment.turn_id:
+                continue
+            event = parse_event(logged.payload)
+            yield event
+            if event.type in TERMINAL_TYPES:
+                return

@@ -1,0 +1,96 @@
+"""The relay core every bridge shares (api/bridges/relay.py), against a real Redis: each announced turn goes to
+one relay, a dead relay's turn is taken over, a turn announced twice is handled once, a turn's events are
+followed from the start to its terminal event."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import redis
+import redis.asyncio
+from drain_support import run_async
+
+from parley.api.bridges.announce import announce
+from parley.api.bridges.relay import Assignment, Posted, TurnFeed, follow_turn
+from parley.worker.settings import Settings
+from parley.worker.store.keys import Keys
+
+KEYS = Keys()
+
+
+def test_each_turn_goes_to_one_relay_and_a_dead_ones_are_taken_over(settings: Settings,
+                                                                    redis_client: redis.Redis) -> None:
+    """Two relays in one group share the announced turns without overlap; the turns one took and never
+    acknowledged go to the other once idle, marked reclaimed; acknowledged ones never come back."""
+    async def go(client: redis.asyncio.Redis) -> None:
+        a = TurnFeed(client, KEYS, "test", consumer="a", claim_idle_ms=200)
+        b = TurnFeed(client, KEYS, "test", consumer="b", claim_idle_ms=200)
+        await a.ensure_group()
+        await b.ensure_group()  # a second create is no error
+        for n in range(4):
+            await announce(client, KEYS, "test", turn_id=f"t{n}", conversation_id="conv_x")
+        got_a = await a.next(count=2, block_ms=10)
+        got_b = await b.next(count=10, block_ms=10)
+        assert {x.turn_id for x in got_a} | {x.turn_id for x in got_b} == {"t0", "t1", "t2", "t3"}
+        assert not {x.turn_id for x in got_a} & {x.turn_id for x in got_b}
+        for x in got_b:
+            await b.ack(x)
+        assert await b.next(block_ms=10) == []  # a's are not idle yet
+        await a.touch(got_a)  # still working: the idle clock starts again
+        await asyncio.sleep(0.25)
+        taken = await b.next(block_ms=10)  # a died: its two come to b
+        assert {x.turn_id for x in taken} == {x.turn_id for x in got_a} and all(x.reclaimed for x in taken)
+
+    run_async(settings, go)
+
+
+def test_a_turn_announced_twice_is_handled_once(settings: Settings, redis_client: redis.Redis) -> None:
+    """The first relay to claim a turn owns it; a second fresh entry of it does not; a relay taking over the
+    dead owner's entry does, and what the first one posted is there for it."""
+    async def go(client: redis.asyncio.Redis) -> None:
+        turn = Assignment(entry_id="1-0", turn_id="t1", conversation_id="conv_x")
+        first = Posted(client, KEYS, "test", turn, ttl_s=60)
+        assert await first.claim("a", reclaimed=False)
+        await first.set(message_ts="123.4", sent_chars=10)
+        assert not await Posted(client, KEYS, "test", turn, ttl_s=60).claim("b", reclaimed=False)
+        takeover = Posted(client, KEYS, "test", turn, ttl_s=60)
+        assert await takeover.claim("b", reclaimed=True)
+        assert await takeover.get() == {"owner": "b", "message_ts": "123.4", "sent_chars": "10"}
+
+    run_async(settings, go)
+
+
+def test_follow_turn_reads_from_the_start_to_the_terminal_event(settings: Settings,
+                                                                redis_client: redis.Redis) -> None:
+    """Only the turn's own events, oldest first, including those written before the relay looked, and the
+    iteration ends with its terminal event even while other turns' events go on."""
+    stream = KEYS.events("conv_x")
+
+    def add(seq: int, type_: str, turn: str, **fields: object) -> None:
+        body = {"id": f"{turn}.{seq}", "type": type_, "conversation_id": "conv_x", "turn_id": turn,
+                "seq": seq, "created_at": 1.0, **fields}
+        redis_client.xadd(stream, {"data": json.dumps(body)}, id=f"{seq}-0")
+
+    add(1, "turn.queued", "t1")
+    add(2, "turn.queued", "t2")
+    add(3, "turn.started", "t1", attempt=1)
+    add(4, "response.delta", "t1", delta="Hel")
+
+    async def go(client: redis.asyncio.Redis) -> list[str]:
+        seen: list[str] = []
+
+        async def later() -> None:
+            await asyncio.sleep(0.1)
+            add(5, "response.delta", "t1", delta="lo")
+            add(6, "turn.completed", "t1", output_text="Hello")
+            add(7, "turn.started", "t2", attempt=1)
+
+        writer = asyncio.create_task(later())
+        async for event in follow_turn(client, KEYS, Assignment("1-0", "t1", "conv_x"), poll_s=0.02):
+            seen.append(event.type)
+        await writer
+        return seen
+
+    assert run_async(settings, go) == ["turn.queued", "turn.started", "response.delta", "response.delta",
+                                       "turn.completed"]
