@@ -32,6 +32,15 @@ from parley.worker.settings import Settings
 pytestmark = pytest.mark.slow
 
 SUPPORT = Path(__file__).resolve().parents[1] / "support"
+def assert_reposts_return_the_originals(http: httpx.Client, conv: str, turns: list[str]) -> None:
+    """Idempotency under every policy: each key posted again after the turns ended gives back its turn with
+    the status it ended in (completed, merged, superseded, interrupted), never a new turn nor a 409."""
+    for n, turn_id in enumerate(turns):
+        again = post(http, conv, MESSAGES[n], idempotency_key=f"k{n}")
+        assert again.status_code == 200, again.text
+        assert again.json()["id"] == turn_id and again.json()["status"] == turn(http, turn_id)["status"]
+
+
 @pytest.fixture(name="http")
 def _http(api_server: str, api_http: Callable[..., httpx.Client]) -> Iterator[httpx.Client]:
     with api_http(api_server) as client:
@@ -45,6 +54,7 @@ def test_enqueue_answers_five_messages_in_order(settings: Settings, http: httpx.
     with workers(settings, 1, concurrency=8):
         turns = ids(post_five(http, conv))
         records = settle(http, turns)
+        assert_reposts_return_the_originals(http, conv, turns)
     assert [r["status"] for r in records] == ["completed"] * 5
     assert [r.input_texts[-1] for r in requests_of(emulator, conv)] == MESSAGES
     one_terminal_event_each(redis_client, conv, turns)
@@ -58,6 +68,7 @@ def test_merge_sends_the_five_messages_as_one_request(settings: Settings, http: 
     with workers(settings, 1, concurrency=8):
         turns = ids(post_five(http, conv))
         records = settle(http, turns)
+        assert_reposts_return_the_originals(http, conv, turns)
     requests = requests_of(emulator, conv)
     assert len(requests) == 1 and requests[0].input_texts == MESSAGES
     answer = turns[-1]
@@ -80,6 +91,7 @@ def test_latest_answers_only_the_fifth(settings: Settings, http: httpx.Client, e
     with workers(settings, 1, concurrency=8):
         turns = ids(post_five(http, conv))
         records = settle(http, turns)
+        assert_reposts_return_the_originals(http, conv, turns)
     assert [r.input_texts for r in requests_of(emulator, conv)] == [[MESSAGES[-1]]]
     assert [r["status"] for r in records] == ["superseded"] * 4 + ["completed"]
     ended = one_terminal_event_each(redis_client, conv, turns)
@@ -99,27 +111,12 @@ def test_reject_accepts_the_first_and_refuses_the_others(settings: Settings, htt
         again = post(http, conv, MESSAGES[0], idempotency_key="k0")
         first = ids(responses[:1])
         settle(http, first)
+        assert_reposts_return_the_originals(http, conv, first)
     assert [r.status_code for r in responses[1:]] == [409] * 4
     assert {r.json()["error"]["type"] for r in responses[1:]} == {"conversation_busy"}
     assert again.status_code == 200 and again.json()["id"] == first[0]
     assert [e["type"] for e in events(redis_client, conv)].count("turn.queued") == 1
     assert [r.input_texts for r in requests_of(emulator, conv)] == [[MESSAGES[0]]]
-
-
-@pytest.mark.parametrize("mode", ["enqueue", "merge", "latest", "interrupt", "reject"])
-def test_a_reposted_key_returns_the_original_turn_whatever_became_of_it(
-        mode: str, settings: Settings, http: httpx.Client) -> None:
-    """Idempotency under every policy: each key posted again after the turns ended gives back its turn, with
-    the status it ended in (completed, merged, superseded, ...), never a new turn nor a 409."""
-    conv = conversation(http, double_texting=mode, debounce_ms=0 if mode == "reject" else 300)
-    with workers(settings, 1, concurrency=8):
-        first = post_five(http, conv)
-        accepted = [(n, r.json()["id"]) for n, r in enumerate(first) if r.status_code == 202]
-        records = settle(http, [t for _, t in accepted])
-        for (n, turn_id), record in zip(accepted, records, strict=True):
-            again = post(http, conv, MESSAGES[n], idempotency_key=f"k{n}")
-            assert again.status_code == 200, again.text
-            assert again.json()["id"] == turn_id and again.json()["status"] == record["status"]
 
 
 @pytest.mark.parametrize("close_stops", [False, True], ids=["reply-goes-on", "reply-stops"])
@@ -132,12 +129,15 @@ def test_interrupt_stops_a_slow_reply_and_answers_both(close_stops: bool, settin
     emulator.config.close_stops_text = close_stops
     conv = conversation(http, double_texting="interrupt")
     with workers(settings, 1, concurrency=8):
-        slow = post(http, conv, "tell me a long story",
+        slow = post(http, conv, "tell me a long story", idempotency_key="story",
                     metadata={"emulator_fault": "latency=2000;ttft=100"}).json()["id"]
         wait_until(lambda: any(e["type"] == "response.delta" for e in events(redis_client, conv)), timeout_s=10,
                    message="the first reply writing")
         newer = post(http, conv, "actually, make it short").json()["id"]
         records = settle(http, [slow, newer])
+        again = post(http, conv, "tell me a long story", idempotency_key="story",
+                     metadata={"emulator_fault": "latency=2000;ttft=100"})
+        assert again.status_code == 200 and again.json()["status"] == "interrupted"  # the original turn
     assert [r["status"] for r in records] == ["interrupted", "completed"]
     assert records[0]["answered_by"] == newer and records[1]["answers"] == [slow]
     requests = requests_of(emulator, conv)
