@@ -17,7 +17,6 @@ from slack_bolt.adapter.fastapi.async_handler import AsyncSlackRequestHandler
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.async_context import AsyncBoltContext
-from slack_sdk.web.async_client import AsyncWebClient
 
 from parley.worker import metrics
 from parley.worker.log import get_logger
@@ -25,6 +24,7 @@ from parley.worker.store.ingress import EnqueueStatus
 
 from ...routes.conversations import get_or_create
 from ..announce import announce
+from .client import PLATFORM, web_client
 from .decide import SlackTurn, turn_for_event
 
 if TYPE_CHECKING:
@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
-PLATFORM = "slack"
 PATH = "/slack/events"
 RETRY_LATER = (EnqueueStatus.full, EnqueueStatus.overloaded)
 """Not accepted now, worth Slack's retry (a minute, then five, later): the listener raises, Bolt answers
@@ -43,13 +42,6 @@ RETRY_LATER = (EnqueueStatus.full, EnqueueStatus.overloaded)
 
 class NotAccepted(RuntimeError):
     """The turn could not be enqueued now; the 5xx makes Slack deliver the event again later."""
-
-
-def web_client(settings: Settings) -> AsyncWebClient:
-    token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
-    if settings.slack_api_url:
-        return AsyncWebClient(token=token, base_url=settings.slack_api_url)
-    return AsyncWebClient(token=token)
 
 
 async def accept(services: Services, turn: SlackTurn, *, event_id: str | None) -> str | None:
