@@ -179,3 +179,20 @@ def test_a_relay_killed_mid_reply_is_continued_in_the_same_message(bridge: tuple
     assert len(fake.named("chat.startStream")) == 1 and not fake.named("chat.postMessage")
     assert len(fake.named("chat.stopStream")) == 1
     assert fake.messages[only_message(fake)].text == output_of(redis_client, settings)
+
+
+@pytest.mark.parametrize("bridge", [{"turn_deadline_s": 2.0}], indirect=True)
+def test_a_failed_turn_posts_a_short_notice(bridge: tuple[str, FakeSlack, Settings],
+                                            redis_client: redis.Redis, emulator: EmulatorServer) -> None:
+    """Every upstream response fails until the turn's deadline: it ends turn.failed and the thread gets one
+    short notice, as a message of its own, with no stream left open."""
+    url, fake, settings = bridge
+    emulator.config.p_fail = 1.0
+    with relay_in_process(settings):
+        ask(url)
+        wait_until(lambda: fake.named("chat.postMessage"), timeout_s=30, message="the notice")
+        wait_until(lambda: relayed(redis_client, settings), timeout_s=10, message="the turn done")
+    [notice] = fake.named("chat.postMessage")
+    assert notice.params["thread_ts"] == ROOT and "Sorry" in notice.params["text"]
+    assert redis_client.hget(KEYS.turn(*the_turn(redis_client, settings)), "status") == "failed"
+    assert len(fake.named("chat.startStream")) == len(fake.named("chat.stopStream"))
