@@ -60,6 +60,8 @@ class FakeSlack:
     """method: how many of its next calls get a 429."""
     retry_after_s: int = 1
     streaming_refused: bool = False
+    auth_down: bool = False
+    """auth.test answers 500, as in a Slack outage."""
     lock: threading.Lock = field(default_factory=threading.Lock)
     _ts: int = 0
 
@@ -78,6 +80,8 @@ class FakeSlack:
         missing = [name for name in REQUIRED.get(method, ()) if not params.get(name)]
         if missing:
             return 200, {"ok": False, "error": f"missing_{missing[0]}"}
+        if method == "auth.test" and self.auth_down:
+            return 500, {"ok": False, "error": "fatal_error"}
         if method == "auth.test":
             return 200, {"ok": True, "user_id": BOT_USER_ID, "team_id": TEAM_ID, "bot_id": "BBOT",
                          "user": "parley", "team": "Test"}

@@ -123,3 +123,19 @@ def test_thread_replies_are_followed_only_in_threads_parley_has(slack_api: tuple
     assert post_event(url, envelope(dm, event_id="Ev400")).status_code == 200
     dm_conv = conversation_for(redis_client, settings, f"slack:{TEAM_ID}:D5:1712345680.000400")
     assert dm_conv is not None and len(queued_turns(redis_client, dm_conv)) == 1
+
+
+def test_an_event_slack_cannot_identify_the_bot_for_is_a_5xx_to_retry(
+        slack_api: tuple[str, FakeSlack, Settings], redis_client: redis.Redis) -> None:
+    """auth.test failing (Slack down) is a 500, not the 200 that would drop the event; Slack's retry, once
+    it is back, is the turn."""
+    url, fake, settings = slack_api
+    fake.auth_down = True
+    body = envelope(mention(ts="1712345678.000500"), event_id="Ev500")
+    assert post_event(url, body).status_code == 500
+    key = f"slack:{TEAM_ID}:C2:1712345678.000500"
+    assert conversation_for(redis_client, settings, key) is None
+    fake.auth_down = False
+    assert post_event(url, body, retry=1).status_code == 200
+    conv = conversation_for(redis_client, settings, key)
+    assert conv is not None and len(queued_turns(redis_client, conv)) == 1

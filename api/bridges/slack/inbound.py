@@ -10,13 +10,17 @@ the first delivery) find the same turn through its idempotency key, the ``event_
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request, Response
 from slack_bolt.adapter.fastapi.async_handler import AsyncSlackRequestHandler
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.async_context import AsyncBoltContext
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
 
 from parley.worker import metrics
 from parley.worker.log import get_logger
@@ -42,6 +46,26 @@ RETRY_LATER = (EnqueueStatus.full, EnqueueStatus.overloaded)
 
 class NotAccepted(RuntimeError):
     """The turn could not be enqueued now; the 5xx makes Slack deliver the event again later."""
+
+
+def bot_identity(web: AsyncWebClient) -> Callable[[], Awaitable[AuthorizeResult]]:
+    """Bolt's ``authorize``: the bot's user id and token, learnt once with ``auth.test``. Bolt's own
+    single-workspace authorization answers 200 when auth.test fails, which would drop the event; here the
+    failure is an error Bolt answers with a 500, and Slack retries the event. (A function, not a callable
+    object: Bolt passes what it asks for by the parameters' names.)"""
+    learnt: list[AuthorizeResult] = []
+
+    async def authorize() -> AuthorizeResult:
+        if not learnt:
+            try:
+                response = await web.auth_test()
+            except SlackApiError as exc:
+                raise NotAccepted(f"auth.test failed: {exc.response.get('error')}") from None
+            learnt.append(AuthorizeResult.from_auth_test_response(bot_token=web.token,
+                                                                  auth_test_response=response))
+        return learnt[0]
+
+    return authorize
 
 
 async def accept(services: Services, turn: SlackTurn, *, event_id: str | None) -> str | None:
@@ -82,8 +106,9 @@ def build_bolt(api: FastAPI, settings: Settings) -> AsyncApp:
     if settings.slack_bot_token is None:
         # Bolt learns the bot's user id with it (auth.test, once): needed to tell the bot's own messages.
         raise ValueError("PARLEY_SLACK_BOT_TOKEN is needed with PARLEY_SLACK_SIGNING_SECRET")
+    web = web_client(settings)
     bolt = AsyncApp(signing_secret=settings.slack_signing_secret.get_secret_value(),
-                    client=web_client(settings), process_before_response=True,
+                    client=web, authorize=bot_identity(web), process_before_response=True,
                     request_verification_enabled=True)
 
     # Every event type, so that none is "unhandled" (a 404 Slack would retry); turn_for_event picks.
