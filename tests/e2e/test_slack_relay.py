@@ -196,3 +196,20 @@ def test_a_failed_turn_posts_a_short_notice(bridge: tuple[str, FakeSlack, Settin
     assert notice.params["thread_ts"] == ROOT and "Sorry" in notice.params["text"]
     assert redis_client.hget(KEYS.turn(*the_turn(redis_client, settings)), "status") == "failed"
     assert len(fake.named("chat.startStream")) == len(fake.named("chat.stopStream"))
+
+
+def test_a_long_reply_goes_on_in_further_messages_of_the_thread(bridge: tuple[str, FakeSlack, Settings],
+                                                                 redis_client: redis.Redis) -> None:
+    """With messages of at most 200 characters (Slack's is 12,000), the reply is several streamed messages in
+    the thread, each stopped once and within the limit, together the whole output in order."""
+    url, fake, settings = bridge
+    with relay_in_process(settings, message_max_chars=200):
+        ask(url)
+        wait_until(lambda: relayed(redis_client, settings), timeout_s=30, message="the reply done")
+    output = output_of(redis_client, settings)
+    starts = fake.named("chat.startStream")
+    assert len(starts) >= 3 and len(fake.named("chat.stopStream")) == len(starts)
+    with fake.lock:
+        texts = [fake.messages[ts].text for ts in sorted(fake.messages)]
+        assert all(m.stops == 1 and m.thread_ts == ROOT for m in fake.messages.values())
+    assert all(len(text) <= 200 for text in texts) and "".join(texts) == output

@@ -26,7 +26,7 @@ from parley.worker.store.keys import Keys
 
 from ..relay import CLAIM_IDLE_MS, Assignment, Posted, TurnFeed, follow_turn
 from .client import PLATFORM, web_client
-from .render import STREAM_INTERVAL_S, failure_notice
+from .render import MESSAGE_MAX_CHARS, STREAM_INTERVAL_S, failure_notice
 from .reply import SlackReply
 
 log = get_logger(__name__)
@@ -37,8 +37,10 @@ ANSWERED_ELSEWHERE = frozenset({"turn.merged", "turn.superseded", "turn.interrup
 
 class SlackRelay:
     def __init__(self, settings: Settings, client: redis.asyncio.Redis, web: AsyncWebClient, *,
-                 consumer: str | None = None, claim_idle_ms: int = CLAIM_IDLE_MS) -> None:
+                 consumer: str | None = None, claim_idle_ms: int = CLAIM_IDLE_MS,
+                 message_max_chars: int = MESSAGE_MAX_CHARS) -> None:
         self.settings, self.client, self.web = settings, client, web
+        self.message_max_chars = message_max_chars
         self.keys = Keys(settings.key_prefix)
         self.ingress = Ingress(client, settings)
         self.feed = TurnFeed(client, self.keys, PLATFORM, consumer=consumer, claim_idle_ms=claim_idle_ms)
@@ -81,7 +83,7 @@ class SlackRelay:
             await self.feed.ack(assignment)
             return
         reply = SlackReply(self.web, posted, record, metadata=turn.metadata,
-                           streaming=self.settings.slack_streaming)
+                           streaming=self.settings.slack_streaming, message_max_chars=self.message_max_chars)
         if not reply.started:
             await reply.status(THINKING)
         try:
@@ -129,12 +131,14 @@ class SlackRelay:
                 await producer
 
 
-async def serve(settings: Settings, *, stop: asyncio.Event | None = None,
-                claim_idle_ms: int = CLAIM_IDLE_MS) -> None:
-    """Run the relay until ``stop`` is set (forever without one)."""
+async def serve(settings: Settings, *, stop: asyncio.Event | None = None, claim_idle_ms: int = CLAIM_IDLE_MS,
+                message_max_chars: int = MESSAGE_MAX_CHARS) -> None:
+    """Run the relay until ``stop`` is set (forever without one). ``message_max_chars`` below Slack's limit
+    shows the splitting with short replies (tests)."""
     client = async_client(settings)
     try:
-        await SlackRelay(settings, client, web_client(settings), claim_idle_ms=claim_idle_ms).run(
-            stop or asyncio.Event())
+        relay = SlackRelay(settings, client, web_client(settings), claim_idle_ms=claim_idle_ms,
+                           message_max_chars=message_max_chars)
+        await relay.run(stop or asyncio.Event())
     finally:
         await client.aclose()

@@ -19,7 +19,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from parley.worker.log import get_logger
 
 from ..relay import Posted
-from .render import STREAM_INTERVAL_S, UPDATE_INTERVAL_S, due, take
+from .render import MESSAGE_MAX_CHARS, STREAM_INTERVAL_S, UPDATE_INTERVAL_S, due, take
 
 log = get_logger(__name__)
 
@@ -33,8 +33,9 @@ def _messages(raw: str | None) -> list[tuple[str, int]]:
 
 class SlackReply:
     def __init__(self, web: AsyncWebClient, posted: Posted, record: dict[str, str], *,
-                 metadata: dict[str, str], streaming: bool) -> None:
-        self.web, self.posted = web, posted
+                 metadata: dict[str, str], streaming: bool,
+                 message_max_chars: int = MESSAGE_MAX_CHARS) -> None:
+        self.web, self.posted, self.limit = web, posted, message_max_chars
         self.channel, self.thread_ts = metadata["channel"], metadata["thread_ts"]
         self.recipient = {"recipient_user_id": metadata.get("user"),
                           "recipient_team_id": metadata.get("user_team") or metadata.get("team")}
@@ -66,7 +67,7 @@ class SlackReply:
         ``final``), ending a message where it is full and going on in the next one."""
         while True:
             start = self.messages[-1][1] if self.open else self.sent
-            end, full = take(text, start=start, sent=self.sent)
+            end, full = take(text, start=start, sent=self.sent, limit=self.limit)
             if end > self.sent:
                 if self.open and not await self._may_write(final=final or full):
                     return
