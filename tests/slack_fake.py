@@ -41,6 +41,7 @@ class Call:
     params: dict[str, Any]
     at: float
     status: int = 200
+    ok: bool = True
 
 
 @dataclass
@@ -66,8 +67,9 @@ class FakeSlack:
     _ts: int = 0
 
     def named(self, method: str) -> list[Call]:
+        """The calls of ``method`` Slack answered ``ok``."""
         with self.lock:
-            return [c for c in self.calls if c.method == method and c.status == 200]
+            return [c for c in self.calls if c.method == method and c.ok]
 
     def _new_ts(self) -> str:
         self._ts += 1
@@ -133,9 +135,10 @@ class FakeSlack:
                 params = json.loads(raw or b"{}")
             else:
                 params = dict(parse_qsl(raw.decode()))
+            params = {**request.query_params, **params}  # some methods send theirs in the query string
             with self.lock:
                 status, body = self.answer(method, params)
-                self.calls.append(Call(method, params, time.monotonic(), status))
+                self.calls.append(Call(method, params, time.monotonic(), status, bool(body.get("ok"))))
             headers = {"Retry-After": str(self.retry_after_s)} if status == 429 else {}
             return JSONResponse(body, status_code=status, headers=headers)
 

@@ -213,3 +213,31 @@ def test_a_long_reply_goes_on_in_further_messages_of_the_thread(bridge: tuple[st
         texts = [fake.messages[ts].text for ts in sorted(fake.messages)]
         assert all(m.stops == 1 and m.thread_ts == ROOT for m in fake.messages.values())
     assert all(len(text) <= 200 for text in texts) and "".join(texts) == output
+
+
+@pytest.mark.parametrize("bridge", [{"double_texting": "interrupt"}], indirect=True)
+def test_an_interrupted_reply_is_taken_back_and_the_answering_turn_posts(
+        bridge: tuple[str, FakeSlack, Settings], redis_client: redis.Redis, emulator: EmulatorServer) -> None:
+    """Policy interrupt: a second message in the thread while the first reply streams stops it (its stream
+    stopped, its message deleted) and the turn that answers both streams the reply; one message is left,
+    the second turn's output."""
+    url, fake, settings = bridge
+    emulator.config.reply_words, emulator.config.delta_interval_ms = 400, 20
+    with relay_in_process(settings):
+        ask(url)
+        wait_until(lambda: len(fake.named("chat.appendStream")) >= 2, timeout_s=30, message="some appends")
+        more = {"type": "message", "channel": "C2", "channel_type": "channel", "user": "U7",
+                "text": "in short, please", "ts": "1712345690.000200", "thread_ts": ROOT, "team": TEAM_ID}
+        assert post_event(url, envelope(more, event_id="EvR2")).status_code == 200
+        conv = conversation_for(redis_client, settings, f"slack:{TEAM_ID}:C2:{ROOT}")
+        assert conv is not None
+        first, second = [t["turn_id"] for t in queued_turns(redis_client, conv)]
+        wait_until(lambda: redis_client.hget(KEYS.bridge_posted(conv, "slack", second), "done") == "1",
+                   timeout_s=60, message="the answering turn's reply")
+    assert redis_client.hget(KEYS.turn(conv, first), "status") == "interrupted"
+    assert len(fake.named("chat.delete")) == 1
+    starts = fake.named("chat.startStream")
+    assert len(starts) == 2 and len(fake.named("chat.stopStream")) == 2
+    with fake.lock:
+        [message] = fake.messages.values()
+    assert message.text == redis_client.hget(KEYS.turn(conv, second), "output_text")
