@@ -241,3 +241,19 @@ def test_an_interrupted_reply_is_taken_back_and_the_answering_turn_posts(
     with fake.lock:
         [message] = fake.messages.values()
     assert message.text == redis_client.hget(KEYS.turn(conv, second), "output_text")
+
+
+def test_a_retried_event_is_answered_once(bridge: tuple[str, FakeSlack, Settings],
+                                          redis_client: redis.Redis) -> None:
+    """Slack delivers the mention four times (announced four times, to a relay already streaming the
+    first): one stream, one message."""
+    url, fake, settings = bridge
+    with relay_in_process(settings):
+        event = envelope(mention("tell me a long story", ts=ROOT), event_id="EvR1")
+        for retry in (None, 1, 2, 3):
+            assert post_event(url, event, retry=retry).status_code == 200
+        wait_until(lambda: relayed(redis_client, settings), timeout_s=30, message="the reply done")
+        wait_until(lambda: redis_client.xpending(KEYS.bridge_turns("slack"), "relays")["pending"] == 0,
+                   timeout_s=10, message="every entry acknowledged")
+    assert len(fake.named("chat.startStream")) == 1 and len(fake.named("chat.stopStream")) == 1
+    assert fake.messages[only_message(fake)].text == output_of(redis_client, settings)

@@ -52,9 +52,15 @@ class SlackRelay:
         try:
             while not stop.is_set():
                 for assignment in await self.feed.next(block_ms=200):
-                    if assignment.entry_id not in working:
-                        task = asyncio.create_task(self.handle(assignment))
-                        working[assignment.entry_id] = (assignment, task)
+                    if assignment.entry_id in working:
+                        continue
+                    if any(a.turn_id == assignment.turn_id for a, _ in working.values()):
+                        # Announced again (a Slack retry) while this relay posts it: the record's owner is
+                        # this relay, so only this check keeps the turn from being posted twice.
+                        await self.feed.ack(assignment)
+                        continue
+                    task = asyncio.create_task(self.handle(assignment))
+                    working[assignment.entry_id] = (assignment, task)
                 for entry_id, (_, task) in list(working.items()):
                     if task.done():
                         del working[entry_id]

@@ -61,6 +61,8 @@ class SlackReply:
                                                        status=text)
         except SlackApiError as exc:
             log.info("slack_status_refused", error=exc.response.get("error"))
+        except Exception as exc:  # noqa: BLE001 - a status line is not worth failing the reply for
+            log.info("slack_status_failed", error=type(exc).__name__)
 
     async def flush(self, text: str, *, final: bool = False) -> None:
         """Send what ``text`` has beyond what was sent, as far as the throttle allows (all of it when
