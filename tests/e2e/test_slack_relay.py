@@ -257,3 +257,20 @@ def test_a_retried_event_is_answered_once(bridge: tuple[str, FakeSlack, Settings
                    timeout_s=10, message="every entry acknowledged")
     assert len(fake.named("chat.startStream")) == 1 and len(fake.named("chat.stopStream")) == 1
     assert fake.messages[only_message(fake)].text == output_of(redis_client, settings)
+
+
+def test_a_relay_stopped_mid_reply_stops_its_stream_and_the_next_edits_it(
+        bridge: tuple[str, FakeSlack, Settings], redis_client: redis.Redis, emulator: EmulatorServer) -> None:
+    """A relay shut down while it streams stops the stream on its way out (never left open); the relay
+    that takes the turn over goes on in the same message with chat.update, and it ends whole."""
+    url, fake, settings = bridge
+    emulator.config.reply_words, emulator.config.delta_interval_ms = 400, 20
+    with relay_in_process(settings, claim_idle_ms=1000):
+        ask(url)
+        wait_until(lambda: len(fake.named("chat.appendStream")) >= 2, timeout_s=30, message="some appends")
+    assert len(fake.named("chat.stopStream")) == 1 and not relayed(redis_client, settings)
+    with relay_in_process(settings, claim_idle_ms=1000):
+        wait_until(lambda: relayed(redis_client, settings), timeout_s=30, message="the reply done")
+    assert len(fake.named("chat.startStream")) == 1 and not fake.named("chat.postMessage")
+    assert fake.named("chat.update") and len(fake.named("chat.stopStream")) == 1
+    assert fake.messages[only_message(fake)].text == output_of(redis_client, settings)
