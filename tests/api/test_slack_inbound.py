@@ -139,3 +139,16 @@ def test_an_event_slack_cannot_identify_the_bot_for_is_a_5xx_to_retry(
     assert post_event(url, body, retry=1).status_code == 200
     conv = conversation_for(redis_client, settings, key)
     assert conv is not None and len(queued_turns(redis_client, conv)) == 1
+
+
+def test_an_event_parley_cannot_take_now_is_a_5xx_to_retry(settings: Settings,
+                                                           redis_client: redis.Redis) -> None:
+    """The thread's mailbox is full (cap 1, no worker): the second message is answered 500, so Slack retries
+    it later, instead of being acked and dropped; it is not announced."""
+    with fake_slack() as (_, api_url):
+        full = slack_settings(settings, api_url, mailbox_cap=1)
+        with BackgroundServer(create_app(full)) as server:
+            assert post_event(server.url, envelope(mention(), event_id="Ev600")).status_code == 200
+            again = mention("one more", ts="1712345679.000601", thread_ts="1712345678.000100")
+            assert post_event(server.url, envelope(again, event_id="Ev601")).status_code == 500
+    assert redis_client.xlen(KEYS.bridge_turns("slack")) == 1
