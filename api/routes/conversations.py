@@ -12,7 +12,7 @@ from parley.worker.log import get_logger
 from parley.worker.messages import is_conversation_id
 
 from ..auth import ConversationsRead, ConversationsWrite, Principal
-from ..deps import ServicesDep
+from ..deps import Services, ServicesDep
 from ..errors import ApiError, not_found
 from ..path_ids import ConversationId
 from ..schemas import (
@@ -47,19 +47,19 @@ async def _drop_upstream(services: ServicesDep, conversation_id: str) -> None:
         pass
 
 
-@router.post("", status_code=201, response_model=Conversation)
-async def create_conversation(body: CreateConversation, services: ServicesDep, response: Response,
-                              principal: ConversationsWrite) -> Any:
-    ingress, tenant = services.ingress, principal.tenant
-    if body.key is not None:
+async def get_or_create(services: Services, *, tenant: str, key: str | None, metadata: dict[str, str],
+                        webhook_url: str | None = None, webhook_events: list[str] | None = None,
+                        defaults: dict[str, Any] | None = None) -> tuple[dict[str, Any], bool]:
+    """The conversation bound to ``key`` in ``tenant``, else a new one (created upstream first); and whether
+    it is new. Shared by the route and the bridges (a Slack thread's conversation). Raises ``ApiError``."""
+    ingress, defaults = services.ingress, defaults or {}
+    if key is not None:
         # Keys are per tenant: the same Slack thread id names different conversations for two bots.
-        bound = await ingress.conversation_for_key(tenant, body.key)
+        bound = await ingress.conversation_for_key(tenant, key)
         if bound is not None and (record := await ingress.conversation(bound)) is not None:
-            response.status_code = 200
-            return record
-    defaults = body.defaults.fields() if body.defaults is not None else {}
+            return record, False
     try:
-        upstream = await services.openai.conversations.create(metadata=body.metadata or {})
+        upstream = await services.openai.conversations.create(metadata=metadata)
     except openai.OpenAIError as exc:
         raise upstream_error(exc) from exc
     if not is_conversation_id(upstream.id):
@@ -68,21 +68,32 @@ async def create_conversation(body: CreateConversation, services: ServicesDep, r
         await _drop_upstream(services, upstream.id)
         raise ApiError(502, "upstream_bad_id", f"The model provider made a conversation id that is not of "
                        f"the form conv_... ({clip(upstream.id)!r}).")
-    if body.key is not None:
-        winner = await ingress.claim_key(tenant, body.key, upstream.id)
+    if key is not None:
+        winner = await ingress.claim_key(tenant, key, upstream.id)
         if winner != upstream.id:
             # Lost a race with a parallel create for the same key: keep theirs, drop ours.
             await _drop_upstream(services, upstream.id)
             if (record := await ingress.conversation(winner)) is not None:
-                response.status_code = 200
-                return record
+                return record, False
     await ingress.register_conversation(upstream.id, created_at=upstream.created_at,
-                                        metadata=dict(upstream.metadata or {}), key=body.key,
-                                        webhook_url=body.webhook_url, webhook_events=body.webhook_events,
+                                        metadata=dict(upstream.metadata or {}), key=key,
+                                        webhook_url=webhook_url, webhook_events=webhook_events,
                                         tenant=tenant, defaults=defaults)
     return {"id": upstream.id, "created_at": upstream.created_at, "metadata": dict(upstream.metadata or {}),
-            "key": body.key, "webhook_url": body.webhook_url,
-            "webhook_events": body.webhook_events if body.webhook_url else None, "defaults": defaults}
+            "key": key, "webhook_url": webhook_url, "webhook_events": webhook_events if webhook_url else None,
+            "defaults": defaults}, True
+
+
+@router.post("", status_code=201, response_model=Conversation)
+async def create_conversation(body: CreateConversation, services: ServicesDep, response: Response,
+                              principal: ConversationsWrite) -> Any:
+    record, created = await get_or_create(
+        services, tenant=principal.tenant, key=body.key, metadata=body.metadata or {},
+        webhook_url=body.webhook_url, webhook_events=body.webhook_events,
+        defaults=body.defaults.fields() if body.defaults is not None else {})
+    if not created:
+        response.status_code = 200
+    return record
 
 
 @router.get("/{conversation_id}", response_model=ConversationWithQueue)

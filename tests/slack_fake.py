@@ -1,0 +1,153 @@
+"""A small fake of Slack's Web API for the bridge's tests: records every call, checks the bearer token and the
+parameters Slack requires (tools-and-platforms.md §3), answers like Slack, and can answer 429 with
+``Retry-After`` for a method, as Slack's per-method limits do."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from parley.worker.local.background import BackgroundServer
+
+TOKEN = "xoxb-test-token"
+BOT_USER_ID = "UBOT"
+TEAM_ID = "T1"
+
+REQUIRED = {
+    "chat.postMessage": ("channel",),
+    "chat.update": ("channel", "ts"),
+    "chat.delete": ("channel", "ts"),
+    "chat.startStream": ("channel", "thread_ts"),
+    "chat.appendStream": ("channel", "ts", "markdown_text"),
+    "chat.stopStream": ("channel", "ts"),
+    "assistant.threads.setStatus": ("channel_id", "thread_ts", "status"),
+}
+
+
+@dataclass
+class Call:
+    method: str
+    params: dict[str, Any]
+    at: float
+    status: int = 200
+    ok: bool = True
+
+
+@dataclass
+class Message:
+    channel: str
+    thread_ts: str | None
+    text: str
+    streaming: bool
+    stops: int = 0
+
+
+@dataclass
+class FakeSlack:
+    calls: list[Call] = field(default_factory=list)
+    messages: dict[str, Message] = field(default_factory=dict)
+    limited: dict[str, int] = field(default_factory=dict)
+    """method: how many of its next calls get a 429."""
+    retry_after_s: int = 1
+    streaming_refused: bool = False
+    auth_down: bool = False
+    """auth.test answers 500, as in a Slack outage."""
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    _ts: int = 0
+
+    def named(self, method: str) -> list[Call]:
+        """The calls of ``method`` Slack answered ``ok``."""
+        with self.lock:
+            return [c for c in self.calls if c.method == method and c.ok]
+
+    def _new_ts(self) -> str:
+        self._ts += 1
+        return f"1700000000.{self._ts:06d}"
+
+    def answer(self, method: str, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if self.limited.get(method, 0) > 0:
+            self.limited[method] -= 1
+            return 429, {"ok": False, "error": "ratelimited"}
+        missing = [name for name in REQUIRED.get(method, ()) if not params.get(name)]
+        if missing:
+            return 200, {"ok": False, "error": f"missing_{missing[0]}"}
+        if method == "auth.test" and self.auth_down:
+            return 500, {"ok": False, "error": "fatal_error"}
+        if method == "auth.test":
+            return 200, {"ok": True, "user_id": BOT_USER_ID, "team_id": TEAM_ID, "bot_id": "BBOT",
+                         "user": "parley", "team": "Test"}
+        if method == "chat.startStream":
+            if self.streaming_refused:
+                return 200, {"ok": False, "error": "feature_not_enabled"}
+            for name in ("recipient_user_id", "recipient_team_id"):
+                if not params.get(name):  # "Required when streaming to channels"
+                    return 200, {"ok": False, "error": f"missing_{name}"}
+            ts = self._new_ts()
+            self.messages[ts] = Message(params["channel"], params["thread_ts"],
+                                        params.get("markdown_text") or "", streaming=True)
+            return 200, {"ok": True, "channel": params["channel"], "ts": ts}
+        if method == "chat.postMessage":
+            ts = self._new_ts()
+            self.messages[ts] = Message(params["channel"], params.get("thread_ts"), params.get("text") or "",
+                                        streaming=False)
+            return 200, {"ok": True, "channel": params["channel"], "ts": ts}
+        return self._existing(method, params)
+
+    def _existing(self, method: str, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """A call on a message already posted (by its ts)."""
+        message = self.messages.get(str(params.get("ts")))
+        if method not in ("chat.appendStream", "chat.stopStream", "chat.update", "chat.delete"):
+            return 200, {"ok": True}
+        if message is None:
+            return 200, {"ok": False, "error": "message_not_found"}
+        if method in ("chat.appendStream", "chat.stopStream"):
+            if not message.streaming:
+                return 200, {"ok": False, "error": "message_not_in_streaming_state"}
+            message.text += params.get("markdown_text") or ""
+            if method == "chat.stopStream":
+                message.streaming, message.stops = False, message.stops + 1
+            return 200, {"ok": True, "channel": message.channel, "ts": params["ts"]}
+        if method == "chat.update":
+            message.text = params.get("text") or ""
+            return 200, {"ok": True, "channel": message.channel, "ts": params["ts"]}
+        if method == "chat.delete":
+            del self.messages[params["ts"]]
+        return 200, {"ok": True}
+
+    def app(self) -> Starlette:
+        async def call(request: Request) -> JSONResponse:
+            method = request.path_params["method"]
+            if request.headers.get("authorization") != f"Bearer {TOKEN}":
+                return JSONResponse({"ok": False, "error": "invalid_auth"})
+            raw = await request.body()
+            if request.headers.get("content-type", "").startswith("application/json"):
+                params = json.loads(raw or b"{}")
+            else:
+                params = dict(parse_qsl(raw.decode()))
+            params = {**request.query_params, **params}  # some methods send theirs in the query string
+            with self.lock:
+                status, body = self.answer(method, params)
+                self.calls.append(Call(method, params, time.monotonic(), status, bool(body.get("ok"))))
+            headers = {"Retry-After": str(self.retry_after_s)} if status == 429 else {}
+            return JSONResponse(body, status_code=status, headers=headers)
+
+        return Starlette(routes=[Route("/api/{method}", call, methods=["POST"])])
+
+
+@contextmanager
+def fake_slack() -> Iterator[tuple[FakeSlack, str]]:
+    """The fake, served on a loopback port; yields it and the base URL for ``AsyncWebClient(base_url=)``."""
+    fake = FakeSlack()
+    with BackgroundServer(fake.app()) as server:
+        yield fake, f"{server.url}/api/"
