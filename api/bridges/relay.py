@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, cast
@@ -22,7 +23,8 @@ import redis.asyncio
 import redis.exceptions
 
 from parley.worker.events.log import read_after
-from parley.worker.events.models import TERMINAL_TYPES, Event, parse_event
+from parley.worker.events.models import TERMINAL_TYPES, Event, TurnCancelled, parse_event, terminal_event_of
+from parley.worker.messages import Turn
 from parley.worker.store.keys import Keys
 
 GROUP = "relays"
@@ -120,14 +122,22 @@ class Posted:
 
 
 async def follow_turn(client: redis.asyncio.Redis, keys: Keys, assignment: Assignment, *,
-                      poll_s: float = 0.05, after_seq: int = 0) -> AsyncIterator[Event]:
+                      poll_s: float = 0.05, after_seq: int = 0,
+                      record_every: int = 40) -> AsyncIterator[Event]:
     """The turn's events, oldest first, from its conversation's durable stream, until its terminal event.
     Polls the stream (an XRANGE per ``poll_s`` while nothing new is there), which works alike on one Redis
-    and on a cluster and needs no subscription per turn."""
+    and on a cluster and needs no subscription per turn. The stream is capped, so a turn's terminal event may
+    be trimmed before a late relay reads it: every ``record_every`` empty polls the turn's record is read, and
+    an ended turn's terminal event is rebuilt from it (same ``id``), as the API's turn stream does."""
     stream = keys.events(assignment.conversation_id)
+    empty = 0
     while True:
         batch = await read_after(client, stream, after_seq=after_seq)
         if not batch:
+            empty += 1
+            if empty % record_every == 0 and (final := await _ended(client, keys, assignment)) is not None:
+                yield final
+                return
             await asyncio.sleep(poll_s)
             continue
         after_seq = batch[-1].seq
@@ -138,3 +148,17 @@ async def follow_turn(client: redis.asyncio.Redis, keys: Keys, assignment: Assig
             yield event
             if event.type in TERMINAL_TYPES:
                 return
+
+
+async def _ended(client: redis.asyncio.Redis, keys: Keys, assignment: Assignment) -> Event | None:
+    """The turn's terminal event rebuilt from its record, if it has ended; a cancellation when the record is
+    gone (its conversation deleted, or kept past retention), so the relay lets go of it."""
+    fields = await client.hgetall(keys.turn(assignment.conversation_id, assignment.turn_id))
+    if not fields:
+        return TurnCancelled(id=f"{assignment.turn_id}.cancelled", type="turn.cancelled",
+                             conversation_id=assignment.conversation_id, turn_id=assignment.turn_id, seq=1,
+                             created_at=time.time(), reason="conversation_deleted")
+    turn, _ = Turn.parse(fields, assignment.conversation_id, assignment.turn_id)
+    if not turn.status.terminal:
+        return None
+    return terminal_event_of(turn, seq=1)

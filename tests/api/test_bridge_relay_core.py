@@ -94,3 +94,21 @@ def test_follow_turn_reads_from_the_start_to_the_terminal_event(settings: Settin
 
     assert run_async(settings, go) == ["turn.queued", "turn.started", "response.delta", "response.delta",
                                        "turn.completed"]
+
+
+def test_follow_turn_ends_from_the_record_when_the_terminal_event_was_trimmed(
+        settings: Settings, redis_client: redis.Redis) -> None:
+    """A late relay whose turn's terminal event is no longer in the capped stream still gets one, rebuilt from
+    the turn's record (same id as the real one); a turn whose record is gone ends as cancelled."""
+    redis_client.hset(KEYS.turn("conv_x", "t9"), mapping={
+        "status": "completed", "input": json.dumps("hi"), "output_text": "Hello", "created_at": "1.0"})
+
+    async def go(client: redis.asyncio.Redis) -> list[tuple[str, str]]:
+        got = []
+        for turn in ("t9", "t_gone"):
+            async for event in follow_turn(client, KEYS, Assignment("1-0", turn, "conv_x"), poll_s=0.01,
+                                           record_every=3):
+                got.append((event.type, event.id))
+        return got
+
+    assert run_async(settings, go) == [("turn.completed", "t9.completed"), ("turn.cancelled", "t_gone.cancelled")]
