@@ -1,0 +1,120 @@
+"""``POST /discord/interactions``: Discord's slash commands, each request's Ed25519 signature checked, the
+``/ask`` command made a turn of the channel's conversation and answered at once with a deferred response
+(Discord shows "thinking…" until the relay edits the reply in)."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response
+from nacl.exceptions import BadSignatureError
+from nacl.signing import VerifyKey
+
+from parley.worker import metrics
+from parley.worker.log import get_logger
+from parley.worker.store.ingress import EnqueueStatus
+
+from ...deps import Services
+from ...errors import ApiError
+from ..announce import announce
+from ..conversations import get_or_create
+from .decide import (
+    DEFERRED_CHANNEL_MESSAGE,
+    EPHEMERAL,
+    PING,
+    PONG,
+    DiscordTurn,
+    turn_for_interaction,
+    unknown_command_answer,
+)
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from parley.worker.settings import Settings
+
+log = get_logger(__name__)
+
+PLATFORM = "discord"
+TOKEN_TTL_S = 900
+"""An interaction token is valid for 15 minutes from the interaction: kept no longer."""
+
+
+def verify(key: VerifyKey, *, signature: str | None, timestamp: str | None, body: bytes) -> bool:
+    """Discord's check: the Ed25519 signature (hex) of ``timestamp + body`` under the app's public key."""
+    if not signature or not timestamp:
+        return False
+    try:
+        key.verify(timestamp.encode() + body, bytes.fromhex(signature))
+    except (BadSignatureError, ValueError):  # ValueError: not hex, or not 64 bytes
+        return False
+    return True
+
+
+def _ephemeral(content: str) -> JSONResponse:
+    return JSONResponse({"type": 4, "data": {"content": content, "flags": EPHEMERAL}})
+
+
+async def accept(services: Services, turn: DiscordTurn) -> str | None:
+    """Enqueue the turn (the interaction id is its idempotency key, so Discord's retry is the same turn),
+    keep its token for the relay and announce it; ``None`` when it was accepted, else what to tell the
+    user."""
+    settings = services.settings
+    if len(turn.text) > settings.max_input_chars:
+        return f"That is longer than {settings.max_input_chars} characters."
+    tenant = settings.discord_tenant
+    try:
+        conversation_id = await get_or_create(services, tenant=tenant, key=turn.key,
+                                              metadata={"platform": PLATFORM, "channel_id": turn.channel_id})
+    except ApiError as exc:
+        log.warning("discord_conversation_failed", key=turn.key, type=exc.type)
+        return "The model provider is not answering right now; try again shortly."
+    ingress = services.ingress
+    result = await ingress.enqueue(conversation_id=conversation_id, input=turn.text, model=None,
+                                   instructions=None, metadata=turn.metadata,
+                                   idempotency_key=turn.interaction_id, tenant=tenant)
+    if result.status not in (EnqueueStatus.ok, EnqueueStatus.duplicate):
+        log.info("discord_turn_refused", conversation_id=conversation_id, status=result.status.value)
+        return "The bot is busy with this channel; try again in a moment."
+    # Before the announce, so the relay finds it; NX: a retried interaction keeps the first expiry, which is
+    # the token's own.
+    await ingress.client.set(ingress.keys.discord_interaction_token(conversation_id, result.turn_id),
+                             turn.token, ex=TOKEN_TTL_S, nx=True)
+    await announce(ingress.client, ingress.keys, PLATFORM, turn_id=result.turn_id,
+                   conversation_id=conversation_id)
+    if result.need_wakeup:
+        services.wake(conversation_id)
+    if result.status is EnqueueStatus.ok:
+        metrics.TURNS_ACCEPTED.inc()
+    log.info("discord_turn_accepted", conversation_id=conversation_id, turn_id=result.turn_id,
+             interaction_id=turn.interaction_id, duplicate=result.status is EnqueueStatus.duplicate)
+    return None
+
+
+def mount(app: FastAPI, settings: Settings) -> None:
+    """Add ``POST /discord/interactions`` (the Interactions Endpoint URL of the developer portal)."""
+    key = VerifyKey(bytes.fromhex(settings.discord_public_key or ""))
+    command = settings.discord_command
+
+    @app.post("/discord/interactions", include_in_schema=False)
+    async def interactions(request: Request) -> Response:
+        raw = await request.body()
+        if not verify(key, signature=request.headers.get("x-signature-ed25519"),
+                      timestamp=request.headers.get("x-signature-timestamp"), body=raw):
+            # Discord sends bad signatures on purpose and drops an endpoint that accepts them.
+            return JSONResponse({"error": "invalid request signature"}, status_code=401)
+        try:
+            body: dict[str, Any] = json.loads(raw)
+        except ValueError:
+            return JSONResponse({"error": "the body is not JSON"}, status_code=400)
+        if body.get("type") == PING:
+            return JSONResponse({"type": PONG})
+        turn = turn_for_interaction(body, command=command)
+        if turn is None:
+            return JSONResponse(unknown_command_answer(body, command=command))
+        refused = await accept(request.app.state.services, turn)
+        if refused is not None:
+            return _ephemeral(refused)
+        return JSONResponse({"type": DEFERRED_CHANNEL_MESSAGE})
