@@ -1,5 +1,5 @@
 """The ``parley`` command: ``up`` (up.py), ``api``, ``worker`` and ``beat`` (workers.py),
-``emulator``, ``flower``, ``send``, ``chat``, ``dead-letter``."""
+``emulator``, ``flower``, ``send``, ``chat``, ``dead-letter``, ``discord-relay``, ``discord register``."""
 
 from __future__ import annotations
 
@@ -187,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_webhook_commands(sub)
     from .keys import add_key_commands  # parley keys ...: new, check
     add_key_commands(sub)
+    from .discord import add_discord_commands  # parley discord-relay, parley discord register
+    add_discord_commands(sub)
     send = command("send", "send one turn and print the reply")
     send.add_argument("text")
     send.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the reply")

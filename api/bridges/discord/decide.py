@@ -86,3 +86,11 @@ def unknown_command_answer(body: dict[str, Any], *, command: str) -> dict[str, A
     else:
         says = f"Unknown command; this bot answers `/{command}`."
     return {"type": CHANNEL_MESSAGE, "data": {"content": says, "flags": EPHEMERAL}}
+
+
+def slash_commands(command: str) -> list[dict[str, Any]]:
+    """The application's global commands, as ``parley discord register`` sends them (a bulk overwrite: the
+    list is all of the application's global commands)."""
+    return [{"name": command, "type": 1, "description": "Ask the bot something",
+             "options": [{"type": STRING_OPTION, "name": "prompt", "description": "What to ask",
+                          "required": True}]}]
