@@ -3,14 +3,21 @@ sends them, and the test settings with the bridge on."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
+import redis.asyncio
 from nacl.signing import SigningKey
 
+from parley.api.bridges.discord.relay import DiscordRelay
+from parley.api.bridges.discord.rest import DiscordRest
 from parley.worker.settings import Settings
 
 APPLICATION_ID = "1100000000000000001"
@@ -56,3 +63,29 @@ def signed_post(base_url: str, key: SigningKey, body: dict[str, Any] | bytes, *,
                                                  "x-signature-timestamp": timestamp}
     return httpx.post(f"{base_url}/discord/interactions", content=raw, timeout=10,
                       headers={"content-type": "application/json", **sent})
+
+
+@contextmanager
+def relay(settings: Settings, *, consumer: str = "r1", claim_idle_ms: int = 60_000) -> Iterator[None]:
+    """A relay on an event loop of its own thread; leaving stops it without acknowledging what it had not
+    finished (as a killed relay leaves it)."""
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+
+    async def main() -> None:
+        client = redis.asyncio.Redis.from_url(settings.redis_url_required, decode_responses=True)
+        bot = settings.discord_bot_token.get_secret_value() if settings.discord_bot_token else None
+        async with httpx.AsyncClient(timeout=10) as http:
+            rest = DiscordRest(http, api_url=settings.discord_api_url, bot_token=bot)
+            relay = DiscordRelay(settings, client, rest, consumer=consumer, claim_idle_ms=claim_idle_ms)
+            await relay.run(stop)
+        await client.aclose()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(timeout=10)
+        loop.close()

@@ -5,23 +5,17 @@ follow-ups, a 429 waited out, a restarted relay continuing the same messages, an
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 
-import httpx
 import pytest
 import redis
 from conftest import wait_until
 from discord_fake import BOT_TOKEN, FakeDiscord, fake_app
-from discord_support import discord_settings, signed_post, slash_command
+from discord_support import discord_settings, relay, signed_post, slash_command
 from nacl.signing import SigningKey
 from pydantic import SecretStr
 from stack import workers
 
-from parley.api.bridges.discord.relay import DiscordRelay
-from parley.api.bridges.discord.rest import DiscordRest
 from parley.api.main import create_app
 from parley.worker.local.background import BackgroundServer
 from parley.worker.local.emulator import EmulatorServer
@@ -53,32 +47,6 @@ def _bridge(settings: Settings, key: SigningKey, fake: tuple[FakeDiscord, str]) 
 def _api(bridge: Settings) -> Iterator[str]:
     with BackgroundServer(create_app(bridge)) as server:
         yield server.url
-
-
-@contextmanager
-def relay(settings: Settings, *, consumer: str = "r1", claim_idle_ms: int = 60_000) -> Iterator[None]:
-    """A relay on an event loop of its own thread; leaving stops it without acknowledging what it had not
-    finished (as a killed relay leaves it)."""
-    loop = asyncio.new_event_loop()
-    stop = asyncio.Event()
-
-    async def main() -> None:
-        client = redis.asyncio.Redis.from_url(settings.redis_url_required, decode_responses=True)
-        bot = settings.discord_bot_token.get_secret_value() if settings.discord_bot_token else None
-        async with httpx.AsyncClient(timeout=10) as http:
-            rest = DiscordRest(http, api_url=settings.discord_api_url, bot_token=bot)
-            relay = DiscordRelay(settings, client, rest, consumer=consumer, claim_idle_ms=claim_idle_ms)
-            await relay.run(stop)
-        await client.aclose()
-
-    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(timeout=10)
-        loop.close()
 
 
 def ask(api: str, key: SigningKey, fake: FakeDiscord, redis_client: redis.Redis, text: str,
