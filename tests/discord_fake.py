@@ -42,6 +42,8 @@ class FakeDiscord:
     throttle_next: int = 0
     """The next this many calls get a 429."""
     retry_after_s: float = 0.5
+    missing_access: bool = False
+    """Webhook edits answer 403 Missing Access (50001), as for a channel the app can no longer see."""
     lock: threading.Lock = field(default_factory=threading.Lock)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -99,6 +101,9 @@ def fake_app(fake: FakeDiscord) -> FastAPI:  # noqa: C901 - one small closure pe
             return throttled
         if token not in fake.tokens:
             return bad_token("PATCH", route)
+        if fake.missing_access:
+            record("PATCH", route, None, status=403)
+            return JSONResponse({"message": "Missing Access", "code": 50001}, status_code=403)
         content = content_of(await request.json())
         if isinstance(content, JSONResponse):
             return content

@@ -90,3 +90,18 @@ def test_a_turn_outliving_its_token_says_so_then_posts_in_the_channel(
         turn.event("turn.completed", output_text="Thinking hard and long: 42")
         wait_until(turn.posted, timeout_s=10, message="the reply to end")
     assert [c.content for c in discord.of("channel")] == ["Thinking hard and long: 42"]
+
+
+def test_a_refused_reply_is_given_up_not_retried_forever(settings: Settings, redis_client: redis.Redis,
+                                                         fake: tuple[FakeDiscord, str]) -> None:
+    """A 403 (the app lost access) is no rate limit: the relay tries once, marks the turn done and
+    acknowledges it, so no relay takes it over again."""
+    discord, url = fake
+    discord.missing_access = True
+    turn = Turn(redis_client, "turn_refused")
+    turn.event("turn.completed", output_text="Nobody will see this")
+    with relay(_bridge(settings, url), claim_idle_ms=200):
+        wait_until(turn.posted, timeout_s=10, message="the turn given up")
+        time.sleep(0.5)  # past the claim idle time: nothing is taken over again
+    assert [c.status for c in discord.of("webhook_original", ok=False)] == [403]
+    assert redis_client.xpending(KEYS.bridge_turns("discord"), "relays")["pending"] == 0

@@ -11,7 +11,7 @@ import time
 
 import redis.asyncio
 
-from parley.worker.events.models import TERMINAL_TYPES
+from parley.worker.events.models import TERMINAL_TYPES, Event
 from parley.worker.log import get_logger
 from parley.worker.settings import Settings
 from parley.worker.store.keys import Keys
@@ -25,6 +25,8 @@ log = get_logger(__name__)
 PLATFORM = "discord"
 EXPIRY_MARGIN_S = 30.0
 """This close to the interaction token's end, the reply says it cannot go on there (a last edit needs it)."""
+TICK_S = 1.0
+"""How often a turn with no new events checks the token's end."""
 
 
 class Reply:
@@ -37,6 +39,7 @@ class Reply:
         self.deadline = time.monotonic() + token_ttl_s - EXPIRY_MARGIN_S
         self.followups = followups
         self.shown: list[str] = []
+        self.text_shown = ""
         self.last_edit_s: float | None = None
         self.expired = token is None
 
@@ -44,7 +47,7 @@ class Reply:
         """Make the messages show ``text``; only those whose part changed are edited."""
         if self.expired:
             return
-        self.last_edit_s = time.monotonic()
+        self.last_edit_s, self.text_shown = time.monotonic(), text
         try:
             for index, part in enumerate(split_message(text)):
                 if index < len(self.shown) and self.shown[index] == part:
@@ -55,6 +58,10 @@ class Reply:
                 raise
             log.warning("discord_token_expired", turn=self.posted.key.rsplit(":", 1)[-1])
             self.expired = True
+
+    def behind(self, text: str) -> bool:
+        """Whether the reply shows less than ``text`` (and can still be edited)."""
+        return not self.expired and text != self.text_shown
 
     async def _send(self, index: int, part: str) -> None:
         assert self.token is not None
@@ -134,24 +141,54 @@ class DiscordRelay:
             await self.feed.ack(assignment)
             return
         reply = await self._reply(assignment, posted, record)
-        written = ""
-        has_bot_token = self.rest.bot_token is not None
-        async for event in follow_turn(self.client, self.keys, assignment, poll_s=self.poll_s):
-            if event.type == "turn.started" and getattr(event, "attempt", 1) > 1:
-                written = ""  # a new attempt writes its reply from the start
-            elif event.type == "response.delta":
-                written += getattr(event, "delta", "")
-                if edit_due(time.monotonic(), reply.last_edit_s) == 0:
-                    await reply.show(written)
-            elif event.type not in TERMINAL_TYPES:
-                continue
-            else:
-                await reply.finish(final_text(event, written))
-                break
-            await reply.near_expiry(written, has_bot_token)
+        try:
+            await self._follow(assignment, reply)
+        except DiscordError as exc:
+            if exc.status == 429 or not 400 <= exc.status < 500:
+                raise  # still failing after the retries: left unacknowledged, for a takeover to try again
+            # A refusal no retry changes (the app lost access to the channel, a message Discord refuses):
+            # given up, rather than taken over again and again.
+            log.warning("discord_reply_refused", turn_id=assignment.turn_id, status=exc.status, code=exc.code)
         await posted.set(done=1)
         await self.feed.ack(assignment)
         log.info("discord_reply_posted", turn_id=assignment.turn_id, messages=1 + len(reply.followups))
+
+    async def _follow(self, assignment: Assignment, reply: Reply) -> None:
+        """Show the turn's text as it is written until its terminal event. The events come through a queue
+        so that the reply also moves while none arrive: text held back by the throttle goes out when its
+        second is up, and the token's end is noticed during a long silence (a slow tool call)."""
+        events: asyncio.Queue[Event] = asyncio.Queue()
+
+        async def pump() -> None:
+            async for event in follow_turn(self.client, self.keys, assignment, poll_s=self.poll_s):
+                await events.put(event)
+
+        pumping = asyncio.create_task(pump())
+        written, has_bot_token = "", self.rest.bot_token is not None
+        try:
+            while True:
+                behind = reply.behind(written)
+                wait = edit_due(time.monotonic(), reply.last_edit_s) if behind else TICK_S
+                try:
+                    event: Event | None = await asyncio.wait_for(events.get(), timeout=max(wait, 0.01))
+                except TimeoutError:
+                    event = None
+                    if pumping.done():
+                        pumping.result()  # the follower died: its error is this turn's
+                if event is None:
+                    pass
+                elif event.type == "turn.started" and getattr(event, "attempt", 1) > 1:
+                    written = ""  # a new attempt writes its reply from the start
+                elif event.type == "response.delta":
+                    written += getattr(event, "delta", "")
+                elif event.type in TERMINAL_TYPES:
+                    await reply.finish(final_text(event, written))
+                    return
+                if reply.behind(written) and edit_due(time.monotonic(), reply.last_edit_s) == 0:
+                    await reply.show(written)
+                await reply.near_expiry(written, has_bot_token)
+        finally:
+            pumping.cancel()
 
     async def _reply(self, assignment: Assignment, posted: Posted, record: dict[str, str]) -> Reply:
         conv, turn_id = assignment.conversation_id, assignment.turn_id

@@ -59,6 +59,7 @@ class DiscordRest:
         """One call, retried through rate limits and server errors. ``route`` names the bucket (and is what a
         log line shows); ``bot`` sends the bot token."""
         headers = {"authorization": f"Bot {self.bot_token}"} if bot and self.bot_token else {}
+        status = 0  # no answer at all
         for attempt in range(1, MAX_ATTEMPTS + 1):
             wait = self._blocked_until.get(route, 0.0) - time.monotonic()
             if wait > 0:
@@ -71,6 +72,7 @@ class DiscordRest:
                 await asyncio.sleep(min(2.0 ** attempt * 0.1, 5.0))
                 continue
             self._note_bucket(route, response)
+            status = response.status_code
             if response.status_code == 429:
                 retry_after = self._retry_after(response)
                 log.info("discord_rate_limited", route=route, retry_after_s=retry_after)
@@ -84,7 +86,7 @@ class DiscordRest:
             if response.status_code >= 400:
                 raise self._error(route, response)
             return response
-        raise DiscordError(route, 429, None, "rate limited or failing past the retries")
+        raise DiscordError(route, status, None, "rate limited or failing past the retries")
 
     def _note_bucket(self, route: str, response: httpx.Response) -> None:
         remaining = response.headers.get("x-ratelimit-remaining")
