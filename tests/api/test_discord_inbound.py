@@ -4,12 +4,14 @@ and the interaction token kept apart from everything the turn exposes."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterator
 
 import pytest
 import redis
+from conftest import wait_until
 from discord_support import CHANNEL_ID, GUILD_ID, discord_settings, signed_post, slash_command
 from nacl.signing import SigningKey
 
@@ -122,3 +124,30 @@ def test_other_commands_get_a_visible_answer_not_an_error(discord_api: str, key:
         answer = response.json()
         assert answer["type"] == 4 and answer["data"]["flags"] == 64 and "/ask" in answer["data"]["content"]
     assert _conversation(redis_client, f"discord:{GUILD_ID}:{CHANNEL_ID}") is None
+
+
+def test_a_slow_first_conversation_is_answered_in_time_and_made_anyway(settings: Settings, key: SigningKey,
+                                                                       redis_client: redis.Redis) -> None:
+    """Making a channel's conversation upstream takes longer than Discord's 3 s allow: the command is
+    answered in time (ephemeral, ask again), the creation goes on, and the next command becomes a turn."""
+    from fastapi import FastAPI
+
+    slow = FastAPI()
+
+    @slow.post("/v1/conversations")
+    async def create() -> dict[str, object]:
+        await asyncio.sleep(2.8)
+        return {"id": "conv_slow0123456789abcdef", "object": "conversation", "created_at": int(time.time()),
+                "metadata": {}}
+
+    with BackgroundServer(slow) as upstream:
+        bridge = discord_settings(settings, key).model_copy(update={"openai_base_url": f"{upstream.url}/v1"})
+        with BackgroundServer(create_app(bridge)) as api:
+            started = time.monotonic()
+            first = signed_post(api.url, key, slash_command("are you there?"))
+            assert time.monotonic() - started < 2.9
+            assert first.json()["type"] == 4 and "ask again" in first.json()["data"]["content"]
+            wait_until(lambda: _conversation(redis_client, f"discord:{GUILD_ID}:{CHANNEL_ID}"), timeout_s=5,
+                       message="the creation to finish")
+            assert signed_post(api.url, key, slash_command("now?")).json() == {"type": 5}
+    assert _conversation(redis_client, f"discord:{GUILD_ID}:{CHANNEL_ID}") == "conv_slow0123456789abcdef"

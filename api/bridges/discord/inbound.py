@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +41,34 @@ log = get_logger(__name__)
 PLATFORM = "discord"
 TOKEN_TTL_S = 900
 """An interaction token is valid for 15 minutes from the interaction: kept no longer."""
+CREATE_BUDGET_S = 2.0
+"""Of Discord's 3 seconds for the first answer, what a channel's first command may spend on making its
+conversation (an upstream call); the rest is for the enqueue and the answer itself."""
+
+_creating: set[asyncio.Task[str]] = set()
+"""Conversation creations that outlived their budget, held so they finish (and are not collected)."""
+
+
+async def _conversation(services: Services, turn: DiscordTurn) -> str | None:
+    """The channel's conversation, or ``None`` if making it takes longer than the budget. The creation is
+    not cancelled then (a create cut between its upstream call and its record would leave a half-made key):
+    it goes on, and the user's next command finds the conversation."""
+    task = asyncio.ensure_future(get_or_create(
+        services, tenant=services.settings.discord_tenant, key=turn.key,
+        metadata={"platform": PLATFORM, "channel_id": turn.channel_id}))
+    try:
+        return await asyncio.wait_for(asyncio.shield(task), CREATE_BUDGET_S)
+    except TimeoutError:
+        _creating.add(task)
+        task.add_done_callback(_finished)
+        log.warning("discord_conversation_slow", key=turn.key, budget_s=CREATE_BUDGET_S)
+        return None
+
+
+def _finished(task: asyncio.Task[str]) -> None:
+    _creating.discard(task)
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.warning("discord_conversation_failed", error=type(exc).__name__)
 
 
 def verify(key: VerifyKey, *, signature: str | None, timestamp: str | None, body: bytes) -> bool:
@@ -66,11 +95,12 @@ async def accept(services: Services, turn: DiscordTurn) -> str | None:
         return f"That is longer than {settings.max_input_chars} characters."
     tenant = settings.discord_tenant
     try:
-        conversation_id = await get_or_create(services, tenant=tenant, key=turn.key,
-                                              metadata={"platform": PLATFORM, "channel_id": turn.channel_id})
+        conversation_id = await _conversation(services, turn)
     except ApiError as exc:
         log.warning("discord_conversation_failed", key=turn.key, type=exc.type)
         return "The model provider is not answering right now; try again shortly."
+    if conversation_id is None:
+        return "Setting up this channel's conversation is taking a moment; ask again in a few seconds."
     ingress = services.ingress
     result = await ingress.enqueue(conversation_id=conversation_id, input=turn.text, model=None,
                                    instructions=None, metadata=turn.metadata,
