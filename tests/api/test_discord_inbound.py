@@ -68,8 +68,8 @@ def test_ping_is_answered_with_pong(discord_api: str, key: SigningKey) -> None:
 
 def test_bad_and_missing_signatures_are_refused(discord_api: str, key: SigningKey,
                                                 redis_client: redis.Redis) -> None:
-    """A body signed by another key, a tampered body, garbage and absent headers are all 401, and none of
-    them makes a conversation."""
+    """A body signed by another key, a tampered body, garbage and absent headers are all 401 (a signed body
+    that is no interaction a 400), and none of them makes a conversation."""
     body = slash_command("sneaky")
     assert signed_post(discord_api, SigningKey.generate(), body).status_code == 401
     assert signed_post(discord_api, key, {"type": 1}, headers={}).status_code == 401
@@ -77,6 +77,7 @@ def test_bad_and_missing_signatures_are_refused(discord_api: str, key: SigningKe
                                                         "x-signature-timestamp": "1"}).status_code == 401
     good = signed_post(discord_api, key, {"type": 1})
     assert good.status_code == 200
+    assert signed_post(discord_api, key, b"[1, 2]").status_code == 400  # signed, but no interaction
     raw = json.dumps(body).encode()
     stamp = str(int(time.time()))
     signature = key.sign(stamp.encode() + raw).signature.hex()

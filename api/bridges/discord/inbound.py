@@ -138,7 +138,9 @@ def mount(app: FastAPI, settings: Settings) -> None:
         try:
             body: dict[str, Any] = json.loads(raw)
         except ValueError:
-            return JSONResponse({"error": "the body is not JSON"}, status_code=400)
+            body = {}
+        if not isinstance(body, dict) or not body:
+            return JSONResponse({"error": "the body is not an interaction"}, status_code=400)
         if body.get("type") == PING:
             return JSONResponse({"type": PONG})
         turn = turn_for_interaction(body, command=command)

@@ -7,6 +7,7 @@ URLs hold interaction tokens, so nothing here logs one: log lines name the route
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from typing import Any
 
@@ -55,13 +56,16 @@ class DiscordRest:
         """Per route: until when its bucket is empty (monotonic seconds)."""
 
     async def call(self, route: str, method: str, path: str, *, json: Any = None, bot: bool = False,
-                   params: dict[str, str] | None = None) -> httpx.Response:
-        """One call, retried through rate limits and server errors. ``route`` names the bucket (and is what a
-        log line shows); ``bot`` sends the bot token."""
+                   params: dict[str, str] | None = None, major: str = "") -> httpx.Response:
+        """One call, retried through rate limits and server errors. ``route`` is what a log line shows;
+        with ``major`` (Discord's major parameter: a webhook's token, a channel) it names the rate-limit
+        bucket, so one reply's empty bucket does not hold up the others. ``bot`` sends the bot token."""
+        # Hashed: the bucket's name must not be an interaction token, even in memory for a debugger to show.
+        bucket = f"{route}:{hashlib.blake2b(major.encode(), digest_size=6).hexdigest()}"
         headers = {"authorization": f"Bot {self.bot_token}"} if bot and self.bot_token else {}
         status = 0  # no answer at all
         for attempt in range(1, MAX_ATTEMPTS + 1):
-            wait = self._blocked_until.get(route, 0.0) - time.monotonic()
+            wait = self._blocked_until.get(bucket, 0.0) - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(min(wait, MAX_WAIT_S))
             try:
@@ -71,14 +75,14 @@ class DiscordRest:
                 log.warning("discord_call_failed", route=route, attempt=attempt, error=type(exc).__name__)
                 await asyncio.sleep(min(2.0 ** attempt * 0.1, 5.0))
                 continue
-            self._note_bucket(route, response)
+            self._note_bucket(bucket, response)
             status = response.status_code
             if response.status_code == 429:
                 retry_after = self._retry_after(response)
                 log.info("discord_rate_limited", route=route, retry_after_s=retry_after)
                 if retry_after > MAX_WAIT_S:
                     break
-                self._blocked_until[route] = time.monotonic() + retry_after
+                self._blocked_until[bucket] = time.monotonic() + retry_after
                 continue
             if response.status_code >= 500:
                 await asyncio.sleep(min(2.0 ** attempt * 0.1, 5.0))
@@ -88,11 +92,11 @@ class DiscordRest:
             return response
         raise DiscordError(route, status, None, "rate limited or failing past the retries")
 
-    def _note_bucket(self, route: str, response: httpx.Response) -> None:
+    def _note_bucket(self, bucket: str, response: httpx.Response) -> None:
         remaining = response.headers.get("x-ratelimit-remaining")
         reset_after = _float(response.headers.get("x-ratelimit-reset-after"))
         if remaining == "0" and reset_after is not None:
-            self._blocked_until[route] = time.monotonic() + reset_after
+            self._blocked_until[bucket] = time.monotonic() + reset_after
 
     @staticmethod
     def _retry_after(response: httpx.Response) -> float:
@@ -118,23 +122,24 @@ class DiscordRest:
 
     async def edit_original(self, application_id: str, token: str, content: str) -> None:
         await self.call("webhook_original", "PATCH", f"/webhooks/{application_id}/{token}/messages/@original",
-                        json={"content": content, "allowed_mentions": {"parse": []}})
+                        json={"content": content, "allowed_mentions": {"parse": []}}, major=token)
 
     async def follow_up(self, application_id: str, token: str, content: str) -> str:
         """A follow-up message; returns its id."""
         response = await self.call("webhook_followup", "POST", f"/webhooks/{application_id}/{token}",
                                    json={"content": content, "allowed_mentions": {"parse": []}},
-                                   params={"wait": "true"})
+                                   params={"wait": "true"}, major=token)
         return str(response.json()["id"])
 
     async def edit_follow_up(self, application_id: str, token: str, message_id: str, content: str) -> None:
         path = f"/webhooks/{application_id}/{token}/messages/{message_id}"
         await self.call("webhook_message", "PATCH", path,
-                        json={"content": content, "allowed_mentions": {"parse": []}})
+                        json={"content": content, "allowed_mentions": {"parse": []}}, major=token)
 
     async def channel_message(self, channel_id: str, content: str) -> str:
         response = await self.call("channel_message", "POST", f"/channels/{channel_id}/messages", bot=True,
-                                   json={"content": content, "allowed_mentions": {"parse": []}})
+                                   json={"content": content, "allowed_mentions": {"parse": []}},
+                                   major=channel_id)
         return str(response.json()["id"])
 
     async def overwrite_commands(self, application_id: str, commands: list[dict[str, Any]]) -> Any:
