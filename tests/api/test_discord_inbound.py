@@ -9,6 +9,7 @@ import json
 import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
 import redis
 from conftest import wait_until
@@ -152,3 +153,18 @@ def test_a_slow_first_conversation_is_answered_in_time_and_made_anyway(settings:
                        message="the creation to finish")
             assert signed_post(api.url, key, slash_command("now?")).json() == {"type": 5}
     assert _conversation(redis_client, f"discord:{GUILD_ID}:{CHANNEL_ID}") == "conv_slow0123456789abcdef"
+
+
+def test_the_endpoint_needs_no_api_key_when_the_api_has_keys(settings: Settings, key: SigningKey,
+                                                             redis_client: redis.Redis) -> None:
+    """With API keys required (as in production), Discord's requests, which carry no key, are let in by their
+    signature: PING and the command work, and the turn is in the bridge's tenant, not a key's."""
+    from pydantic import SecretStr
+
+    bridge = discord_settings(settings, key).model_copy(update={"api_keys": [SecretStr("sk-test-key-123")]})
+    with BackgroundServer(create_app(bridge)) as api:
+        assert httpx.post(f"{api.url}/v1/conversations", json={}, timeout=10).status_code == 401
+        assert signed_post(api.url, key, {"type": 1}).json() == {"type": 1}
+        assert signed_post(api.url, key, slash_command("keys?")).json() == {"type": 5}
+    conv = _conversation(redis_client, f"discord:{GUILD_ID}:{CHANNEL_ID}")
+    assert conv is not None and redis_client.hget(KEYS.conversation(conv), "tenant") == "discord"
