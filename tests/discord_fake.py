@@ -27,6 +27,8 @@ class Call:
     at: float
     message_id: str | None = None
     status: int = 200
+    reply_to: str | None = None
+    """A channel message's ``message_reference``: the message it answers."""
 
 
 @dataclass
@@ -58,14 +60,20 @@ class FakeDiscord:
                          and c.message_id and self.owners.get(c.message_id) == token]
             return [self.messages.get(f"original:{token}", ""), *(self.messages[m] for m in followups if m)]
 
+    def channel_messages(self, channel_id: str) -> list[str]:
+        """The messages posted in a channel with the bot token, in order, as they read now."""
+        with self.lock:
+            return [self.messages[c.message_id] for c in self.calls if c.route == "channel" and c.message_id
+                    and self.owners.get(c.message_id) == f"channel:{channel_id}"]
+
 
 def fake_app(fake: FakeDiscord) -> FastAPI:  # noqa: C901 - one small closure per route
     app = FastAPI()
 
     def record(method: str, route: str, content: str | None, message_id: str | None = None,
-               status: int = 200) -> None:
+               status: int = 200, reply_to: str | None = None) -> None:
         with fake.lock:
-            fake.calls.append(Call(method, route, content, time.monotonic(), message_id, status))
+            fake.calls.append(Call(method, route, content, time.monotonic(), message_id, status, reply_to))
 
     def refuse(method: str, route: str) -> JSONResponse | None:
         """A 429 while ``throttle_next`` lasts (recorded, as Discord counts it)."""
@@ -135,13 +143,30 @@ def fake_app(fake: FakeDiscord) -> FastAPI:  # noqa: C901 - one small closure pe
     async def channel_message(channel_id: str, request: Request) -> JSONResponse:
         if request.headers.get("authorization") != f"Bot {BOT_TOKEN}":
             return JSONResponse({"message": "401: Unauthorized", "code": 0}, status_code=401)
-        content = content_of(await request.json())
+        body = await request.json()
+        content = content_of(body)
         if isinstance(content, JSONResponse):
             return content
         message_id = str(next(fake._ids))
         with fake.lock:
             fake.messages[message_id] = content
-        record("POST", "channel", content, message_id)
+            fake.owners[message_id] = f"channel:{channel_id}"
+        record("POST", "channel", content, message_id,
+               reply_to=(body.get("message_reference") or {}).get("message_id"))
+        return ok({"id": message_id, "channel_id": channel_id, "content": content})
+
+    @app.patch("/channels/{channel_id}/messages/{message_id}")
+    async def edit_channel_message(channel_id: str, message_id: str, request: Request) -> JSONResponse:
+        if request.headers.get("authorization") != f"Bot {BOT_TOKEN}":
+            return JSONResponse({"message": "401: Unauthorized", "code": 0}, status_code=401)
+        if fake.owners.get(message_id) != f"channel:{channel_id}":
+            return JSONResponse({"message": "Unknown Message", "code": 10008}, status_code=404)
+        content = content_of(await request.json())
+        if isinstance(content, JSONResponse):
+            return content
+        with fake.lock:
+            fake.messages[message_id] = content
+        record("PATCH", "channel_edit", content, message_id)
         return ok({"id": message_id, "channel_id": channel_id, "content": content})
 
     @app.put("/applications/{app_id}/commands")

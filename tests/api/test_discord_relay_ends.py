@@ -39,11 +39,14 @@ def _bridge(settings: Settings, fake_url: str) -> Settings:
 class Turn:
     """A turn as the inbound side leaves it (record metadata, token, announcement) and its events."""
 
-    def __init__(self, client: redis.Redis, turn_id: str, *, token_ttl_s: int = 900) -> None:
+    def __init__(self, client: redis.Redis, turn_id: str, *, token_ttl_s: int = 900,
+                 message_id: str | None = None) -> None:
         self.client, self.id, self.seq = client, turn_id, 0
+        where = {"message_id": message_id} if message_id else {}
         client.hset(KEYS.turn(CONV, turn_id), "metadata", json.dumps(
-            {"application_id": APPLICATION_ID, "channel_id": CHANNEL_ID}))
-        client.set(KEYS.discord_interaction_token(CONV, turn_id), TOKEN, ex=token_ttl_s)
+            {"application_id": APPLICATION_ID, "channel_id": CHANNEL_ID, **where}))
+        if message_id is None:  # a slash command's; a gateway message has none
+            client.set(KEYS.discord_interaction_token(CONV, turn_id), TOKEN, ex=token_ttl_s)
         client.xadd(KEYS.bridge_turns("discord"), {"turn_id": turn_id, "conversation_id": CONV})
 
     def event(self, type_: str, **fields: object) -> None:
@@ -105,3 +108,24 @@ def test_a_refused_reply_is_given_up_not_retried_forever(settings: Settings, red
         time.sleep(0.5)  # past the claim idle time: nothing is taken over again
     assert [c.status for c in discord.of("webhook_original", ok=False)] == [403]
     assert redis_client.xpending(KEYS.bridge_turns("discord"), "relays")["pending"] == 0
+
+
+def test_a_gateway_turn_is_answered_with_channel_messages(settings: Settings, redis_client: redis.Redis,
+                                                          fake: tuple[FakeDiscord, str]) -> None:
+    """A turn from a channel message (its id in the metadata, no interaction token) is answered with the bot
+    token: a reply to that message, edited as the text is written, continued in further messages past 2,000
+    characters, which together are the output."""
+    discord, url = fake
+    turn = Turn(redis_client, "turn_gateway", message_id="1700000000000000007")
+    output = " ".join(f"word{n}" for n in range(600))
+    turn.event("turn.started", attempt=1)
+    turn.event("response.delta", delta=output[:100])
+    with relay(_bridge(settings, url)):
+        wait_until(lambda: discord.of("channel"), timeout_s=10, message="the first channel message")
+        turn.event("response.delta", delta=output[100:])
+        turn.event("turn.completed", output_text=output)
+        wait_until(turn.posted, timeout_s=10, message="the reply to end")
+    messages = discord.channel_messages(CHANNEL_ID)
+    assert "".join(messages) == output and len(messages) == 3
+    assert discord.of("channel")[0].reply_to == "1700000000000000007" and discord.of("channel_edit")
+    assert not discord.of("webhook_original", ok=False)

@@ -30,18 +30,23 @@ TICK_S = 1.0
 
 
 class Reply:
-    """One turn's messages on Discord: ``@original`` and its follow-ups, and what each one shows."""
+    """One turn's messages on Discord and what each one shows: a slash command's ``@original`` and its
+    follow-ups (interaction webhooks), or, for a message the gateway bot answers (``reply_to``, no token),
+    channel messages posted and edited with the bot token."""
 
     def __init__(self, rest: DiscordRest, posted: Posted, *, application_id: str, token: str | None,
-                 token_ttl_s: float, channel_id: str, followups: list[str]) -> None:
+                 token_ttl_s: float, channel_id: str, followups: list[str],
+                 reply_to: str | None = None) -> None:
         self.rest, self.posted = rest, posted
         self.application_id, self.token, self.channel_id = application_id, token, channel_id
-        self.deadline = time.monotonic() + token_ttl_s - EXPIRY_MARGIN_S
+        self.reply_to = reply_to if token is None else None
+        self.deadline = (float("inf") if self.reply_to else time.monotonic() + token_ttl_s - EXPIRY_MARGIN_S)
         self.followups = followups
+        """The messages posted: the follow-ups after ``@original``, or all of a channel reply's."""
         self.shown: list[str] = []
         self.text_shown = ""
         self.last_edit_s: float | None = None
-        self.expired = token is None
+        self.expired = token is None and self.reply_to is None
 
     async def show(self, text: str) -> None:
         """Make the messages show ``text``; only those whose part changed are edited."""
@@ -64,13 +69,23 @@ class Reply:
         return not self.expired and text != self.text_shown
 
     async def _send(self, index: int, part: str) -> None:
-        assert self.token is not None
-        if index == 0:
+        first = 0 if self.reply_to else 1  # an interaction's first message is @original, there already
+        if index < first:
+            assert self.token is not None
             await self.rest.edit_original(self.application_id, self.token, part)
-        elif index - 1 < len(self.followups):
-            await self.rest.edit_follow_up(self.application_id, self.token, self.followups[index - 1], part)
+        elif index - first < len(self.followups):
+            message_id = self.followups[index - first]
+            if self.token is None:
+                await self.rest.edit_channel_message(self.channel_id, message_id, part)
+            else:
+                await self.rest.edit_follow_up(self.application_id, self.token, message_id, part)
         else:
-            self.followups.append(await self.rest.follow_up(self.application_id, self.token, part))
+            if self.token is None:
+                message_id = await self.rest.channel_message(self.channel_id, part,
+                                                             reply_to=self.reply_to if index == 0 else None)
+            else:
+                message_id = await self.rest.follow_up(self.application_id, self.token, part)
+            self.followups.append(message_id)
             # At once: a relay taking over edits this message rather than posting it again. A relay killed
             # between Discord's answer and this write leaves one duplicate: Discord has no idempotency key.
             await self.posted.set(followups=",".join(self.followups))
@@ -203,7 +218,7 @@ class DiscordRelay:
         application_id = metadata.get("application_id") or self.settings.discord_application_id or ""
         return Reply(self.rest, posted, token=token, token_ttl_s=max(0, int(ttl or 0)),
                      application_id=application_id, channel_id=metadata.get("channel_id", ""),
-                     followups=followups)
+                     followups=followups, reply_to=metadata.get("message_id"))
 
 
 async def serve(settings: Settings) -> None:

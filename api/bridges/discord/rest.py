@@ -136,11 +136,18 @@ class DiscordRest:
         await self.call("webhook_message", "PATCH", path,
                         json={"content": content, "allowed_mentions": {"parse": []}}, major=token)
 
-    async def channel_message(self, channel_id: str, content: str) -> str:
+    async def channel_message(self, channel_id: str, content: str, *, reply_to: str | None = None) -> str:
+        """A message in the channel (bot token), as a reply to ``reply_to`` if given; returns its id."""
+        body: dict[str, Any] = {"content": content, "allowed_mentions": {"parse": [], "replied_user": False}}
+        if reply_to:
+            body["message_reference"] = {"message_id": reply_to, "fail_if_not_exists": False}
         response = await self.call("channel_message", "POST", f"/channels/{channel_id}/messages", bot=True,
-                                   json={"content": content, "allowed_mentions": {"parse": []}},
-                                   major=channel_id)
+                                   json=body, major=channel_id)
         return str(response.json()["id"])
+
+    async def edit_channel_message(self, channel_id: str, message_id: str, content: str) -> None:
+        await self.call("channel_edit", "PATCH", f"/channels/{channel_id}/messages/{message_id}", bot=True,
+                        json={"content": content, "allowed_mentions": {"parse": []}}, major=channel_id)
 
     async def overwrite_commands(self, application_id: str, commands: list[dict[str, Any]]) -> Any:
         response = await self.call("commands", "PUT", f"/applications/{application_id}/commands", bot=True,
