@@ -1,5 +1,6 @@
 """The ``parley`` command: ``up`` (up.py), ``api``, ``worker`` and ``beat`` (workers.py),
-``emulator``, ``flower``, ``send``, ``chat``, ``dead-letter``, ``discord-relay``, ``discord register``."""
+``emulator``, ``flower``, ``send``, ``chat``, ``dead-letter``, ``discord-relay``, ``discord-bot``,
+``discord register``."""
 
 from __future__ import annotations
 
@@ -187,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_webhook_commands(sub)
     from .keys import add_key_commands  # parley keys ...: new, check
     add_key_commands(sub)
-    from .discord import add_discord_commands  # parley discord-relay, parley discord register
+    from .discord import add_discord_commands  # parley discord-relay, discord-bot, discord register
     add_discord_commands(sub)
     send = command("send", "send one turn and print the reply")
     send.add_argument("text")

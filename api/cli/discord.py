@@ -1,5 +1,6 @@
-"""``parley discord-relay`` (post the Discord bridge's replies) and ``parley discord register`` (its slash
-command). Kept apart from api/cli/__init__.py, which only calls :func:`add_discord_commands`."""
+"""``parley discord-relay`` (post the Discord bridge's replies), ``parley discord-bot`` (the gateway bot)
+and ``parley discord register`` (its slash command). Kept apart from api/cli/__init__.py, which only calls
+:func:`add_discord_commands`."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ def _print(message: str) -> None:
 def add_discord_commands(sub: Any) -> None:
     relay = sub.add_parser("discord-relay", help="post the Discord bridge's replies (as many as you like)")
     relay.set_defaults(func=cmd_relay)
+    bot = sub.add_parser("discord-bot", help="answer DMs and @mentions on Discord (one per bot token)")
+    bot.set_defaults(func=cmd_bot)
     discord = sub.add_parser("discord", help="the Discord bridge's setup")
     actions = discord.add_subparsers(dest="discord_command", required=True)
     register = actions.add_parser("register", help="register the slash command (PARLEY_DISCORD_COMMAND)")
@@ -34,6 +37,23 @@ def cmd_relay(args: argparse.Namespace) -> int:
         return 2
     configure_logging(settings)
     asyncio.run(serve(settings))
+    return 0
+
+
+def cmd_bot(args: argparse.Namespace) -> int:
+    from parley.api.bridges.discord.bot import serve
+    from parley.worker.log import configure_logging
+
+    settings = Settings()
+    if settings.discord_bot_token is None or not settings.discord_application_id:
+        _print("set PARLEY_DISCORD_BOT_TOKEN and PARLEY_DISCORD_APPLICATION_ID to run the gateway bot")
+        return 2
+    configure_logging(settings)
+    try:
+        asyncio.run(serve(settings))
+    except Exception as exc:  # login refused, privileged intent not enabled: one line, not a traceback
+        _print(f"the Discord bot stopped: {type(exc).__name__}: {exc}")
+        return 1
     return 0
 
 

@@ -33,6 +33,10 @@ class DiscordTurn:
     line that prints the turn) and never in ``metadata``."""
 
     @property
+    def idempotency_key(self) -> str:
+        return self.interaction_id
+
+    @property
     def metadata(self) -> dict[str, str]:
         """What the turn carries for its events and webhooks: ids only, never the token."""
         return {"platform": "discord", "application_id": self.application_id,
@@ -75,6 +79,47 @@ def turn_for_interaction(body: dict[str, Any], *, command: str) -> DiscordTurn |
     return DiscordTurn(text=text, key=f"discord:{body.get('guild_id') or 'dm'}:{channel_id}",
                        interaction_id=interaction_id, application_id=application_id, channel_id=channel_id,
                        user_id=_user_id(body), token=token)
+
+
+@dataclass(frozen=True)
+class MessageTurn:
+    """A channel message that asks the gateway bot something (a DM, or a message mentioning it): the turn
+    it becomes; the relay answers it with the bot token, as a reply to the message."""
+
+    text: str
+    key: str
+    """The same key as a slash command's in that channel: both ways of asking share the conversation."""
+    message_id: str
+    application_id: str
+    channel_id: str
+    user_id: str
+    token: str = ""
+    """No interaction token: the reply is a channel message."""
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"message:{self.message_id}"
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return {"platform": "discord", "application_id": self.application_id, "message_id": self.message_id,
+                "channel_id": self.channel_id, "user_id": self.user_id}
+
+
+def turn_for_message(*, message_id: str, channel_id: str, guild_id: str | None, author_id: str,
+                     author_is_bot: bool, content: str, mentioned_ids: list[str], bot_user_id: str,
+                     application_id: str) -> MessageTurn | None:
+    """The turn a gateway message asks for: a DM, or a guild message that mentions the bot, from a person
+    (never a bot: two bots would answer each other forever), with text besides the mention."""
+    if author_is_bot or author_id == bot_user_id:
+        return None
+    if guild_id is not None and bot_user_id not in mentioned_ids:
+        return None
+    text = content.replace(f"<@{bot_user_id}>", "").replace(f"<@!{bot_user_id}>", "").strip()
+    if not text:
+        return None
+    return MessageTurn(text=text, key=f"discord:{guild_id or 'dm'}:{channel_id}", message_id=message_id,
+                       application_id=application_id, channel_id=channel_id, user_id=author_id)
 
 
 def unknown_command_answer(body: dict[str, Any], *, command: str) -> dict[str, Any]:

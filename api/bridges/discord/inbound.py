@@ -27,6 +27,7 @@ from .decide import (
     PING,
     PONG,
     DiscordTurn,
+    MessageTurn,
     turn_for_interaction,
     unknown_command_answer,
 )
@@ -49,7 +50,7 @@ _creating: set[asyncio.Task[str]] = set()
 """Conversation creations that outlived their budget, held so they finish (and are not collected)."""
 
 
-async def _conversation(services: Services, turn: DiscordTurn) -> str | None:
+async def _conversation(services: Services, turn: DiscordTurn | MessageTurn) -> str | None:
     """The channel's conversation, or ``None`` if making it takes longer than the budget. The creation is
     not cancelled then (a create cut between its upstream call and its record would leave a half-made key):
     it goes on, and the user's next command finds the conversation."""
@@ -86,9 +87,10 @@ def _ephemeral(content: str) -> JSONResponse:
     return JSONResponse({"type": 4, "data": {"content": content, "flags": EPHEMERAL}})
 
 
-async def accept(services: Services, turn: DiscordTurn) -> str | None:
-    """Enqueue the turn (the interaction id is its idempotency key, so Discord's retry is the same turn),
-    keep its token for the relay and announce it; ``None`` when it was accepted, else what to tell the
+async def accept(services: Services, turn: DiscordTurn | MessageTurn) -> str | None:
+    """Enqueue the turn (the interaction or message id is its idempotency key, so Discord's retry or a
+    redelivered gateway event is the same turn), keep its token (a slash command's) for the relay and
+    announce it; ``None`` when it was accepted, else what to tell the
     user."""
     settings = services.settings
     if len(turn.text) > settings.max_input_chars:
@@ -104,14 +106,15 @@ async def accept(services: Services, turn: DiscordTurn) -> str | None:
     ingress = services.ingress
     result = await ingress.enqueue(conversation_id=conversation_id, input=turn.text, model=None,
                                    instructions=None, metadata=turn.metadata,
-                                   idempotency_key=turn.interaction_id, tenant=tenant)
+                                   idempotency_key=turn.idempotency_key, tenant=tenant)
     if result.status not in (EnqueueStatus.ok, EnqueueStatus.duplicate):
         log.info("discord_turn_refused", conversation_id=conversation_id, status=result.status.value)
         return "The bot is busy with this channel; try again in a moment."
-    # Before the announce, so the relay finds it; NX: a retried interaction keeps the first expiry, which is
-    # the token's own.
-    await ingress.client.set(ingress.keys.discord_interaction_token(conversation_id, result.turn_id),
-                             turn.token, ex=TOKEN_TTL_S, nx=True)
+    if turn.token:
+        # Before the announce, so the relay finds it; NX: a retried interaction keeps the first expiry,
+        # which is the token's own.
+        await ingress.client.set(ingress.keys.discord_interaction_token(conversation_id, result.turn_id),
+                                 turn.token, ex=TOKEN_TTL_S, nx=True)
     await announce(ingress.client, ingress.keys, PLATFORM, turn_id=result.turn_id,
                    conversation_id=conversation_id)
     if result.need_wakeup:
@@ -119,7 +122,7 @@ async def accept(services: Services, turn: DiscordTurn) -> str | None:
     if result.status is EnqueueStatus.ok:
         metrics.TURNS_ACCEPTED.inc()
     log.info("discord_turn_accepted", conversation_id=conversation_id, turn_id=result.turn_id,
-             interaction_id=turn.interaction_id, duplicate=result.status is EnqueueStatus.duplicate)
+             idempotency_key=turn.idempotency_key, duplicate=result.status is EnqueueStatus.duplicate)
     return None
 
 
