@@ -1,5 +1,6 @@
 """The ``parley`` command: ``up`` (up.py), ``api``, ``worker`` and ``beat`` (workers.py),
-``emulator``, ``flower``, ``send``, ``chat``, ``dead-letter``, ``slack-relay`` (bridges.py)."""
+``emulator``, ``flower``, ``send``, ``chat``, ``dead-letter``, ``slack-relay`` (bridges.py),
+``discord-relay``, ``discord-bot``, ``discord register`` (discord.py)."""
 
 from __future__ import annotations
 
@@ -189,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_key_commands(sub)
     from .bridges import add_bridge_commands  # parley slack-relay
     add_bridge_commands(sub)
+    from .discord import add_discord_commands  # parley discord-relay, discord-bot, discord register
+    add_discord_commands(sub)
     send = command("send", "send one turn and print the reply")
     send.add_argument("text")
     send.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the reply")

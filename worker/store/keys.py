@@ -150,6 +150,11 @@ class Keys:
         relay continues the same message instead of posting a second one."""
         return self._conv(conversation_id, f"bridge:{platform}:{turn_id}")
 
+    def discord_interaction_token(self, conversation_id: str, turn_id: str) -> str:
+        """String with a 900 s expiry: the Discord interaction token a turn's reply is edited with (a
+        15-minute credential), kept apart from the turn's record and events so it never leaves Redis."""
+        return self._conv(conversation_id, f"bridge:discord:token:{turn_id}")
+
     # The webhook keys share the hash tag {webhooks}, so moving a delivery between them is one transaction on
     # Redis Cluster too.
 

@@ -1,0 +1,145 @@
+"""The Discord relay (api/bridges/discord/relay.py) end to end: a signed slash command into the real API, a
+real worker process answering from the emulator, the relay posting to a fake Discord (tests/discord_fake.py):
+the deferred reply edited at most once a second until it shows the turn's output, a long reply continued in
+follow-ups, a 429 waited out, a restarted relay continuing the same messages, an expired token's fallback."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import redis
+from conftest import wait_until
+from discord_fake import BOT_TOKEN, FakeDiscord, fake_app
+from discord_support import discord_settings, relay, signed_post, slash_command
+from nacl.signing import SigningKey
+from pydantic import SecretStr
+from stack import workers
+
+from parley.api.main import create_app
+from parley.worker.local.background import BackgroundServer
+from parley.worker.local.emulator import EmulatorServer
+from parley.worker.settings import Settings
+from parley.worker.store.keys import Keys
+
+pytestmark = pytest.mark.slow
+KEYS = Keys()
+
+
+@pytest.fixture(name="fake")
+def _fake() -> Iterator[tuple[FakeDiscord, str]]:
+    fake = FakeDiscord()
+    with BackgroundServer(fake_app(fake)) as server:
+        yield fake, server.url
+
+
+@pytest.fixture(name="key")
+def _key() -> SigningKey:
+    return SigningKey.generate()
+
+
+@pytest.fixture(name="bridge")
+def _bridge(settings: Settings, key: SigningKey, fake: tuple[FakeDiscord, str]) -> Settings:
+    return discord_settings(settings, key, discord_api_url=fake[1], discord_bot_token=SecretStr(BOT_TOKEN))
+
+
+@pytest.fixture(name="api")
+def _api(bridge: Settings) -> Iterator[str]:
+    with BackgroundServer(create_app(bridge)) as server:
+        yield server.url
+
+
+def ask(api: str, key: SigningKey, fake: FakeDiscord, redis_client: redis.Redis, text: str,
+        *, valid_token: bool = True) -> tuple[dict[str, object], str, str]:
+    """Post a signed /ask; returns its body, and the turn and conversation it became."""
+    body = slash_command(text)
+    if valid_token:
+        fake.tokens.add(str(body["token"]))
+    assert signed_post(api, key, body).json() == {"type": 5}
+    (_, fields), = redis_client.xrevrange(KEYS.bridge_turns("discord"), count=1)
+    return body, fields["turn_id"], fields["conversation_id"]
+
+
+def output_of(redis_client: redis.Redis, conv: str, turn: str) -> str:
+    return str(redis_client.hget(KEYS.turn(conv, turn), "output_text") or "")
+
+
+def wait_posted(redis_client: redis.Redis, conv: str, turn: str, timeout_s: float = 30) -> None:
+    wait_until(lambda: redis_client.hget(KEYS.bridge_posted(conv, "discord", turn), "done") == "1",
+               timeout_s=timeout_s, message="the relay to finish the reply")
+
+
+def test_the_reply_is_edited_in_at_most_once_a_second(bridge: Settings, api: str, key: SigningKey,
+                                                      fake: tuple[FakeDiscord, str], emulator: EmulatorServer,
+                                                      redis_client: redis.Redis) -> None:
+    """A reply written over a few seconds shows up in ``@original`` as it is written (several edits, none
+    within ~1 s of the previous), and its last edit is the turn's whole output."""
+    discord, _ = fake
+    emulator.config.reply_words, emulator.config.delta_interval_ms = 80, 60
+    with workers(bridge, 1, concurrency=4), relay(bridge):
+        body, turn, conv = ask(api, key, discord, redis_client, "tell me a story")
+        wait_posted(redis_client, conv, turn)
+    output = output_of(redis_client, conv, turn)
+    edits = discord.of("webhook_original")
+    assert len(output) > 100 and discord.reply_of(str(body["token"])) == [output]
+    assert len(edits) >= 2 and edits[-1].content == output
+    gaps = [b.at - a.at for a, b in zip(edits, edits[1:], strict=False)]
+    assert min(gaps) > 0.9, gaps
+    assert not discord.of("webhook_followup")
+
+
+def test_a_long_reply_continues_in_follow_ups_and_a_429_is_waited_out(
+        bridge: Settings, api: str, key: SigningKey, fake: tuple[FakeDiscord, str], emulator: EmulatorServer,
+        redis_client: redis.Redis) -> None:
+    """A reply of several thousand characters fills ``@original`` and goes on in follow-up messages of at
+    most 2,000 characters, which together are the output; the 429 Discord answers first is waited out."""
+    discord, _ = fake
+    emulator.config.reply_words = 1200
+    discord.throttle_next, discord.retry_after_s = 1, 0.5
+    with workers(bridge, 1, concurrency=4), relay(bridge):
+        body, turn, conv = ask(api, key, discord, redis_client, "tell me everything")
+        wait_posted(redis_client, conv, turn)
+    output = output_of(redis_client, conv, turn)
+    messages = discord.reply_of(str(body["token"]))
+    assert len(output) > 4000 and len(messages) >= 3
+    assert "".join(messages) == output and all(len(m) <= 2000 for m in messages)
+    (limited,) = [c for c in discord.calls if c.status == 429]
+    after = [c for c in discord.calls if c.status == 200 and c.at > limited.at]
+    assert after and after[0].at - limited.at >= 0.45
+
+
+def test_a_restarted_relay_continues_the_same_messages(
+        bridge: Settings, api: str, key: SigningKey, fake: tuple[FakeDiscord, str], emulator: EmulatorServer,
+        redis_client: redis.Redis) -> None:
+    """A relay stopped after its first follow-up leaves the turn unacknowledged; the relay that takes it
+    over edits the messages already posted and posts only the missing ones: no duplicates."""
+    discord, _ = fake
+    emulator.config.reply_words, emulator.config.delta_interval_ms = 1200, 15
+    with workers(bridge, 1, concurrency=4):
+        with relay(bridge, consumer="first", claim_idle_ms=300):
+            body, turn, conv = ask(api, key, discord, redis_client, "a long one")
+            # Stopped once the follow-up is on record: a relay killed between Discord's answer to the POST
+            # and that write would post it again (the one window the record cannot close).
+            wait_until(lambda: redis_client.hget(KEYS.bridge_posted(conv, "discord", turn), "followups"),
+                       timeout_s=30, message="a first follow-up on record")
+        assert redis_client.hget(KEYS.bridge_posted(conv, "discord", turn), "done") is None
+        with relay(bridge, consumer="second", claim_idle_ms=300):
+            wait_posted(redis_client, conv, turn)
+    messages = discord.reply_of(str(body["token"]))
+    assert "".join(messages) == output_of(redis_client, conv, turn)
+    assert len(discord.of("webhook_followup")) == len(messages) - 1
+    assert discord.of("webhook_message")  # the first relay's follow-up, edited by the second
+
+
+def test_an_expired_token_falls_back_to_a_channel_message(bridge: Settings, api: str, key: SigningKey,
+                                                          fake: tuple[FakeDiscord, str],
+                                                          redis_client: redis.Redis) -> None:
+    """Discord answers 50027 (the interaction token is no longer valid): the reply is posted in the channel
+    with the bot token instead of being lost."""
+    discord, _ = fake
+    with workers(bridge, 1, concurrency=4), relay(bridge):
+        _, turn, conv = ask(api, key, discord, redis_client, "too late", valid_token=False)
+        wait_posted(redis_client, conv, turn)
+    assert [c.status for c in discord.of("webhook_original", ok=False)] == [401]
+    (posted,) = discord.of("channel")
+    assert posted.content == output_of(redis_client, conv, turn)
