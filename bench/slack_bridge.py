@@ -1,0 +1,248 @@
+"""The Slack bridge under load (issue: "Slack event ack p99 ≤ 100 ms at 50 events/s while two workers drain
+turns on the same machine; relay delay from ``turn.completed`` to the fake's ``chat.stopStream`` p99 ≤ 50
+ms").
+
+Embedded Redis, the emulator, the fake Slack Web API (tests/slack_fake.py, in a process of its own:
+bench/slack_fake_app.py), ``parley api`` with the bridge pointed at the fake, one ``parley slack-relay`` and
+two worker processes, each a process of its own. Signed ``app_mention`` events (Slack's v0 HMAC) go to ``POST
+/slack/events`` in an open loop at 50/s, each one starting a thread of its own (so each is a new
+conversation and a turn). First with no worker running (the idle ack, the baseline), then, once the idle
+phase's turns are answered, with the two workers draining the turns the events become. The ack is measured
+client side and server side (the API's JSON request log); the relay delay is from the ``created_at`` of each
+busy-phase turn's ``turn.completed`` (its conversation's Redis stream) to the fake's answer to that thread's
+``chat.stopStream`` (both wall clock, one machine)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import redis
+from busy_ingress import _cpu_waits
+from harness import ROOT, api, cpu_s, emulator, parley_workers, percentile
+from scenarios import settings_for
+from slack_fake import TEAM_ID
+from slack_support import conversation_for, envelope, mention, signed, slack_settings
+
+from parley.worker.local.background import free_port, wait_http
+from parley.worker.local.processes import spawn, stop
+from parley.worker.local.redis_server import EmbeddedRedis
+from parley.worker.settings import Settings
+from parley.worker.store.keys import Keys
+
+RATE_EPS = 50.0
+BUSY_S = 20.0
+IDLE_S = 5.0
+CHANNEL = "C2"
+ROUTE = "/slack/events"
+_numbers = itertools.count(1)
+
+
+@contextmanager
+def fake_slack_process() -> Iterator[str]:
+    """bench/slack_fake_app.py; yields its base URL (``…/api/`` is the Web API, ``…/_fake/stops`` the
+    record)."""
+    port = free_port()
+    proc = spawn(["python", str(ROOT / "bench" / "slack_fake_app.py"), str(port)], quiet=True)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/_fake/ready")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(proc)
+
+
+@contextmanager
+def relay(settings: Settings) -> Iterator[int]:
+    proc = spawn(["python", "-m", "parley", "slack-relay"],
+                 env={**_env(settings), "PARLEY_LOG_LEVEL": "WARNING"}, quiet=True)
+    try:
+        yield proc.pid
+    finally:
+        stop(proc)
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    from conftest import settings_env
+
+    return settings_env(settings)
+
+
+async def _events(url: str, *, rate: float, seconds: float) -> dict[str, object]:
+    """Open loop: ``rate`` signed app_mention events a second for ``seconds``, each in a thread of its own.
+    Returns the client-side latencies (s) of the 200s, the errors and the threads (root ts) sent."""
+    latencies: list[float] = []
+    threads: list[str] = []
+    errors = 0
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=10) as http:
+
+        async def one() -> None:
+            nonlocal errors
+            n = next(_numbers)
+            ts = f"1712345678.{n:06d}"
+            body = envelope(mention(f"question {n}", ts=ts, channel=CHANNEL), event_id=f"Ev{n:07d}")
+            raw, headers = signed(body)
+            began = time.perf_counter()
+            try:
+                response = await http.post(ROUTE, content=raw, headers=headers)
+                ok = response.status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            if ok:
+                latencies.append(time.perf_counter() - began)
+                threads.append(ts)
+            else:
+                errors += 1
+
+        started = time.monotonic()
+        tasks, n = [], 0
+        while (now := time.monotonic()) < started + seconds:
+            due = started + n / rate
+            if due > now:
+                await asyncio.sleep(due - now)
+            tasks.append(asyncio.create_task(one()))
+            n += 1
+        await asyncio.gather(*tasks)
+        elapsed = time.monotonic() - started
+    return {"latencies": latencies, "errors": errors, "threads": threads, "rate": len(latencies) / elapsed}
+
+
+def _server_ms(log: Path, start: int) -> list[float]:
+    out = []
+    with log.open() as f:
+        f.seek(start)
+        for line in f:
+            if not line.startswith("{"):
+                continue
+            entry = json.loads(line)
+            if (entry.get("event") == "request" and entry.get("route") == ROUTE
+                    and entry.get("method") == "POST" and entry.get("status") == 200):
+                out.append(float(entry["duration_ms"]))
+    return out
+
+
+def _phase(url: str, api_pid: int, log: Path, seconds: float) -> dict[str, object]:
+    start, began, (some0, api0) = log.stat().st_size, time.monotonic(), _cpu_waits(api_pid)
+    client = asyncio.run(_events(url, rate=RATE_EPS, seconds=seconds))
+    elapsed, (some1, api1) = time.monotonic() - began, _cpu_waits(api_pid)
+    time.sleep(1.0)  # the last requests' log lines
+    return {**client, "server_ms": _server_ms(log, start),
+            "cpu_pressure": round((some1 - some0) / elapsed, 2),
+            "api_cpu_wait": round((api1 - api0) / elapsed, 2)}
+
+
+def _stops(fake_url: str) -> dict[str, float]:
+    """thread root ts -> when the fake answered its chat.stopStream (the first, wall clock)."""
+    body = httpx.get(f"{fake_url}/_fake/stops", timeout=30).json()
+    out: dict[str, float] = {}
+    for row in body["stops"]:
+        if row["thread_ts"] and row["thread_ts"] not in out:
+            out[row["thread_ts"]] = float(row["at"])
+    return out
+
+
+def _wait_stops(fake_url: str, threads: list[str], timeout_s: float) -> dict[str, float]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        stops = _stops(fake_url)
+        if all(t in stops for t in threads) or time.monotonic() > deadline:
+            return stops
+        time.sleep(0.5)
+
+
+def _completed_at(settings: Settings, threads: list[str]) -> dict[str, float]:
+    """thread root ts -> created_at of its turn's turn.completed event (the conversation's Redis stream)."""
+    r = redis.Redis.from_url(settings.redis_url_required, decode_responses=True)
+    keys = Keys(settings.key_prefix)
+    out: dict[str, float] = {}
+    for ts in threads:
+        conv = conversation_for(r, settings, f"slack:{TEAM_ID}:{CHANNEL}:{ts}")
+        if conv is None:
+            continue
+        for _, fields in r.xrange(keys.events(conv)):
+            event = json.loads(fields["data"])
+            if event["type"] == "turn.completed":
+                out[ts] = float(event["created_at"])
+                break
+    r.close()
+    return out
+
+
+def _machine_busy_s() -> float:
+    """CPU seconds the whole machine spent busy so far (/proc/stat), to tell the scenario's share from the
+    shared machine's."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def _delays_ms(settings: Settings, fake_url: str, threads: list[str], timeout_s: float) -> list[float]:
+    stops = _wait_stops(fake_url, threads, timeout_s)
+    completed = _completed_at(settings, threads)
+    return [(stops[t] - completed[t]) * 1000 for t in threads if t in stops and t in completed]
+
+
+def slack(seconds: float = BUSY_S) -> dict[str, object]:
+    """Idle ack (no worker), then ack and relay delay with two workers draining the events' turns, then the
+    relay delay of a trickle of events (4/s, the relay's quiet baseline)."""
+    load_before = os.getloadavg()[0]
+    with EmbeddedRedis() as server, emulator() as upstream, fake_slack_process() as fake_url, \
+            tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "api.log"
+        settings = slack_settings(settings_for(server.url, upstream, log_format="json", log_level="INFO"),
+                                  f"{fake_url}/api/")
+        with api(settings, log_path=str(log)) as (url, api_pid), relay(settings) as relay_pid:
+            asyncio.run(_events(url, rate=RATE_EPS, seconds=1.0))  # warm up (Bolt's auth.test, connections)
+            machine0, began = _machine_busy_s(), time.monotonic()
+            idle = _phase(url, api_pid, log, IDLE_S)
+            idle["machine_cpu_cores"] = round((_machine_busy_s() - machine0) / (time.monotonic() - began), 2)
+            with parley_workers(settings, 2, concurrency=100) as pids:
+                drained = _wait_stops(fake_url, list(idle["threads"]), 30)  # type: ignore[arg-type]
+                idle_answered = sum(t in drained for t in idle["threads"])  # type: ignore[union-attr]
+                ours = [*pids, api_pid, relay_pid]
+                cpu0, machine0, began = sum(cpu_s(p) for p in ours), _machine_busy_s(), time.monotonic()
+                workers0 = sum(cpu_s(p) for p in pids)
+                busy = _phase(url, api_pid, log, seconds)
+                elapsed = time.monotonic() - began
+                busy["workers_cpu_cores"] = round((sum(cpu_s(p) for p in pids) - workers0) / elapsed, 2)
+                busy["bridge_cpu_cores"] = round((sum(cpu_s(p) for p in ours) - cpu0) / elapsed, 2)
+                busy["machine_cpu_cores"] = round((_machine_busy_s() - machine0) / elapsed, 2)
+                threads: list[str] = busy["threads"]  # type: ignore[assignment]
+                delays = _delays_ms(settings, fake_url, threads, 15)
+                quiet = asyncio.run(_events(url, rate=4.0, seconds=5.0))
+                quiet_delays = _delays_ms(settings, fake_url, quiet["threads"], 10)  # type: ignore[arg-type]
+            calls = httpx.get(f"{fake_url}/_fake/stops", timeout=30).json()["calls"]
+    out: dict[str, object] = {"rate_eps": RATE_EPS, "busy_seconds": seconds, "idle_seconds": IDLE_S,
+                              "idle_turns_answered_before_busy": idle_answered}
+    for name, phase in (("idle", idle), ("busy", busy)):
+        client = [v * 1000 for v in phase.pop("latencies")]  # type: ignore[union-attr]
+        server_ms: list[float] = phase.pop("server_ms")  # type: ignore[assignment]
+        phase.pop("threads")
+        out |= {f"events_{name}": len(client), f"errors_{name}": phase.pop("errors"),
+                f"achieved_eps_{name}": round(float(phase.pop("rate")), 1),  # type: ignore[arg-type]
+                f"ack_{name}_p50_ms": round(percentile(server_ms, 50), 2),
+                f"ack_{name}_p99_ms": round(percentile(server_ms, 99), 2),
+                f"client_ack_{name}_p50_ms": round(percentile(client, 50), 2),
+                f"client_ack_{name}_p99_ms": round(percentile(client, 99), 2),
+                **{f"{key}_{name}": value for key, value in phase.items()}}
+    out |= {"ack_busy_to_idle_p99": round(float(out["ack_busy_p99_ms"]) / float(out["ack_idle_p99_ms"]), 2),
+            "turns_busy": len(threads), "relay_delay_samples": len(delays),
+            "relay_delay_p50_ms": round(percentile(delays, 50), 2),
+            "relay_delay_p99_ms": round(percentile(delays, 99), 2),
+            "relay_delay_max_ms": round(max(delays, default=float("nan")), 2),
+            "relay_quiet_samples": len(quiet_delays),
+            "relay_quiet_p50_ms": round(percentile(quiet_delays, 50), 2),
+            "relay_quiet_max_ms": round(max(quiet_delays, default=float("nan")), 2),
+            "slack_calls": calls, "load_avg_1m_before": round(load_before, 2)}
+    return out
+
+
+if __name__ == "__main__":
+    print(json.dumps(slack(float(os.environ.get("BENCH_SLACK_SECONDS", BUSY_S))), indent=2))
