@@ -10,7 +10,16 @@ conversation and a turn). First with no worker running (the idle ack, the baseli
 phase's turns are answered, with the two workers draining the turns the events become. The ack is measured
 client side and server side (the API's JSON request log); the relay delay is from the ``created_at`` of each
 busy-phase turn's ``turn.completed`` (its conversation's Redis stream) to the fake's answer to that thread's
-``chat.stopStream`` (both wall clock, one machine)."""
+``chat.stopStream`` (both wall clock, one machine), and, to tell where it goes, to the thread's first
+``chat.startStream``.
+
+The relay follows a turn by polling its conversation's stream every 50 ms (``follow_turn``'s ``poll_s``), so
+the relay delay is mostly where the turn's end falls in that period. With the zero-latency emulator used here
+a turn ends a few ms after the relay's first (empty) poll, the worst phase: about 50 ms every time. A 25 ms
+upstream (``BENCH_SLACK_UPSTREAM_MS=25 python bench/slack_bridge.py``) gives about 27 ms.
+
+    BENCH_SLACK_SECONDS=5 python bench/slack_bridge.py    # the scenario alone, a shorter busy phase
+"""
 
 from __future__ import annotations
 
@@ -183,18 +192,23 @@ def _machine_busy_s() -> float:
     return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
-def _delays_ms(settings: Settings, fake_url: str, threads: list[str], timeout_s: float) -> list[float]:
+def _delays_ms(settings: Settings, fake_url: str, threads: list[str], timeout_s: float
+               ) -> tuple[list[float], list[float]]:
+    """Per answered turn: turn.completed -> chat.stopStream, and turn.completed -> chat.startStream (ms)."""
     stops = _wait_stops(fake_url, threads, timeout_s)
+    starts = httpx.get(f"{fake_url}/_fake/stops", timeout=30).json()["starts"]
     completed = _completed_at(settings, threads)
-    return [(stops[t] - completed[t]) * 1000 for t in threads if t in stops and t in completed]
+    done = [t for t in threads if t in stops and t in completed and t in starts]
+    return ([(stops[t] - completed[t]) * 1000 for t in done],
+            [(float(starts[t]) - completed[t]) * 1000 for t in done])
 
 
-def slack(seconds: float = BUSY_S) -> dict[str, object]:
+def slack(seconds: float = BUSY_S, upstream_latency_ms: int = 0) -> dict[str, object]:
     """Idle ack (no worker), then ack and relay delay with two workers draining the events' turns, then the
     relay delay of a trickle of events (4/s, the relay's quiet baseline)."""
     load_before = os.getloadavg()[0]
-    with EmbeddedRedis() as server, emulator() as upstream, fake_slack_process() as fake_url, \
-            tempfile.TemporaryDirectory() as tmp:
+    with EmbeddedRedis() as server, emulator(upstream_latency_ms) as upstream, \
+            fake_slack_process() as fake_url, tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "api.log"
         settings = slack_settings(settings_for(server.url, upstream, log_format="json", log_level="INFO"),
                                   f"{fake_url}/api/")
@@ -215,11 +229,12 @@ def slack(seconds: float = BUSY_S) -> dict[str, object]:
                 busy["bridge_cpu_cores"] = round((sum(cpu_s(p) for p in ours) - cpu0) / elapsed, 2)
                 busy["machine_cpu_cores"] = round((_machine_busy_s() - machine0) / elapsed, 2)
                 threads: list[str] = busy["threads"]  # type: ignore[assignment]
-                delays = _delays_ms(settings, fake_url, threads, 15)
+                delays, to_start = _delays_ms(settings, fake_url, threads, 15)
                 quiet = asyncio.run(_events(url, rate=4.0, seconds=5.0))
-                quiet_delays = _delays_ms(settings, fake_url, quiet["threads"], 10)  # type: ignore[arg-type]
+                quiet_delays, quiet_to_start = _delays_ms(settings, fake_url, quiet["threads"], 10)  # type: ignore[arg-type]
             calls = httpx.get(f"{fake_url}/_fake/stops", timeout=30).json()["calls"]
     out: dict[str, object] = {"rate_eps": RATE_EPS, "busy_seconds": seconds, "idle_seconds": IDLE_S,
+                              "upstream_latency_ms": upstream_latency_ms,
                               "idle_turns_answered_before_busy": idle_answered}
     for name, phase in (("idle", idle), ("busy", busy)):
         client = [v * 1000 for v in phase.pop("latencies")]  # type: ignore[union-attr]
@@ -237,7 +252,10 @@ def slack(seconds: float = BUSY_S) -> dict[str, object]:
             "relay_delay_p50_ms": round(percentile(delays, 50), 2),
             "relay_delay_p99_ms": round(percentile(delays, 99), 2),
             "relay_delay_max_ms": round(max(delays, default=float("nan")), 2),
+            "relay_to_start_p50_ms": round(percentile(to_start, 50), 2),
+            "relay_to_start_p99_ms": round(percentile(to_start, 99), 2),
             "relay_quiet_samples": len(quiet_delays),
+            "relay_quiet_to_start_p50_ms": round(percentile(quiet_to_start, 50), 2),
             "relay_quiet_p50_ms": round(percentile(quiet_delays, 50), 2),
             "relay_quiet_max_ms": round(max(quiet_delays, default=float("nan")), 2),
             "slack_calls": calls, "load_avg_1m_before": round(load_before, 2)}
@@ -245,4 +263,5 @@ def slack(seconds: float = BUSY_S) -> dict[str, object]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(slack(float(os.environ.get("BENCH_SLACK_SECONDS", BUSY_S))), indent=2))
+    print(json.dumps(slack(float(os.environ.get("BENCH_SLACK_SECONDS", BUSY_S)),
+                           int(os.environ.get("BENCH_SLACK_UPSTREAM_MS", "0"))), indent=2))

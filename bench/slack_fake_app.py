@@ -1,6 +1,6 @@
 """tests/slack_fake.py's fake Slack Web API as a process of its own for the Slack bench (so its CPU is not the
 load generator's), with ``GET /_fake/stops``: every ``chat.stopStream`` Slack answered ``ok``, with its
-message's thread and the wall-clock time the fake answered it.
+message's thread and the wall-clock time the fake answered it, and each thread's first ``chat.startStream``.
 
     python bench/slack_fake_app.py PORT
 """
@@ -28,8 +28,10 @@ def main() -> None:
 
     async def stops(request: Request) -> JSONResponse:
         with fake.lock:
-            rows = []
+            rows, starts = [], {}
             for call in fake.calls:
+                if call.method == "chat.startStream" and call.ok:
+                    starts.setdefault(str(call.params["thread_ts"]), call.at + wall_offset)
                 if call.method != "chat.stopStream" or not call.ok:
                     continue
                 message = fake.messages.get(str(call.params["ts"]))
@@ -39,7 +41,7 @@ def main() -> None:
             counts: dict[str, int] = {}
             for call in fake.calls:
                 counts[call.method] = counts.get(call.method, 0) + 1
-        return JSONResponse({"stops": rows, "calls": counts})
+        return JSONResponse({"stops": rows, "starts": starts, "calls": counts})
 
     async def ready(request: Request) -> JSONResponse:
         return JSONResponse({"ok": True})
