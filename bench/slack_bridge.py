@@ -37,7 +37,7 @@ import httpx
 import redis
 from busy_ingress import _cpu_waits
 from harness import ROOT, api, cpu_s, emulator, parley_workers, percentile
-from scenarios import settings_for
+from scenarios import _enqueue, _wake, make_conversations, settings_for
 from slack_fake import TEAM_ID
 from slack_support import conversation_for, envelope, mention, signed, slack_settings
 
@@ -48,6 +48,9 @@ from parley.worker.settings import Settings
 from parley.worker.store.keys import Keys
 
 RATE_EPS = 50.0
+BACKLOG_TURNS_PER_S = 400
+"""As busy_ingress: above what two worker processes drain here, so the workers run at full speed all through
+the busy phase (400 conversations of a backlog keep their 100 slots each full)."""
 BUSY_S = 20.0
 IDLE_S = 5.0
 CHANNEL = "C2"
@@ -203,15 +206,53 @@ def _delays_ms(settings: Settings, fake_url: str, threads: list[str], timeout_s:
             [(float(starts[t]) - completed[t]) * 1000 for t in done])
 
 
+def _children() -> dict[str, int]:
+    """This process's children by role (emulator, redis, fake Slack), to say where a phase's CPU went."""
+    roles = {"emulator": "emulator", "valkey": "redis", "redis-server": "redis",
+             "slack_fake_app": "fake_slack"}
+    out: dict[str, int] = {}
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            for mark, role in roles.items():
+                if mark in cmdline:
+                    out[role] = int(pid)
+    return out
+
+
+def _worker_phase(url: str, api_pid: int, log: Path, seconds: float, pids: list[int], relay_pid: int,
+                  settings: Settings, fake_url: str) -> dict[str, object]:
+    ours = [*pids, api_pid, relay_pid]
+    roles = {"api": api_pid, "relay": relay_pid, **_children()}
+    cpu0, machine0, began = sum(cpu_s(p) for p in ours), _machine_busy_s(), time.monotonic()
+    workers0, roles0 = sum(cpu_s(p) for p in pids), {role: cpu_s(pid) for role, pid in roles.items()}
+    phase = _phase(url, api_pid, log, seconds)
+    elapsed = time.monotonic() - began
+    for role, pid in roles.items():
+        phase[f"{role}_cpu_cores"] = round((cpu_s(pid) - roles0[role]) / elapsed, 2)
+    phase["workers_cpu_cores"] = round((sum(cpu_s(p) for p in pids) - workers0) / elapsed, 2)
+    phase["bridge_cpu_cores"] = round((sum(cpu_s(p) for p in ours) - cpu0) / elapsed, 2)
+    phase["machine_cpu_cores"] = round((_machine_busy_s() - machine0) / elapsed, 2)
+    phase["delays"], phase["to_start"] = _delays_ms(settings, fake_url, phase["threads"], 15)  # type: ignore[arg-type]
+    return phase
+
+
 def slack(seconds: float = BUSY_S, upstream_latency_ms: int = 0) -> dict[str, object]:
-    """Idle ack (no worker), then ack and relay delay with two workers draining the events' turns, then the
-    relay delay of a trickle of events (4/s, the relay's quiet baseline)."""
+    """Idle ack (no worker); the relay delay of a trickle of events (4/s, the relay's quiet baseline) once
+    the workers run; then ack and relay delay at 50 events/s for half of ``seconds`` with the two workers
+    draining the events' turns ("busy"), and for the other half with a backlog besides that keeps them at full
+    speed, as busy_ingress does ("saturated")."""
     load_before = os.getloadavg()[0]
     with EmbeddedRedis() as server, emulator(upstream_latency_ms) as upstream, \
             fake_slack_process() as fake_url, tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "api.log"
         settings = slack_settings(settings_for(server.url, upstream, log_format="json", log_level="INFO"),
                                   f"{fake_url}/api/")
+        backlog_convs = make_conversations(upstream, settings, 400)
+        backlog_turns = int(BACKLOG_TURNS_PER_S * (seconds / 2 + 3))
         with api(settings, log_path=str(log)) as (url, api_pid), relay(settings) as relay_pid:
             asyncio.run(_events(url, rate=RATE_EPS, seconds=1.0))  # warm up (Bolt's auth.test, connections)
             machine0, began = _machine_busy_s(), time.monotonic()
@@ -220,26 +261,29 @@ def slack(seconds: float = BUSY_S, upstream_latency_ms: int = 0) -> dict[str, ob
             with parley_workers(settings, 2, concurrency=100) as pids:
                 drained = _wait_stops(fake_url, list(idle["threads"]), 30)  # type: ignore[arg-type]
                 idle_answered = sum(t in drained for t in idle["threads"])  # type: ignore[union-attr]
-                ours = [*pids, api_pid, relay_pid]
-                cpu0, machine0, began = sum(cpu_s(p) for p in ours), _machine_busy_s(), time.monotonic()
-                workers0 = sum(cpu_s(p) for p in pids)
-                busy = _phase(url, api_pid, log, seconds)
-                elapsed = time.monotonic() - began
-                busy["workers_cpu_cores"] = round((sum(cpu_s(p) for p in pids) - workers0) / elapsed, 2)
-                busy["bridge_cpu_cores"] = round((sum(cpu_s(p) for p in ours) - cpu0) / elapsed, 2)
-                busy["machine_cpu_cores"] = round((_machine_busy_s() - machine0) / elapsed, 2)
-                threads: list[str] = busy["threads"]  # type: ignore[assignment]
-                delays, to_start = _delays_ms(settings, fake_url, threads, 15)
                 quiet = asyncio.run(_events(url, rate=4.0, seconds=5.0))
                 quiet_delays, quiet_to_start = _delays_ms(settings, fake_url, quiet["threads"], 10)  # type: ignore[arg-type]
+                busy = _worker_phase(url, api_pid, log, seconds / 2, pids, relay_pid, settings, fake_url)
+                held: list[str] = []  # the backlog, accepted with its wake-ups held, then woken at once
+                jobs = [(backlog_convs[i % len(backlog_convs)], f"b{i}") for i in range(backlog_turns)]
+                asyncio.run(_enqueue(settings, jobs, rate=None, held=held))
+                _wake(settings, held)
+                time.sleep(1.0)  # both workers at full speed
+                saturated = _worker_phase(url, api_pid, log, seconds / 2, pids, relay_pid, settings, fake_url)
+                r = redis.Redis.from_url(settings.redis_url_required)
+                keys = Keys(settings.key_prefix)
+                saturated["backlog_left_after"] = sum(r.llen(keys.inbox(c)) for c in backlog_convs)
+                r.close()
             calls = httpx.get(f"{fake_url}/_fake/stops", timeout=30).json()["calls"]
-    out: dict[str, object] = {"rate_eps": RATE_EPS, "busy_seconds": seconds, "idle_seconds": IDLE_S,
-                              "upstream_latency_ms": upstream_latency_ms,
+    out: dict[str, object] = {"rate_eps": RATE_EPS, "seconds_per_phase": seconds / 2, "idle_seconds": IDLE_S,
+                              "upstream_latency_ms": upstream_latency_ms, "backlog_turns": backlog_turns,
                               "idle_turns_answered_before_busy": idle_answered}
-    for name, phase in (("idle", idle), ("busy", busy)):
+    for name, phase in (("idle", idle), ("busy", busy), ("saturated", saturated)):
         client = [v * 1000 for v in phase.pop("latencies")]  # type: ignore[union-attr]
         server_ms: list[float] = phase.pop("server_ms")  # type: ignore[assignment]
-        phase.pop("threads")
+        threads: list[str] = phase.pop("threads")  # type: ignore[assignment]
+        delays: list[float] = phase.pop("delays", [])  # type: ignore[assignment]
+        to_start: list[float] = phase.pop("to_start", [])  # type: ignore[assignment]
         out |= {f"events_{name}": len(client), f"errors_{name}": phase.pop("errors"),
                 f"achieved_eps_{name}": round(float(phase.pop("rate")), 1),  # type: ignore[arg-type]
                 f"ack_{name}_p50_ms": round(percentile(server_ms, 50), 2),
@@ -247,19 +291,20 @@ def slack(seconds: float = BUSY_S, upstream_latency_ms: int = 0) -> dict[str, ob
                 f"client_ack_{name}_p50_ms": round(percentile(client, 50), 2),
                 f"client_ack_{name}_p99_ms": round(percentile(client, 99), 2),
                 **{f"{key}_{name}": value for key, value in phase.items()}}
-    out |= {"ack_busy_to_idle_p99": round(float(out["ack_busy_p99_ms"]) / float(out["ack_idle_p99_ms"]), 2),
-            "turns_busy": len(threads), "relay_delay_samples": len(delays),
-            "relay_delay_p50_ms": round(percentile(delays, 50), 2),
-            "relay_delay_p99_ms": round(percentile(delays, 99), 2),
-            "relay_delay_max_ms": round(max(delays, default=float("nan")), 2),
-            "relay_to_start_p50_ms": round(percentile(to_start, 50), 2),
-            "relay_to_start_p99_ms": round(percentile(to_start, 99), 2),
-            "relay_quiet_samples": len(quiet_delays),
-            "relay_quiet_to_start_p50_ms": round(percentile(quiet_to_start, 50), 2),
-            "relay_quiet_p50_ms": round(percentile(quiet_delays, 50), 2),
-            "relay_quiet_max_ms": round(max(quiet_delays, default=float("nan")), 2),
-            "slack_calls": calls, "load_avg_1m_before": round(load_before, 2)}
-    return out
+        if name != "idle":
+            out |= {f"ack_{name}_to_idle_p99": round(float(out[f"ack_{name}_p99_ms"]) /
+                                                     float(out["ack_idle_p99_ms"]), 2),
+                    f"relay_samples_{name}": len(delays), f"turns_{name}": len(threads),
+                    f"relay_{name}_p50_ms": round(percentile(delays, 50), 2),
+                    f"relay_{name}_p99_ms": round(percentile(delays, 99), 2),
+                    f"relay_{name}_max_ms": round(max(delays, default=float("nan")), 2),
+                    f"relay_to_start_{name}_p50_ms": round(percentile(to_start, 50), 2),
+                    f"relay_to_start_{name}_p99_ms": round(percentile(to_start, 99), 2)}
+    return out | {"relay_quiet_samples": len(quiet_delays),
+                  "relay_quiet_p50_ms": round(percentile(quiet_delays, 50), 2),
+                  "relay_quiet_max_ms": round(max(quiet_delays, default=float("nan")), 2),
+                  "relay_to_start_quiet_p50_ms": round(percentile(quiet_to_start, 50), 2),
+                  "slack_calls": calls, "load_avg_1m_before": round(load_before, 2)}
 
 
 if __name__ == "__main__":
