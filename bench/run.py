@@ -173,8 +173,9 @@ ROWS: list[tuple[str, str, str, str, float | None, bool, str]] = [
      "p50 {slack.ack_saturated_p50_ms} ms, client p99 {slack.client_ack_saturated_p99_ms} ms (× "
      "{slack.ack_saturated_to_idle_p99} idle); cores: workers {slack.workers_cpu_cores_saturated}, emulator "
      "{slack.emulator_cpu_cores_saturated}, Redis {slack.redis_cpu_cores_saturated}, API "
-     "{slack.api_cpu_cores_saturated}, machine {slack.machine_cpu_cores_saturated}; each new thread's ack "
-     "waits for the upstream's conversations.create (the emulator, which the workers load too)"),
+     "{slack.api_cpu_cores_saturated}, machine {slack.machine_cpu_cores_saturated}; the API's loop waited for a "
+     "CPU {slack.api_cpu_wait_saturated} of the time; a new thread's ack includes the upstream's "
+     "conversations.create (the emulator, which the workers load too)"),
     ("(Slack) relay delay turn.completed → chat.stopStream p99 (ms)", "slack", "relay_busy_p99_ms", "≤ 50",
      TARGETS["slack_relay_p99_ms"], False,
      "p50 {slack.relay_busy_p50_ms} ms over {slack.relay_samples_busy} of {slack.turns_busy} turns, of which "
