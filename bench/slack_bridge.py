@@ -6,8 +6,10 @@ Embedded Redis, the emulator, the fake Slack Web API (tests/slack_fake.py, in a 
 bench/slack_fake_app.py), ``parley api`` with the bridge pointed at the fake, one ``parley slack-relay`` and
 two worker processes, each a process of its own. Signed ``app_mention`` events (Slack's v0 HMAC) go to ``POST
 /slack/events`` in an open loop at 50/s, each one starting a thread of its own (so each is a new
-conversation and a turn). First with no worker running (the idle ack, the baseline), then, once the idle
-phase's turns are answered, with the two workers draining the turns the events become. The ack is measured
+conversation and a turn). First with no worker running (the idle ack, the baseline); then, once the idle
+phase's turns are answered, a trickle (4/s, the relay's quiet baseline); then 10 s with the two workers
+draining the turns the events become ("busy"), and 10 s with a backlog besides that keeps them at full speed
+("saturated", as busy_ingress). The ack is measured
 client side and server side (the API's JSON request log); the relay delay is from the ``created_at`` of each
 busy-phase turn's ``turn.completed`` (its conversation's Redis stream) to the fake's answer to that thread's
 ``chat.stopStream`` (both wall clock, one machine), and, to tell where it goes, to the thread's first
@@ -15,7 +17,8 @@ busy-phase turn's ``turn.completed`` (its conversation's Redis stream) to the fa
 
 The relay follows a turn by polling its conversation's stream every 50 ms (``follow_turn``'s ``poll_s``), so
 the relay delay is mostly where the turn's end falls in that period. With the zero-latency emulator used here
-a turn ends a few ms after the relay's first (empty) poll, the worst phase: about 50 ms every time. A 25 ms
+a turn usually ends a few ms after the relay's first (empty) poll, the worst phase: about 50 ms (the trickle
+sometimes lands in a better phase, 5-10 ms). A 25 ms
 upstream (``BENCH_SLACK_UPSTREAM_MS=25 python bench/slack_bridge.py``) gives about 27 ms.
 
     BENCH_SLACK_SECONDS=5 python bench/slack_bridge.py    # the scenario alone, a shorter busy phase
