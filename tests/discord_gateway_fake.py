@@ -33,7 +33,8 @@ class FakeGateway:
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def message(self, content: str, *, channel_id: str, author_id: str, guild_id: str | None = None,
-                mentions: tuple[str, ...] = (), bot: bool = False) -> str:
+                mentions: tuple[str, ...] = (), bot: bool = False,
+                attachments: tuple[dict[str, Any], ...] = ()) -> str:
         """Dispatch a MESSAGE_CREATE to the connected bot; returns the message's id."""
         assert self._loop is not None and self._outbox is not None, "the bot is not connected"
         message_id = f"19000000000000{next(self._ids):05d}"
@@ -42,8 +43,8 @@ class FakeGateway:
         data: dict[str, Any] = {
             "id": message_id, "channel_id": channel_id, "author": author, "content": content,
             "timestamp": "2026-12-02T14:00:00.000000+00:00", "edited_timestamp": None, "tts": False,
-            "mention_everyone": False, "mention_roles": [], "attachments": [], "embeds": [], "pinned": False,
-            "type": 0, "flags": 0,
+            "mention_everyone": False, "mention_roles": [], "attachments": list(attachments), "embeds": [],
+            "pinned": False, "type": 0, "flags": 0,
             "mentions": [BOT_USER if user_id == BOT_USER_ID else {**author, "id": user_id}
                          for user_id in mentions]}
         if guild_id is not None:

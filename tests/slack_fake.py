@@ -4,6 +4,7 @@ parameters Slack requires (tools-and-platforms.md §3), answers like Slack, and 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -15,7 +16,7 @@ from urllib.parse import parse_qsl
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from parley.worker.local.background import BackgroundServer
@@ -63,6 +64,12 @@ class FakeSlack:
     streaming_refused: bool = False
     auth_down: bool = False
     """auth.test answers 500, as in a Slack outage."""
+    files: dict[str, tuple[bytes, str]] = field(default_factory=dict)
+    """``/files/{name}``: the bytes and content type served (``url_private``), to the bot token only."""
+    downloads: list[str] = field(default_factory=list)
+    """The files served, by name."""
+    file_delay_s: float = 0.0
+    """How long each file takes to start coming (a slow Slack)."""
     lock: threading.Lock = field(default_factory=threading.Lock)
     _ts: int = 0
 
@@ -142,7 +149,21 @@ class FakeSlack:
             headers = {"Retry-After": str(self.retry_after_s)} if status == 429 else {}
             return JSONResponse(body, status_code=status, headers=headers)
 
-        return Starlette(routes=[Route("/api/{method}", call, methods=["POST"])])
+        async def download(request: Request) -> Response:
+            name = request.path_params["name"]
+            if request.headers.get("authorization") != f"Bearer {TOKEN}":
+                # As Slack does: no error status, a login page.
+                return Response("<html>sign in</html>", media_type="text/html")
+            if name not in self.files:
+                return Response("not found", status_code=404)
+            await asyncio.sleep(self.file_delay_s)
+            with self.lock:
+                self.downloads.append(name)
+            data, content_type = self.files[name]
+            return Response(data, media_type=content_type)
+
+        return Starlette(routes=[Route("/api/{method}", call, methods=["POST"]),
+                                 Route("/files/{name}", download, methods=["GET"])])
 
 
 @contextmanager

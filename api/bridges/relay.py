@@ -15,7 +15,7 @@ import asyncio
 import os
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -31,6 +31,34 @@ GROUP = "relays"
 CLAIM_IDLE_MS = 60_000
 """A turn a relay took and has not acknowledged for this long is another relay's: longer than any pause in a
 live relay's work on it (a rate-limit wait, a slow platform call)."""
+
+
+class InOrder:
+    """A conversation's turns handled one after another, in the order the relay took them: a turn's task
+    first waits for the one before it in its conversation (whatever that one's outcome), so a thread's
+    replies are posted in the order of its messages even when later turns are already written by the time
+    the relay gets to them (concurrent tasks would race to the platform)."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, asyncio.Task[None]] = {}
+
+    def start(self, conversation_id: str,
+              work: Callable[[], Coroutine[Any, Any, None]]) -> asyncio.Task[None]:
+        before = self._last.get(conversation_id)
+
+        async def after() -> None:
+            if before is not None and not before.done():
+                await asyncio.wait({before})  # its exception is its own; a cancel of this one goes through
+            await work()
+
+        task = asyncio.create_task(after())
+        self._last[conversation_id] = task
+        task.add_done_callback(lambda done: self._forget(conversation_id, done))
+        return task
+
+    def _forget(self, conversation_id: str, task: asyncio.Task[None]) -> None:
+        if self._last.get(conversation_id) is task:
+            del self._last[conversation_id]
 
 
 def consumer_name() -> str:

@@ -108,6 +108,25 @@ def test_dms_and_mentions_become_turns_other_messages_do_not(
     assert redis_client.xlen(KEYS.bridge_turns("discord")) == 2
 
 
+def test_a_messages_attachments_are_an_image_part_and_a_named_file(
+        discord_world: tuple[FakeDiscord, FakeGateway, Settings], redis_client: redis.Redis) -> None:
+    """A DM with a photo and a pdf, through discord.py's own parsing of MESSAGE_CREATE: the stored turn's
+    input holds the photo as an input_image of its URL and names the pdf in the text."""
+    _, gateway, settings = discord_world
+    photo = "https://cdn.discordapp.com/attachments/1/2/photo.jpg?ex=1"
+    attachments = ({"id": "2", "filename": "photo.jpg", "size": 9000, "url": photo, "proxy_url": photo,
+                    "content_type": "image/jpeg"},
+                   {"id": "3", "filename": "spec.pdf", "size": 9000, "proxy_url": photo,
+                    "url": photo.replace("photo.jpg", "s.pdf"), "content_type": "application/pdf"})
+    with bot(settings, gateway):
+        gateway.message("what is this?", channel_id=DM_CHANNEL, author_id=USER_ID, attachments=attachments)
+        wait_until(lambda: _turns(redis_client, f"discord:dm:{DM_CHANNEL}"), timeout_s=10, message="the turn")
+    (turn,) = _turns(redis_client, f"discord:dm:{DM_CHANNEL}")
+    [message] = json.loads(turn["input"])
+    assert message["content"] == [{"type": "input_text", "text": "what is this?\n[attached: spec.pdf]"},
+                                  {"type": "input_image", "image_url": photo, "detail": "auto"}]
+
+
 @pytest.mark.slow
 def test_a_dm_is_answered_in_the_channel(discord_world: tuple[FakeDiscord, FakeGateway, Settings],
                                          redis_client: redis.Redis) -> None:

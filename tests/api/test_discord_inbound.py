@@ -168,3 +168,23 @@ def test_the_endpoint_needs_no_api_key_when_the_api_has_keys(settings: Settings,
         assert signed_post(api.url, key, slash_command("keys?")).json() == {"type": 5}
     conv = _conversation(redis_client, f"discord:{GUILD_ID}:{CHANNEL_ID}")
     assert conv is not None and redis_client.hget(KEYS.conversation(conv), "tenant") == "discord"
+
+
+def test_a_commands_image_attachment_is_an_image_part_of_the_turn(discord_api: str, key: SigningKey,
+                                                                  redis_client: redis.Redis) -> None:
+    """``/ask`` with an image in its attachment option (resolved by Discord into data.resolved): the
+    stored turn's input is a user message with the prompt and an input_image of the attachment's URL."""
+    body = slash_command("what is on this picture?")
+    url = "https://cdn.discordapp.com/attachments/1300000000000000003/1700000000000000007/cat.png?ex=1"
+    body["data"]["options"].append({"name": "file", "type": 11, "value": "1700000000000000007"})
+    body["data"]["resolved"] = {"attachments": {"1700000000000000007": {
+        "id": "1700000000000000007", "filename": "cat.png", "size": 51234, "url": url, "proxy_url": url,
+        "content_type": "image/png", "width": 640, "height": 480}}}
+    assert signed_post(discord_api, key, body).json() == {"type": 5}
+    conv = _conversation(redis_client, f"discord:{GUILD_ID}:{CHANNEL_ID}")
+    assert conv is not None
+    [turn] = [k for k in redis_client.scan_iter(KEYS.turn_prefix(conv) + "*") if not k.endswith(":tools")]
+    [message] = json.loads(redis_client.hget(turn, "input") or "")
+    assert message == {"role": "user", "content": [
+        {"type": "input_text", "text": "what is on this picture?"},
+        {"type": "input_image", "image_url": url, "detail": "auto"}]}

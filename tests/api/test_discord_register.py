@@ -28,14 +28,17 @@ def _fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeDiscord]:
 
 def test_register_overwrites_the_commands_with_the_bridge_command(fake: FakeDiscord,
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    """One global command named from the settings, with the ``prompt`` string option the inbound side reads;
-    registering again overwrites it (one command, not two); the token is not printed."""
+    """One global command named from the settings, with the ``prompt`` string option the inbound side reads
+    and an optional ``file`` attachment; registering again overwrites it (one command, not two); the token
+    is not printed."""
     assert main(["discord", "register"]) == 0
     assert main(["discord", "register"]) == 0
     (command,) = fake.commands[APP_ID]
     assert command["name"] == "chat" and command["type"] == 1
     assert command["options"] == [{"type": 3, "name": "prompt", "description": "What to ask",
-                                   "required": True}]
+                                   "required": True},
+                                  {"type": 11, "name": "file", "required": False,
+                                   "description": "An image or a file to ask about"}]
     err = capsys.readouterr().err
     assert "/chat" in err and BOT_TOKEN not in err
 

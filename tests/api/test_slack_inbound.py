@@ -152,3 +152,53 @@ def test_an_event_parley_cannot_take_now_is_a_5xx_to_retry(settings: Settings,
             again = mention("one more", ts="1712345679.000601", thread_ts="1712345678.000100")
             assert post_event(server.url, envelope(again, event_id="Ev601")).status_code == 500
     assert redis_client.xlen(KEYS.bridge_turns("slack")) == 1
+
+
+def test_an_image_is_downloaded_with_the_bot_token_into_the_turn(slack_api: tuple[str, FakeSlack, Settings],
+                                                                 redis_client: redis.Redis) -> None:
+    """A mention with a png, a pdf and a png Slack no longer has: the png is fetched from url_private with
+    the bot token before the 200 and is an input_image data URL of the stored turn; the other two are named
+    in its text."""
+    import base64
+    import json
+
+    url, fake, settings = slack_api
+    png = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
+    fake.files["cat.png"] = (png, "image/png")
+    files_url = str(settings.slack_api_url).removesuffix("/api/") + "/files"
+    event = mention("what is on this picture?") | {"files": [
+        {"name": "cat.png", "mimetype": "image/png", "size": len(png), "url_private": f"{files_url}/cat.png"},
+        {"name": "report.pdf", "mimetype": "application/pdf", "size": 10,
+         "url_private": f"{files_url}/report.pdf"},
+        {"name": "gone.png", "mimetype": "image/png", "size": 10, "url_private": f"{files_url}/gone.png"}]}
+    assert post_event(url, envelope(event, event_id="Ev300")).status_code == 200
+    assert fake.downloads == ["cat.png"]
+    conv = conversation_for(redis_client, settings, f"slack:{TEAM_ID}:C2:1712345678.000100")
+    assert conv is not None
+    [queued] = queued_turns(redis_client, conv)
+    [message] = json.loads(redis_client.hget(KEYS.turn(conv, queued["turn_id"]), "input") or "")
+    text, image = message["content"]
+    assert text["text"] == "what is on this picture?\n[attached: report.pdf] [attached: gone.png]"
+    assert image == {"type": "input_image", "detail": "auto",
+                     "image_url": f"data:image/png;base64,{base64.b64encode(png).decode()}"}
+
+
+def test_a_slow_download_is_cut_short_and_the_image_named(slack_api: tuple[str, FakeSlack, Settings],
+                                                          redis_client: redis.Redis) -> None:
+    """Slack's file server taking 5 s: the event is still answered within Slack's 3 s, with the image named
+    in the turn's text instead of sent."""
+    import json
+
+    url, fake, settings = slack_api
+    fake.files["slow.png"], fake.file_delay_s = (b"\x89PNG", "image/png"), 5.0
+    files_url = str(settings.slack_api_url).removesuffix("/api/") + "/files"
+    event = mention("and this?") | {"files": [{"name": "slow.png", "mimetype": "image/png", "size": 4,
+                                              "url_private": f"{files_url}/slow.png"}]}
+    started = time.monotonic()
+    assert post_event(url, envelope(event, event_id="Ev301")).status_code == 200
+    assert time.monotonic() - started < 3
+    conv = conversation_for(redis_client, settings, f"slack:{TEAM_ID}:C2:1712345678.000100")
+    assert conv is not None
+    [queued] = queued_turns(redis_client, conv)
+    [message] = json.loads(redis_client.hget(KEYS.turn(conv, queued["turn_id"]), "input") or "")
+    assert message["content"] == [{"type": "input_text", "text": "and this?\n[attached: slow.png]"}]

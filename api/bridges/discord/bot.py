@@ -75,7 +75,9 @@ class Bot(discord.Client):
             guild_id=str(guild_id) if guild_id else None, author_id=str(message.author.id),
             author_is_bot=message.author.bot, content=message.content,
             mentioned_ids=[str(user.id) for user in message.mentions], bot_user_id=str(self.user.id),
-            application_id=self.settings.discord_application_id or str(self.application_id or ""))
+            application_id=self.settings.discord_application_id or str(self.application_id or ""),
+            attachments=[{"url": a.url, "content_type": a.content_type, "filename": a.filename,
+                          "size": a.size} for a in message.attachments])
         if turn is None:
             return
         refused = await accept(self.services, turn)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..attachments import Attachment, attachments_of, images_of, turn_input
+
 PING = 1
 APPLICATION_COMMAND = 2
 
@@ -14,6 +16,7 @@ DEFERRED_CHANNEL_MESSAGE = 5
 EPHEMERAL = 1 << 6
 
 STRING_OPTION = 3
+ATTACHMENT_OPTION = 11
 
 
 @dataclass(frozen=True)
@@ -31,16 +34,51 @@ class DiscordTurn:
     token: str = field(repr=False)
     """The interaction's 15-minute credential to edit the reply: kept out of ``repr`` (and so out of any log
     line that prints the turn) and never in ``metadata``."""
+    attachments: tuple[Attachment, ...] = ()
 
     @property
     def idempotency_key(self) -> str:
         return self.interaction_id
 
     @property
+    def input(self) -> str | list[dict[str, Any]]:
+        return discord_input(self.text, self.attachments)
+
+    @property
     def metadata(self) -> dict[str, str]:
         """What the turn carries for its events and webhooks: ids only, never the token."""
         return {"platform": "discord", "application_id": self.application_id,
                 "interaction_id": self.interaction_id, "channel_id": self.channel_id, "user_id": self.user_id}
+
+
+def discord_input(text: str, attachments: tuple[Attachment, ...]) -> str | list[dict[str, Any]]:
+    """The turn's input: the text alone without attachments; else one user message with each image as an
+    ``input_image`` of its attachment URL (Discord's CDN serves it without a token) and every other file
+    named in the text."""
+    return turn_input(text, attachments, images={image.url: image.url for image in images_of(attachments)})
+
+
+def attachments_from(raw: Any) -> tuple[Attachment, ...]:
+    """Discord attachment objects (``url``, ``content_type``, ``filename``, ``size``)."""
+    return attachments_of(raw, url="url", kind="content_type", name="filename")
+
+
+def _attachment_ids(options: list[dict[str, Any]]) -> list[str]:
+    """The values of the command's ATTACHMENT options (ids into ``data.resolved.attachments``), nested
+    (subcommand) options included."""
+    ids: list[str] = []
+    for option in options:
+        if option.get("type") == ATTACHMENT_OPTION:
+            ids.append(str(option.get("value")))
+        if isinstance(option.get("options"), list):
+            ids += _attachment_ids(option["options"])
+    return ids
+
+
+def _resolved_attachments(data: dict[str, Any]) -> tuple[Attachment, ...]:
+    resolved = (data.get("resolved") or {}).get("attachments") or {}
+    return attachments_from([resolved[i] for i in _attachment_ids(list(data.get("options") or []))
+                             if i in resolved])
 
 
 def _user_id(body: dict[str, Any]) -> str:
@@ -78,7 +116,8 @@ def turn_for_interaction(body: dict[str, Any], *, command: str) -> DiscordTurn |
         return None
     return DiscordTurn(text=text, key=f"discord:{body.get('guild_id') or 'dm'}:{channel_id}",
                        interaction_id=interaction_id, application_id=application_id, channel_id=channel_id,
-                       user_id=_user_id(body), token=token)
+                       user_id=_user_id(body), token=token,
+                       attachments=_resolved_attachments(data))
 
 
 @dataclass(frozen=True)
@@ -95,10 +134,15 @@ class MessageTurn:
     user_id: str
     token: str = ""
     """No interaction token: the reply is a channel message."""
+    attachments: tuple[Attachment, ...] = ()
 
     @property
     def idempotency_key(self) -> str:
         return f"message:{self.message_id}"
+
+    @property
+    def input(self) -> str | list[dict[str, Any]]:
+        return discord_input(self.text, self.attachments)
 
     @property
     def metadata(self) -> dict[str, str]:
@@ -108,18 +152,22 @@ class MessageTurn:
 
 def turn_for_message(*, message_id: str, channel_id: str, guild_id: str | None, author_id: str,
                      author_is_bot: bool, content: str, mentioned_ids: list[str], bot_user_id: str,
-                     application_id: str) -> MessageTurn | None:
+                     application_id: str,
+                     attachments: list[dict[str, Any]] | None = None) -> MessageTurn | None:
     """The turn a gateway message asks for: a DM, or a guild message that mentions the bot, from a person
-    (never a bot: two bots would answer each other forever), with text besides the mention."""
+    (never a bot: two bots would answer each other forever), with text besides the mention or attachments
+    (Discord's attachment objects)."""
     if author_is_bot or author_id == bot_user_id:
         return None
     if guild_id is not None and bot_user_id not in mentioned_ids:
         return None
     text = content.replace(f"<@{bot_user_id}>", "").replace(f"<@!{bot_user_id}>", "").strip()
-    if not text:
+    files = attachments_from(attachments)
+    if not (text or files):
         return None
     return MessageTurn(text=text, key=f"discord:{guild_id or 'dm'}:{channel_id}", message_id=message_id,
-                       application_id=application_id, channel_id=channel_id, user_id=author_id)
+                       application_id=application_id, channel_id=channel_id, user_id=author_id,
+                       attachments=files)
 
 
 def unknown_command_answer(body: dict[str, Any], *, command: str) -> dict[str, Any]:
@@ -138,4 +186,6 @@ def slash_commands(command: str) -> list[dict[str, Any]]:
     list is all of the application's global commands)."""
     return [{"name": command, "type": 1, "description": "Ask the bot something",
              "options": [{"type": STRING_OPTION, "name": "prompt", "description": "What to ask",
-                          "required": True}]}]
+                          "required": True},
+                         {"type": ATTACHMENT_OPTION, "name": "file",
+                          "description": "An image or a file to ask about", "required": False}]}]

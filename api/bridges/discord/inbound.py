@@ -104,7 +104,7 @@ async def accept(services: Services, turn: DiscordTurn | MessageTurn) -> str | N
     if conversation_id is None:
         return "Setting up this channel's conversation is taking a moment; ask again in a few seconds."
     ingress = services.ingress
-    result = await ingress.enqueue(conversation_id=conversation_id, input=turn.text, model=None,
+    result = await ingress.enqueue(conversation_id=conversation_id, input=turn.input, model=None,
                                    instructions=None, metadata=turn.metadata,
                                    idempotency_key=turn.idempotency_key, tenant=tenant)
     if result.status not in (EnqueueStatus.ok, EnqueueStatus.duplicate):

@@ -16,7 +16,7 @@ from parley.worker.log import get_logger
 from parley.worker.settings import Settings
 from parley.worker.store.keys import Keys
 
-from ..relay import CLAIM_IDLE_MS, Assignment, Posted, TurnFeed, consumer_name, follow_turn
+from ..relay import CLAIM_IDLE_MS, Assignment, InOrder, Posted, TurnFeed, consumer_name, follow_turn
 from .render import edit_due, expired_notice, final_text, split_message
 from .rest import DiscordError, DiscordRest
 
@@ -125,12 +125,13 @@ class DiscordRelay:
         """Handle announced turns, each in a task of its own, until ``stop`` is set."""
         await self.feed.ensure_group()
         tasks: dict[str, tuple[Assignment, asyncio.Task[None]]] = {}
+        in_order = InOrder()
         touched = time.monotonic()
         try:
             while not stop.is_set():
                 for assignment in await self.feed.next(block_ms=200):
                     if assignment.entry_id not in tasks:
-                        task = asyncio.create_task(self.handle(assignment))
+                        task = in_order.start(assignment.conversation_id, lambda a=assignment: self.handle(a))
                         tasks[assignment.entry_id] = (assignment, task)
                 for entry_id, (assignment, task) in list(tasks.items()):
                     if task.done():

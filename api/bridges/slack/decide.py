@@ -1,11 +1,14 @@
-"""Which Slack events become turns, and of which conversation: a pure function over the event's JSON."""
+"""Which Slack events become turns, and of which conversation, and what their files become: pure functions
+over the event's JSON."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+from ..attachments import Attachment, attachments_of, turn_input
 
 USER_SUBTYPES = frozenset({"file_share", "thread_broadcast"})
 """Message subtypes that are still a person writing to the bot (with files; a thread reply also sent to the
@@ -28,6 +31,8 @@ class SlackTurn:
     only_if_followed: bool
     """A thread reply in a channel that does not mention the bot: a turn only when parley already has the
     thread's conversation (the bot was mentioned in it), so the bot follows its threads and no others."""
+    files: tuple[Attachment, ...] = field(default=())
+    """The message's files (``url`` is Slack's ``url_private``: it needs the bot token)."""
 
     @property
     def key(self) -> str:
@@ -79,8 +84,16 @@ def turn_for_event(event: Mapping[str, Any], *, bot_user_id: str | None,
     text = strip_mention(raw, bot_user_id)
     # The app's workspace (the envelope's) names the conversation; the event's may be a Connect guest's.
     team = team_id or event.get("team")
-    if not text or not team:
+    files = attachments_of(event.get("files"), url="url_private", kind="mimetype", name="name")
+    if not (text or files) or not team:
         return None
     return SlackTurn(team=str(team), channel=str(channel), ts=str(ts), thread_ts=str(thread_ts or ts),
                      user=str(user), user_team=str(event.get("user_team") or event.get("team") or team),
-                     text=text, only_if_followed=only_if_followed)
+                     text=text, only_if_followed=only_if_followed, files=files)
+
+
+def slack_input(turn: SlackTurn, downloaded: dict[str, str]) -> str | list[dict[str, Any]]:
+    """The turn's input: its text alone without files; else one user message with the downloaded images
+    (``downloaded``: url_private → data URL) as ``input_image`` parts and every other file named in the
+    text."""
+    return turn_input(turn.text, turn.files, images=downloaded)

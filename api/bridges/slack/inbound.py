@@ -29,7 +29,8 @@ from parley.worker.store.ingress import EnqueueStatus
 from ...routes.conversations import get_or_create
 from ..announce import announce
 from .client import PLATFORM, web_client
-from .decide import SlackTurn, turn_for_event
+from .decide import SlackTurn, slack_input, turn_for_event
+from .files import download_images
 
 if TYPE_CHECKING:
     from parley.worker.settings import Settings
@@ -68,6 +69,15 @@ def bot_identity(web: AsyncWebClient) -> Callable[[], Awaitable[AuthorizeResult]
     return authorize
 
 
+async def turn_input(settings: Settings, turn: SlackTurn) -> str | list[dict[str, Any]]:
+    """The turn's input, its images downloaded with the bot token (bounded: this runs before the ack)."""
+    if not turn.files or settings.slack_bot_token is None:
+        return slack_input(turn, {})
+    images = await download_images(turn.files, token=settings.slack_bot_token.get_secret_value(),
+                                    api_url=settings.slack_api_url)
+    return slack_input(turn, images)
+
+
 async def accept(services: Services, turn: SlackTurn, *, event_id: str | None) -> str | None:
     """Enqueue ``turn`` in its thread's conversation and announce it; its id, or None when it is not one
     (a thread parley does not follow, a conversation deleted meanwhile, a reused key)."""
@@ -82,7 +92,8 @@ async def accept(services: Services, turn: SlackTurn, *, event_id: str | None) -
                                         metadata={"slack_team": turn.team, "slack_channel": turn.channel,
                                                   "slack_thread_ts": turn.thread_ts})
         conversation_id = record["id"]
-    result = await ingress.enqueue(conversation_id=conversation_id, input=turn.text, model=None,
+    result = await ingress.enqueue(conversation_id=conversation_id, input=await turn_input(settings, turn),
+                                   model=None,
                                    instructions=None, metadata=turn.metadata, idempotency_key=event_id,
                                    tenant=tenant)
     if result.status in RETRY_LATER:

@@ -24,7 +24,7 @@ from parley.worker.store.connections import async_client
 from parley.worker.store.ingress import Ingress
 from parley.worker.store.keys import Keys
 
-from ..relay import CLAIM_IDLE_MS, Assignment, Posted, TurnFeed, follow_turn
+from ..relay import CLAIM_IDLE_MS, Assignment, InOrder, Posted, TurnFeed, follow_turn
 from .client import PLATFORM, web_client
 from .render import MESSAGE_MAX_CHARS, STREAM_INTERVAL_S, failure_notice
 from .reply import SlackReply
@@ -48,6 +48,7 @@ class SlackRelay:
     async def run(self, stop: asyncio.Event) -> None:
         await self.feed.ensure_group()
         working: dict[str, tuple[Assignment, asyncio.Task[None]]] = {}
+        in_order = InOrder()  # a thread's replies in the order of its messages
         touched = time.monotonic()
         try:
             while not stop.is_set():
@@ -59,7 +60,7 @@ class SlackRelay:
                         # this relay, so only this check keeps the turn from being posted twice.
                         await self.feed.ack(assignment)
                         continue
-                    task = asyncio.create_task(self.handle(assignment))
+                    task = in_order.start(assignment.conversation_id, lambda a=assignment: self.handle(a))
                     working[assignment.entry_id] = (assignment, task)
                 for entry_id, (_, task) in list(working.items()):
                     if task.done():
