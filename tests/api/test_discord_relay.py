@@ -114,7 +114,9 @@ def test_a_restarted_relay_continues_the_same_messages(
     """A relay stopped after its first follow-up leaves the turn unacknowledged; the relay that takes it
     over edits the messages already posted and posts only the missing ones: no duplicates."""
     discord, _ = fake
-    emulator.config.reply_words, emulator.config.delta_interval_ms = 1200, 15
+    # The reply takes 10 s from its first delta to its end whatever the machine's speed (the emulator spreads
+    # the deltas over the latency), so the first relay is stopped well before the end.
+    emulator.config.reply_words, emulator.config.latency_ms, emulator.config.ttft_ms = 1200, (10000, 10000), 100
     with workers(bridge, 1, concurrency=4):
         with relay(bridge, consumer="first", claim_idle_ms=300):
             body, turn, conv = ask(api, key, discord, redis_client, "a long one")

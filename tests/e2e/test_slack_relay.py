@@ -264,8 +264,9 @@ def test_a_relay_stopped_mid_reply_stops_its_stream_and_the_next_edits_it(
     """A relay shut down while it streams stops the stream on its way out (never left open); the relay
     that takes the turn over goes on in the same message with chat.update, and it ends whole."""
     url, fake, settings = bridge
-    # About 12 s of deltas: the first relay is stopped well before the end, even on a busy machine.
-    emulator.config.reply_words, emulator.config.delta_interval_ms = 800, 20
+    # The reply takes 8 s from its first delta to its end whatever the machine's speed (the emulator spreads
+    # the deltas over the latency), so the first relay is stopped well before the end.
+    emulator.config.reply_words, emulator.config.latency_ms, emulator.config.ttft_ms = 200, (8000, 8000), 100
     with relay_in_process(settings, claim_idle_ms=1000):
         ask(url)
         wait_until(lambda: len(fake.named("chat.appendStream")) >= 2, timeout_s=30, message="some appends")
