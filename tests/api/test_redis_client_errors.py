@@ -31,3 +31,33 @@ def test_other_errors_from_redis_py_are_not_reclassified() -> None:
     """Only a missing attribute or a None called: redis-py's own typed errors have their handlers."""
     assert not raised_in_redis_client(ValueError("x"))
     assert not raised_in_redis_client(_raised(lambda: int("x")))
+
+
+def test_a_closed_transport_under_redis_py_counts_as_redis_trouble() -> None:
+    """asyncio's RuntimeError for a write on the transport the cascade closed, raised under a redis-py call
+    (seen in CI on the cluster), is Redis trouble; the same RuntimeError outside redis-py, or another
+    RuntimeError, is not."""
+    import asyncio
+
+    from redis._parsers.helpers import parse_info as from_redis
+
+    def closed() -> None:
+        raise RuntimeError("unable to perform operation on <TCPTransport closed=True reading=False>; the "
+                           "handler is closed")
+
+    def under_redis() -> None:
+        try:
+            from_redis(None)
+        except AttributeError:
+            closed()  # raised while a redis-py frame is in the traceback's chain below
+
+    assert not raised_in_redis_client(_raised(closed))
+    assert not raised_in_redis_client(RuntimeError("closed=True"))
+    assert asyncio  # the error is asyncio's; no loop is needed to make its shape
+    assert not raised_in_redis_client(_raised(under_redis))  # a redis frame only in the context, not the stack
+    # A frame of redis-py's on the stack (a function compiled under its directory), the transport error below.
+    from parley.api.errors import REDIS_CLIENT_DIR
+
+    namespace: dict[str, object] = {"closed": closed}
+    exec(compile("def send():\n    closed()\n", REDIS_CLIENT_DIR + "connection_like.py", "exec"), namespace)
+    assert raised_in_redis_client(_raised(namespace["send"]))
