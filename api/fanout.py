@@ -29,7 +29,7 @@ from parley.worker.store.connections import is_cluster
 from parley.worker.store.keys import Keys
 
 from .fanout_readers import CLIENT_NAME as CLIENT_NAME  # the reader connection's name, which tests look for
-from .fanout_readers import BlockingReader, SlotReader, StreamReader
+from .fanout_readers import POLL_MS, BlockingReader, SlotReader, StreamReader
 
 log = get_logger(__name__)
 
@@ -194,7 +194,9 @@ class Hub:
 
     def _new_reader(self) -> StreamReader:
         if is_cluster(self.pool):
-            return SlotReader(cast(redis.asyncio.RedisCluster, self.pool))
+            # Polling there: a block time shorter than the cluster poll (a relay's) shortens the poll too.
+            cluster = cast(redis.asyncio.RedisCluster, self.pool)
+            return SlotReader(cluster, poll_ms=min(self.block_ms, POLL_MS))
         return BlockingReader(self.redis_url, block_ms=self.block_ms)
 
     async def _read_once(self, positions: dict[str, int]) -> None:

@@ -15,11 +15,9 @@ busy-phase turn's ``turn.completed`` (its conversation's Redis stream) to the fa
 ``chat.stopStream`` (both wall clock, one machine), and, to tell where it goes, to the thread's first
 ``chat.startStream``.
 
-The relay follows a turn by polling its conversation's stream every 50 ms (``follow_turn``'s ``poll_s``), so
-the relay delay is mostly where the turn's end falls in that period. With the zero-latency emulator used here
-a turn usually ends a few ms after the relay's first (empty) poll, the worst phase: about 50 ms (the trickle
-sometimes lands in a better phase, 5-10 ms). A 25 ms
-upstream (``BENCH_SLACK_UPSTREAM_MS=25 python bench/slack_bridge.py``) gives about 27 ms.
+The relay follows its turns through one fan-out hub (one blocking XREAD over every followed stream, 20 ms
+blocks: ``parley.api.bridges.relay.follow_turn``), so an event reaches it as soon as it is written, and a turn
+that starts while the hub is blocked on others joins the read within 20 ms.
 
     BENCH_SLACK_SECONDS=5 python bench/slack_bridge.py    # the scenario alone, a shorter busy phase
 """

@@ -22,10 +22,11 @@ from typing import Any, cast
 import redis.asyncio
 import redis.exceptions
 
-from parley.worker.events.log import read_after
 from parley.worker.events.models import TERMINAL_TYPES, Event, TurnCancelled, parse_event, terminal_event_of
 from parley.worker.messages import Turn
 from parley.worker.store.keys import Keys
+
+from ..fanout import Hub
 
 GROUP = "relays"
 CLAIM_IDLE_MS = 60_000
@@ -149,33 +150,41 @@ class Posted:
         return False
 
 
-async def follow_turn(client: redis.asyncio.Redis, keys: Keys, assignment: Assignment, *,
-                      poll_s: float = 0.05, after_seq: int = 0,
-                      record_every: int = 40) -> AsyncIterator[Event]:
+FOLLOW_BLOCK_MS = 20
+"""The hub's XREAD block time in a relay: a turn's stream joins the hub's read at the end of the current
+block, so this bounds the wait for the first event of a turn that starts while the relay waits on others
+(the relay delay target is 50 ms); an idle relay's reader makes one cheap XREAD per block meanwhile."""
+
+
+def follow_hub(redis_url: str, client: redis.asyncio.Redis, keys: Keys) -> Hub:
+    """The fan-out hub a relay follows its turns through: one reader connection for all of them."""
+    return Hub(redis_url, client, keys, block_ms=FOLLOW_BLOCK_MS)
+
+
+async def follow_turn(hub: Hub, assignment: Assignment, *, after_seq: int = 0,
+                      idle_s: float = 1.0) -> AsyncIterator[Event]:
     """The turn's events, oldest first, from its conversation's durable stream, until its terminal event.
-    Polls the stream (an XRANGE per ``poll_s`` while nothing new is there), which works alike on one Redis
-    and on a cluster and needs no subscription per turn. The stream is capped, so a turn's terminal event may
-    be trimmed before a late relay reads it: every ``record_every`` empty polls the turn's record is read, and
-    an ended turn's terminal event is rebuilt from it (same ``id``), as the API's turn stream does."""
-    stream = keys.events(assignment.conversation_id)
-    empty = 0
-    while True:
-        batch = await read_after(client, stream, after_seq=after_seq)
-        if not batch:
-            empty += 1
-            if empty % record_every == 0 and (final := await _ended(client, keys, assignment)) is not None:
-                yield final
-                return
-            await asyncio.sleep(poll_s)
-            continue
-        after_seq = batch[-1].seq
-        for logged in batch:
+    Read through the relay's fan-out hub (``parley.api.fanout``): the stored events first, then each new one
+    as the hub's single blocking XREAD brings it, so a relay following many turns holds one connection, not
+    one per turn. The stream is capped, so a turn's terminal event may be trimmed before a late relay reads
+    it: whenever ``idle_s`` passes with nothing new, the turn's record is read, and an ended turn's terminal
+    event is rebuilt from it (same ``id``), as the API's turn stream does."""
+    subscription = hub.subscribe(assignment.conversation_id, after_seq=after_seq)
+    try:
+        async for logged in subscription.events(idle_s=idle_s):
+            if logged is None:
+                if (final := await _ended(hub.pool, hub.keys, assignment)) is not None:
+                    yield final
+                    return
+                continue
             if logged.turn_id != assignment.turn_id:
                 continue
             event = parse_event(logged.payload)
             yield event
             if event.type in TERMINAL_TYPES:
                 return
+    finally:
+        subscription.close()
 
 
 async def _ended(client: redis.asyncio.Redis, keys: Keys, assignment: Assignment) -> Event | None:

@@ -12,7 +12,7 @@ import redis.asyncio
 from drain_support import run_async
 
 from parley.api.bridges.announce import announce
-from parley.api.bridges.relay import Assignment, Posted, TurnFeed, follow_turn
+from parley.api.bridges.relay import Assignment, Posted, TurnFeed, follow_hub, follow_turn
 from parley.worker.settings import Settings
 from parley.worker.store.keys import Keys
 
@@ -87,8 +87,13 @@ def test_follow_turn_reads_from_the_start_to_the_terminal_event(settings: Settin
             add(7, "turn.started", "t2", attempt=1)
 
         writer = asyncio.create_task(later())
-        async for event in follow_turn(client, KEYS, Assignment("1-0", "t1", "conv_x"), poll_s=0.02):
-            seen.append(event.type)
+        hub = follow_hub(settings.redis_url_required, client, KEYS)
+        await hub.start()
+        try:
+            async for event in follow_turn(hub, Assignment("1-0", "t1", "conv_x")):
+                seen.append(event.type)
+        finally:
+            await hub.stop()
         await writer
         return seen
 
@@ -105,10 +110,14 @@ def test_follow_turn_ends_from_the_record_when_the_terminal_event_was_trimmed(
 
     async def go(client: redis.asyncio.Redis) -> list[tuple[str, str]]:
         got = []
-        for turn in ("t9", "t_gone"):
-            async for event in follow_turn(client, KEYS, Assignment("1-0", turn, "conv_x"), poll_s=0.01,
-                                           record_every=3):
-                got.append((event.type, event.id))
+        hub = follow_hub(settings.redis_url_required, client, KEYS)
+        await hub.start()
+        try:
+            for turn in ("t9", "t_gone"):
+                async for event in follow_turn(hub, Assignment("1-0", turn, "conv_x"), idle_s=0.05):
+                    got.append((event.type, event.id))
+        finally:
+            await hub.stop()
         return got
 
     assert run_async(settings, go) == [("turn.completed", "t9.completed"), ("turn.cancelled", "t_gone.cancelled")]

@@ -16,7 +16,16 @@ from parley.worker.log import get_logger
 from parley.worker.settings import Settings
 from parley.worker.store.keys import Keys
 
-from ..relay import CLAIM_IDLE_MS, Assignment, InOrder, Posted, TurnFeed, consumer_name, follow_turn
+from ..relay import (
+    CLAIM_IDLE_MS,
+    Assignment,
+    InOrder,
+    Posted,
+    TurnFeed,
+    consumer_name,
+    follow_hub,
+    follow_turn,
+)
 from .render import edit_due, expired_notice, final_text, split_message
 from .rest import DiscordError, DiscordRest
 
@@ -115,15 +124,17 @@ class Reply:
 class DiscordRelay:
     def __init__(self, settings: Settings, client: redis.asyncio.Redis, rest: DiscordRest, *,
                  consumer: str | None = None, claim_idle_ms: int = CLAIM_IDLE_MS,
-                 poll_s: float = 0.05) -> None:
-        self.settings, self.client, self.rest, self.poll_s = settings, client, rest, poll_s
+                 idle_s: float = 1.0) -> None:
+        self.settings, self.client, self.rest, self.idle_s = settings, client, rest, idle_s
         self.keys = Keys(settings.key_prefix)
         self.consumer = consumer or consumer_name()
         self.feed = TurnFeed(client, self.keys, PLATFORM, consumer=self.consumer, claim_idle_ms=claim_idle_ms)
+        self.hub = follow_hub(settings.redis_url_required, client, self.keys)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Handle announced turns, each in a task of its own, until ``stop`` is set."""
         await self.feed.ensure_group()
+        await self.hub.start()
         tasks: dict[str, tuple[Assignment, asyncio.Task[None]]] = {}
         in_order = InOrder()
         touched = time.monotonic()
@@ -146,6 +157,7 @@ class DiscordRelay:
             for _, task in tasks.values():
                 task.cancel()
             await asyncio.gather(*(task for _, task in tasks.values()), return_exceptions=True)
+            await self.hub.stop()
 
     async def handle(self, assignment: Assignment) -> None:
         posted = Posted(self.client, self.keys, PLATFORM, assignment, ttl_s=self.settings.retention_s)
@@ -176,7 +188,7 @@ class DiscordRelay:
         events: asyncio.Queue[Event] = asyncio.Queue()
 
         async def pump() -> None:
-            async for event in follow_turn(self.client, self.keys, assignment, poll_s=self.poll_s):
+            async for event in follow_turn(self.hub, assignment, idle_s=self.idle_s):
                 await events.put(event)
 
         pumping = asyncio.create_task(pump())

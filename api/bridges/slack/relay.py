@@ -24,7 +24,7 @@ from parley.worker.store.connections import async_client
 from parley.worker.store.ingress import Ingress
 from parley.worker.store.keys import Keys
 
-from ..relay import CLAIM_IDLE_MS, Assignment, InOrder, Posted, TurnFeed, follow_turn
+from ..relay import CLAIM_IDLE_MS, Assignment, InOrder, Posted, TurnFeed, follow_hub, follow_turn
 from .client import PLATFORM, web_client
 from .render import MESSAGE_MAX_CHARS, STREAM_INTERVAL_S, failure_notice
 from .reply import SlackReply
@@ -44,9 +44,11 @@ class SlackRelay:
         self.keys = Keys(settings.key_prefix)
         self.ingress = Ingress(client, settings)
         self.feed = TurnFeed(client, self.keys, PLATFORM, consumer=consumer, claim_idle_ms=claim_idle_ms)
+        self.hub = follow_hub(settings.redis_url_required, client, self.keys)
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.feed.ensure_group()
+        await self.hub.start()
         working: dict[str, tuple[Assignment, asyncio.Task[None]]] = {}
         in_order = InOrder()  # a thread's replies in the order of its messages
         touched = time.monotonic()
@@ -78,6 +80,7 @@ class SlackRelay:
             for _, task in working.values():
                 with contextlib.suppress(BaseException):
                     await task
+            await self.hub.stop()
 
     async def handle(self, assignment: Assignment) -> None:
         posted = Posted(self.client, self.keys, PLATFORM, assignment, ttl_s=self.settings.retention_s)
@@ -106,7 +109,7 @@ class SlackRelay:
         events: asyncio.Queue[Event] = asyncio.Queue()
 
         async def pump() -> None:
-            async for event in follow_turn(self.client, self.keys, assignment):
+            async for event in follow_turn(self.hub, assignment):
                 await events.put(event)
 
         producer = asyncio.create_task(pump())
