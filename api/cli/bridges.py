@@ -56,6 +56,8 @@ def cmd_slack_socket(args: argparse.Namespace) -> int:
     if missing:
         _print(f"Slack's Socket Mode needs {', '.join(missing)} (the app-level token: connections:write)")
         return 2
+    from slack_sdk.errors import SlackApiError
+
     from parley.api.bridges.slack.socket import serve
 
     configure_logging(settings)
@@ -63,4 +65,7 @@ def cmd_slack_socket(args: argparse.Namespace) -> int:
         asyncio.run(serve(settings))
     except KeyboardInterrupt:
         pass
+    except SlackApiError as exc:  # a refused token: one line, not a traceback
+        _print(f"Slack refused the Socket Mode connection: {exc.response.get('error')}")
+        return 1
     return 0

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import redis
 from conftest import settings_env, wait_until
 from pydantic import SecretStr
-from slack_fake import APP_TOKEN, TEAM_ID, FakeSlack, fake_slack
+from slack_fake import APP_TOKEN, TEAM_ID, TOKEN, FakeSlack, fake_slack
 from slack_support import (
     KEYS,
     conversation_for,
@@ -81,3 +81,18 @@ def test_an_event_not_taken_is_not_acked_so_slack_delivers_it_again(settings: Se
     assert fake.acks == [{"envelope_id": "env-800"}] and fake.redeliveries >= 1
     conv = conversation_for(redis_client, bridged, key)
     assert conv is not None and len(queued_turns(redis_client, conv)) == 1
+
+
+def test_a_refused_app_token_is_exit_1_and_one_line(settings: Settings) -> None:
+    """The bot token given as the app-level token: Slack's not_allowed_token_type ends the command with
+    code 1 and says so, instead of slack_sdk retrying the connection forever."""
+    with fake_slack() as (fake, api_url):
+        bridged = slack_settings(settings, api_url, slack_app_token=SecretStr(TOKEN))
+        process = spawn(["python", "-m", "parley", "slack-socket"], env=settings_env(bridged), pipe=True)
+        try:
+            output, _ = process.communicate(timeout=60)
+        finally:
+            stop(process)
+    assert process.returncode == 1
+    assert b"Slack refused the Socket Mode connection: not_allowed_token_type" in output
+    assert b"Traceback" not in output and not fake.acks

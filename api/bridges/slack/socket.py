@@ -38,7 +38,15 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         # Bolt's own Web API client (the bot token, PARLEY_SLACK_API_URL) also opens the connection: the
         # app-level token is passed per call to apps.connections.open.
         handler = AsyncSocketModeHandler(bolt, app_token=settings.slack_app_token.get_secret_value())
-        await handler.connect_async()
+        try:
+            # The first URL asked for here, not inside connect(): there a refused token (invalid_auth,
+            # not_allowed_token_type) is logged and retried forever; here it is a SlackApiError, the
+            # command's exit 1.
+            handler.client.wss_uri = await handler.client.issue_new_wss_url()
+            await handler.connect_async()
+        except BaseException:
+            await handler.close_async()
+            raise
         log.info("slack_socket_connected")
         try:
             await stop.wait()
