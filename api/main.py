@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import openai
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
@@ -20,7 +19,7 @@ from parley.worker.store.ingress import Ingress
 from . import bridges, errors, openapi
 from .auth.keys import KeyRing
 from .auth.middleware import Authenticate
-from .deps import Services
+from .deps import Services, openai_client
 from .fanout import Hub
 from .listeners import Listeners
 from .middleware import BodyLimit, RequestContext
@@ -28,12 +27,6 @@ from .routes import conversations, events, health, turns
 from .wakeups import PUBLISH_TIMEOUT_S, WakeupSender
 
 log = get_logger(__name__)
-
-
-def _openai(settings: Settings) -> openai.AsyncOpenAI:
-    key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else "local-emulator"
-    return openai.AsyncOpenAI(api_key=key, base_url=settings.openai_base_url,
-                              timeout=settings.openai_timeout_s, max_retries=2)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -51,7 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ingress = Ingress(redis, settings)
         hub = Hub(settings.redis_url_required, redis, ingress.keys)
         celery = create_celery(settings, publish_timeout_s=PUBLISH_TIMEOUT_S)
-        services = Services(settings=settings, ingress=ingress, openai=_openai(settings),
+        services = Services(settings=settings, ingress=ingress, openai=openai_client(settings),
                             wakeups=WakeupSender(celery),
                             listeners=Listeners(hub, limit=settings.max_listeners))
         app.state.services = services

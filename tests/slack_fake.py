@@ -1,6 +1,8 @@
 """A small fake of Slack's Web API for the bridge's tests: records every call, checks the bearer token and the
 parameters Slack requires (tools-and-platforms.md §3), answers like Slack, and can answer 429 with
-``Retry-After`` for a method, as Slack's per-method limits do."""
+``Retry-After`` for a method, as Slack's per-method limits do. For Socket Mode, ``apps.connections.open`` (the
+app-level token only) names its websocket, which says ``hello`` and delivers ``envelopes``, each again until
+acked, as Slack does."""
 
 from __future__ import annotations
 
@@ -17,11 +19,13 @@ from urllib.parse import parse_qsl
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from parley.worker.local.background import BackgroundServer
 
 TOKEN = "xoxb-test-token"
+APP_TOKEN = "xapp-1-A1-test-token"
 BOT_USER_ID = "UBOT"
 TEAM_ID = "T1"
 
@@ -70,6 +74,13 @@ class FakeSlack:
     """The files served, by name."""
     file_delay_s: float = 0.0
     """How long each file takes to start coming (a slow Slack)."""
+    envelopes: list[dict[str, Any]] = field(default_factory=list)
+    """Socket Mode: sent in order on each connection after ``hello``, each once the one before is acked."""
+    acks: list[dict[str, Any]] = field(default_factory=list)
+    """What the Socket Mode client sent back (``{"envelope_id": ...}``), in order."""
+    redeliveries: int = 0
+    ack_timeout_s: float = 3.0
+    """An envelope not acked this long is delivered again, ``retry_attempt`` one more (Slack's 3 s)."""
     lock: threading.Lock = field(default_factory=threading.Lock)
     _ts: int = 0
 
@@ -132,9 +143,53 @@ class FakeSlack:
             del self.messages[params["ts"]]
         return 200, {"ok": True}
 
+    def open_connection(self, authorization: str | None, netloc: str) -> dict[str, Any]:
+        """``apps.connections.open``: a websocket URL for the app-level token, refused for any other."""
+        if authorization == f"Bearer {TOKEN}":
+            return {"ok": False, "error": "not_allowed_token_type"}
+        if authorization != f"Bearer {APP_TOKEN}":
+            return {"ok": False, "error": "invalid_auth"}
+        ticket = sum(1 for c in self.calls if c.method == "apps.connections.open")  # called under the lock
+        return {"ok": True, "url": f"ws://{netloc}/link/?ticket=t{ticket}"}
+
+    async def deliver(self, ws: WebSocket) -> None:
+        """One Socket Mode connection: ``hello``, then each envelope until its ack comes back, then stay
+        open (recording whatever else is sent) until the client leaves."""
+        await ws.accept()
+        await ws.send_json({"type": "hello", "num_connections": 1, "connection_info": {"app_id": "A1"},
+                            "debug_info": {"host": "fake", "approximate_connection_time": 3600}})
+        try:
+            for envelope in list(self.envelopes):
+                await ws.send_json(envelope)
+                while True:
+                    try:
+                        reply = await asyncio.wait_for(ws.receive_json(), self.ack_timeout_s)
+                    except TimeoutError:
+                        with self.lock:
+                            self.redeliveries += 1
+                        envelope = envelope | {"retry_attempt": envelope.get("retry_attempt", 0) + 1,
+                                               "retry_reason": "timeout"}
+                        await ws.send_json(envelope)
+                        continue
+                    with self.lock:
+                        self.acks.append(reply)
+                    if reply.get("envelope_id") == envelope["envelope_id"]:
+                        break
+            while True:
+                reply = await ws.receive_json()
+                with self.lock:
+                    self.acks.append(reply)
+        except WebSocketDisconnect:
+            pass
+
     def app(self) -> Starlette:
         async def call(request: Request) -> JSONResponse:
             method = request.path_params["method"]
+            if method == "apps.connections.open":
+                with self.lock:
+                    body = self.open_connection(request.headers.get("authorization"), request.url.netloc)
+                    self.calls.append(Call(method, {}, time.monotonic(), 200, bool(body["ok"])))
+                return JSONResponse(body)
             if request.headers.get("authorization") != f"Bearer {TOKEN}":
                 return JSONResponse({"ok": False, "error": "invalid_auth"})
             raw = await request.body()
@@ -163,7 +218,8 @@ class FakeSlack:
             return Response(data, media_type=content_type)
 
         return Starlette(routes=[Route("/api/{method}", call, methods=["POST"]),
-                                 Route("/files/{name}", download, methods=["GET"])])
+                                 Route("/files/{name}", download, methods=["GET"]),
+                                 WebSocketRoute("/link/", self.deliver)])
 
 
 @contextmanager

@@ -49,6 +49,13 @@ def envelope(event: dict[str, Any], *, event_id: str = "Ev01") -> dict[str, Any]
                                 "is_bot": True, "is_enterprise_install": False}]}
 
 
+def socket_envelope(body: dict[str, Any], envelope_id: str, *, retry_attempt: int = 0) -> dict[str, Any]:
+    """An Events API body as Socket Mode delivers it: inside an envelope the client acks by its id."""
+    return {"envelope_id": envelope_id, "type": "events_api", "payload": body,
+            "accepts_response_payload": False, "retry_attempt": retry_attempt,
+            "retry_reason": "timeout" if retry_attempt else ""}
+
+
 def mention(text: str = "what is parley?", *, ts: str = "1712345678.000100", thread_ts: str | None = None,
             channel: str = "C2", user: str = "U7") -> dict[str, Any]:
     event = {"type": "app_mention", "user": user, "text": f"<@{BOT_USER_ID}> {text}", "ts": ts,

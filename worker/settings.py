@@ -161,6 +161,7 @@ class Settings(BaseSettings):
     slack_bot_token: SecretStr | None = None
     slack_signing_secret: SecretStr | None = None
     """Set: the API serves ``POST /slack/events``, every request checked against it (Bolt)."""
+    slack_app_token: SecretStr | None = None  # ``xapp-...``, connections:write: ``parley slack-socket``
     slack_api_url: str | None = None
     slack_streaming: bool = True
     slack_tenant: str = "slack"
@@ -174,8 +175,7 @@ class Settings(BaseSettings):
     discord_tenant: str = "discord"
 
     # --- Flower --------------------------------------------------------------------------------------
-    flower_basic_auth: SecretStr | None = None
-    """``user:password[,user2:password2]`` for Flower's UI and API."""
+    flower_basic_auth: SecretStr | None = None  # ``user:password[,user2:password2]`` for Flower's UI and API
     flower_allow_unauthenticated: bool = False
     """Without basic auth, ``parley flower`` refuses to start unless this is set."""
     flower_address: str = "127.0.0.1"

@@ -1,6 +1,6 @@
 """The ``parley`` command: ``up`` (up.py), ``api``, ``worker`` and ``beat`` (workers.py),
-``emulator``, ``flower``, ``send``, ``chat``, ``dead-letter``, ``slack-relay`` (bridges.py),
-``discord-relay``, ``discord-bot``, ``discord register`` (discord.py)."""
+``emulator``, ``flower``, ``send``, ``chat``, ``dead-letter``, ``slack-relay`` and ``slack-socket``
+(bridges.py), ``discord-relay``, ``discord-bot``, ``discord register`` (discord.py)."""
 
 from __future__ import annotations
 
@@ -188,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_webhook_commands(sub)
     from .keys import add_key_commands  # parley keys ...: new, check
     add_key_commands(sub)
-    from .bridges import add_bridge_commands  # parley slack-relay
+    from .bridges import add_bridge_commands  # parley slack-relay, slack-socket
     add_bridge_commands(sub)
     from .discord import add_discord_commands  # parley discord-relay, discord-bot, discord register
     add_discord_commands(sub)

@@ -6,15 +6,13 @@ Discord sends guild messages with empty content)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import discord
 
 from parley.worker.log import get_logger
 from parley.worker.settings import Settings
 
-from ...deps import Services
+from ...deps import Services, standalone_services
 from .decide import turn_for_message
 from .inbound import accept
 
@@ -26,36 +24,6 @@ def intents() -> discord.Intents:
     wanted = discord.Intents.none()
     wanted.guilds = wanted.guild_messages = wanted.dm_messages = wanted.message_content = True
     return wanted
-
-
-@asynccontextmanager
-async def services(settings: Settings) -> AsyncIterator[Services]:
-    """The API's services, as its lifespan builds them, for accepting turns outside the API: the same
-    conversation get-or-create, enqueue and wake-ups (the event hub is never started: the bot follows no
-    events, the relay does)."""
-    from parley.worker.celery_app import create_celery
-    from parley.worker.store.connections import async_client
-    from parley.worker.store.ingress import Ingress
-
-    from ...fanout import Hub
-    from ...listeners import Listeners
-    from ...main import PUBLISH_TIMEOUT_S, _openai
-    from ...wakeups import WakeupSender
-
-    redis = async_client(settings)
-    ingress = Ingress(redis, settings)
-    celery = create_celery(settings, publish_timeout_s=PUBLISH_TIMEOUT_S)
-    hub = Hub(settings.redis_url_required, redis, ingress.keys)
-    built = Services(settings=settings, ingress=ingress, openai=_openai(settings),
-                     wakeups=WakeupSender(celery), listeners=Listeners(hub, limit=1))
-    built.wakeups.start()
-    try:
-        yield built
-    finally:
-        await asyncio.to_thread(built.wakeups.stop)
-        await built.openai.close()
-        await redis.aclose()
-        celery.close()
 
 
 class Bot(discord.Client):
@@ -113,7 +81,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         stop = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             asyncio.get_running_loop().add_signal_handler(signum, stop.set)
-    async with services(settings) as built:
+    async with standalone_services(settings) as built:
         bot = Bot(settings, built)
         running = asyncio.create_task(bot.start(settings.discord_bot_token.get_secret_value()))
         stopping = asyncio.create_task(stop.wait())

@@ -4,7 +4,8 @@ Bolt checks the signature and its timestamp (``request_verification_enabled``), 
 and drops the bot's own events. The listener runs before the answer (``process_before_response``): the 2xx
 goes out once the turn is in Redis and announced to the relays, so a message Slack was told we have is never
 lost, and a failure is a 5xx that Slack retries. Retries (``X-Slack-Retry-Num``, sometimes in parallel with
-the first delivery) find the same turn through its idempotency key, the ``event_id``.
+the first delivery) find the same turn through its idempotency key, the ``event_id``. The same app runs over
+Socket Mode too (socket.py, ``parley slack-socket``), where the ack is the envelope sent back.
 """
 
 from __future__ import annotations
@@ -111,16 +112,22 @@ async def accept(services: Services, turn: SlackTurn, *, event_id: str | None) -
     return result.turn_id
 
 
-def build_bolt(api: FastAPI, settings: Settings) -> AsyncApp:
-    if settings.slack_signing_secret is None:
-        raise ValueError("PARLEY_SLACK_SIGNING_SECRET is not set")
+def build_bolt(settings: Settings, services: Callable[[], Services], *,
+               socket_mode: bool = False) -> AsyncApp:
+    """The Bolt app of both transports: ``POST /slack/events`` (mount) and Socket Mode (socket.py), so an
+    event becomes a turn by the same listener either way. ``services`` is called per event: the API builds
+    its services in its lifespan, after the routes are mounted."""
     if settings.slack_bot_token is None:
         # Bolt learns the bot's user id with it (auth.test, once): needed to tell the bot's own messages.
-        raise ValueError("PARLEY_SLACK_BOT_TOKEN is needed with PARLEY_SLACK_SIGNING_SECRET")
+        raise ValueError("PARLEY_SLACK_BOT_TOKEN is not set")
+    if settings.slack_signing_secret is None and not socket_mode:
+        raise ValueError("PARLEY_SLACK_SIGNING_SECRET is not set")
     web = web_client(settings)
-    bolt = AsyncApp(signing_secret=settings.slack_signing_secret.get_secret_value(),
-                    client=web, authorize=bot_identity(web), process_before_response=True,
-                    request_verification_enabled=True)
+    # Socket Mode envelopes come over a websocket opened with the app-level token and are not signed (Bolt
+    # skips the check for them), so that transport needs no signing secret.
+    secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else ""
+    bolt = AsyncApp(signing_secret=secret, client=web, authorize=bot_identity(web),
+                    process_before_response=True, request_verification_enabled=not socket_mode)
 
     # Every event type, so that none is "unhandled" (a 404 Slack would retry); turn_for_event picks.
     @bolt.event(re.compile(".*"))
@@ -128,7 +135,7 @@ def build_bolt(api: FastAPI, settings: Settings) -> AsyncApp:
                        ack: AsyncAck) -> None:
         turn = turn_for_event(event, bot_user_id=context.bot_user_id, team_id=body.get("team_id"))
         if turn is not None:
-            turn_id = await accept(api.state.services, turn, event_id=body.get("event_id"))
+            turn_id = await accept(services(), turn, event_id=body.get("event_id"))
             log.info("slack_event", event_id=body.get("event_id"), turn_id=turn_id)
         await ack()
 
@@ -136,7 +143,7 @@ def build_bolt(api: FastAPI, settings: Settings) -> AsyncApp:
 
 
 def mount(app: FastAPI, settings: Settings) -> None:
-    handler = AsyncSlackRequestHandler(build_bolt(app, settings))
+    handler = AsyncSlackRequestHandler(build_bolt(settings, lambda: app.state.services))
 
     @app.post(PATH, include_in_schema=False)
     async def slack_events(request: Request) -> Response:
