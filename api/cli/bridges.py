@@ -48,7 +48,7 @@ def cmd_slack_relay(args: argparse.Namespace) -> int:
 def cmd_slack_socket(args: argparse.Namespace) -> int:
     from parley.worker.log import configure_logging
 
-    settings = discovery.with_redis(Settings())  # beside parley up: its Redis
+    settings = discovery.beside_up(Settings())  # beside parley up: its Redis, and its emulator
     missing = [name for name, value in (("PARLEY_SLACK_APP_TOKEN", settings.slack_app_token),
                                         ("PARLEY_SLACK_BOT_TOKEN", settings.slack_bot_token),
                                         ("PARLEY_REDIS_URL (or a parley up beside)", settings.redis_url))

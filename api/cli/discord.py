@@ -11,6 +11,8 @@ from typing import Any
 
 from parley.worker.settings import Settings
 
+from . import discovery
+
 
 def _print(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
@@ -31,7 +33,7 @@ def cmd_relay(args: argparse.Namespace) -> int:
     from parley.api.bridges.discord.relay import serve
     from parley.worker.log import configure_logging
 
-    settings = Settings()
+    settings = discovery.with_redis(Settings())  # beside parley up: its Redis
     if not settings.discord_application_id:
         _print("PARLEY_DISCORD_APPLICATION_ID is not set: the relay cannot address the replies.")
         return 2
@@ -44,7 +46,7 @@ def cmd_bot(args: argparse.Namespace) -> int:
     from parley.api.bridges.discord.bot import serve
     from parley.worker.log import configure_logging
 
-    settings = Settings()
+    settings = discovery.beside_up(Settings())  # beside parley up: its Redis, and its emulator
     if settings.discord_bot_token is None or not settings.discord_application_id:
         _print("set PARLEY_DISCORD_BOT_TOKEN and PARLEY_DISCORD_APPLICATION_ID to run the gateway bot")
         return 2
@@ -76,7 +78,7 @@ async def register(settings: Settings) -> list[dict[str, Any]]:
 def cmd_register(args: argparse.Namespace) -> int:
     from parley.api.bridges.discord.rest import DiscordError
 
-    settings = Settings()
+    settings = discovery.beside_up(Settings())  # beside parley up: its Redis, and its emulator
     if settings.discord_bot_token is None or not settings.discord_application_id:
         _print("set PARLEY_DISCORD_BOT_TOKEN and PARLEY_DISCORD_APPLICATION_ID to register the command")
         return 2

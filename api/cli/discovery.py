@@ -9,6 +9,8 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from parley.worker.local.redis_server import pid_alive
 from parley.worker.secret_url import SecretUrl
 from parley.worker.settings import Settings
@@ -18,11 +20,12 @@ RUNFILE = "up.json"
 
 @dataclass(frozen=True)
 class Running:
-    """A ``parley up`` that is running: its process id, API and Redis."""
+    """A ``parley up`` that is running: its process id, API and Redis, and its emulator if it started one."""
 
     pid: int
     api_url: str
     redis_url: str
+    emulator_url: str | None = None
 
 
 def write(data_dir: Path, running: Running) -> None:
@@ -54,6 +57,20 @@ def with_redis(settings: Settings) -> Settings:
         return settings
     running = read(Path(settings.data_dir))
     return settings.model_copy(update={"redis_url": SecretUrl(running.redis_url)}) if running else settings
+
+
+def beside_up(settings: Settings) -> Settings:
+    """``with_redis``, and the emulator of the ``parley up`` beside it when no upstream is set (neither
+    ``PARLEY_OPENAI_BASE_URL`` nor an OpenAI key): the processes that create conversations themselves (the
+    Slack Socket Mode process, the Discord gateway bot) use the same upstream as its API."""
+    settings = with_redis(settings)
+    if settings.openai_base_url or settings.openai_api_key is not None:
+        return settings
+    running = read(Path(settings.data_dir))
+    if running is None or not running.emulator_url:
+        return settings
+    return settings.model_copy(update={"openai_base_url": running.emulator_url,
+                                       "openai_api_key": SecretStr("local-emulator")})
 
 
 def api_url(settings: Settings) -> str:

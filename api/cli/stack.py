@@ -194,7 +194,8 @@ class LocalStack:
         self._spawn("webhooks", "webhooks", "run",
                     env={**env, "PARLEY_WEBHOOK_SECRET": self.webhook_secret()})
         if self._wait_ready(f"{self.api_url}/readyz"):
-            discovery.write(self.data_dir, discovery.Running(os.getpid(), self.api_url, self.redis_url))
+            discovery.write(self.data_dir, discovery.Running(os.getpid(), self.api_url, self.redis_url,
+                                                             self.emulator_url or None))
 
     def webhook_secret(self) -> str:
         if self.settings.webhook_secret is not None:

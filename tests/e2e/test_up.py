@@ -4,6 +4,7 @@ data survives a restart."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -53,7 +54,8 @@ def test_up_serves_turns_and_ctrl_c_stops_everything(tmp_path: Path, start_up: S
                   sigint_ignored=True)
     up.wait_ready(f"http://127.0.0.1:{port}")
     assert len(up.seen) >= 6  # redis, emulator, flower, api, worker, beat
-    assert (tmp_path / ".parley" / "up.json").exists()
+    running = json.loads((tmp_path / ".parley" / "up.json").read_text())
+    assert running["emulator_url"].startswith("http://127.0.0.1:")  # for slack-socket and discord-bot beside it
 
     first = parley(tmp_path, "send", "hello", "--conversation", "demo")
     assert first.returncode == 0, first.stderr
