@@ -30,9 +30,9 @@ def wait_ready(settings: Settings, names: list[str], timeout_s: float = 30.0) ->
     wanted = set(names)
     try:
         while time.monotonic() < deadline:
-            # limit: return as soon as every wanted worker answered, not after the whole timeout (half a
-            # second per start, a minute over the suite).
-            replies = app.control.ping(timeout=0.5, limit=len(wanted)) or []
+            # limit: return as soon as every wanted worker answered, not after the whole timeout; a short
+            # timeout, since a ping sent before the worker listens waits all of it for nothing.
+            replies = app.control.ping(timeout=0.2, limit=len(wanted)) or []
             seen = {name.split("@")[0] for reply in replies for name in reply}
             if wanted <= seen:
                 return

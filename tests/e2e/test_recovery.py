@@ -138,6 +138,23 @@ def test_duplicate_wakeups_never_call_upstream_twice(settings: Settings, http: h
     assert [role for role, _ in items(emulator, conv)] == ["user", "assistant"]
 
 
+def test_an_idle_worker_stops_at_once(settings: Settings) -> None:
+    """SIGTERM to an idle worker: it is gone well within a second (kombu's warm shutdown waits for the BRPOP
+    in flight, 1 s by default; parley's is BRPOP_TIMEOUT_S), so restarts and rollouts do not wait on it."""
+    worker = start_worker(settings, "idle", concurrency=4)
+    try:
+        wait_ready(settings, ["idle"])
+        time.sleep(0.3)  # into its BRPOP loop
+        started = time.monotonic()
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=10)
+        took_s = time.monotonic() - started
+    finally:
+        stop(worker)
+    assert worker.returncode == 0
+    assert took_s < 0.8, took_s
+
+
 def test_graceful_shutdown_hands_running_turns_back(settings: Settings, http: httpx.Client,
                                                     emulator: EmulatorServer) -> None:
     emulator.config.delta_interval_ms = 150

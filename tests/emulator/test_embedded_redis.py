@@ -70,7 +70,10 @@ def test_stop_leaves_no_process() -> None:
 
 def _parent_with_server() -> tuple[subprocess.Popen[str], int]:
     """A Python process that starts an embedded Redis and then idles; returns it and the server's pid."""
-    script = ("from parley.worker.local.redis_server import EmbeddedRedis; import time; "
+    # SIGINT's default handler restored: a shell's background job (nohup, &) inherits it ignored, and the
+    # SIGINT case would then wait out the sleep.
+    script = ("from parley.worker.local.redis_server import EmbeddedRedis; import signal, time; "
+              "signal.signal(signal.SIGINT, signal.default_int_handler); "
               "s = EmbeddedRedis().start(); print(s.pid, flush=True); time.sleep(60)")
     parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
                               env={**os.environ, "PYTHONPATH": os.getcwd()})

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import SecretStr
 
-from parley.worker.celery_app import broker_url, create_celery, transport_options
+from parley.worker.celery_app import BRPOP_TIMEOUT_S, broker_url, create_celery, transport_options
 from parley.worker.settings import Settings
 
 
@@ -19,9 +19,10 @@ def test_the_broker_is_the_redis_unless_one_is_given() -> None:
 
 
 def test_redis_only_options_stay_off_amqp() -> None:
-    """Pool size and no ack emulation exist only in kombu's Redis transport; a publisher's timeouts are the
-    socket timeouts of each transport."""
-    assert transport_options("redis://r:6379/0", 10) == {"max_connections": 30, "ack_emulation": False}
+    """Pool size, no ack emulation and the BRPOP timeout exist only in kombu's Redis transport; a publisher's
+    timeouts are the socket timeouts of each transport."""
+    assert transport_options("redis://r:6379/0", 10) == {"max_connections": 30, "ack_emulation": False,
+                                                         "polling_interval": BRPOP_TIMEOUT_S}
     assert transport_options("amqp://mq//", 10) == {}
     assert transport_options("rediss://r:6380/0", 10, 2.0)["socket_timeout"] == 2.0
     assert transport_options("amqp://mq//", 10, 2.0) == {"read_timeout": 2.0, "write_timeout": 2.0}
