@@ -179,8 +179,8 @@ ROWS: list[tuple[str, str, str, str, float | None, bool, str]] = [
     ("(Slack) relay delay turn.completed → chat.stopStream p99 (ms)", "slack", "relay_busy_p99_ms", "≤ 50",
      TARGETS["slack_relay_p99_ms"], False,
      "p50 {slack.relay_busy_p50_ms} ms over {slack.relay_samples_busy} of {slack.turns_busy} turns, of which "
-     "turn.completed → chat.startStream p50 {slack.relay_to_start_busy_p50_ms} ms (the relay polls the "
-     "stream every 50 ms; zero-latency upstream); baseline, a trickle of 4 events/s: p50 "
+     "turn.completed → chat.startStream p50 {slack.relay_to_start_busy_p50_ms} ms (the relay follows its turns "
+     "through one blocking XREAD, 20 ms blocks; zero-latency upstream); baseline, a trickle of 4 events/s: p50 "
      "{slack.relay_quiet_p50_ms} ms, max {slack.relay_quiet_max_ms} ms"),
     ("(Slack) same, workers at full speed on a backlog (ms)", "slack", "relay_saturated_p99_ms", "≤ 50",
      TARGETS["slack_relay_p99_ms"], False,
