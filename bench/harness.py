@@ -37,12 +37,19 @@ def rss_mb(pid: int) -> float:
 @contextmanager
 def emulator(latency_ms: int = 0) -> Iterator[str]:
     """The emulator in a process of its own (so its CPU is not the measured process's); yields its base URL."""
+    with emulator_process(latency_ms) as (url, _):
+        yield url
+
+
+@contextmanager
+def emulator_process(latency_ms: int = 0) -> Iterator[tuple[str, int]]:
+    """As ``emulator``, yielding its process id too (to read the CPU it used)."""
     port = free_port()
     proc = spawn(["python", "-m", "parley", "emulator", "--port", str(port), "--latency-ms", str(latency_ms)],
                  quiet=True)
     try:
         wait_http(f"http://127.0.0.1:{port}/_emulator/state")
-        yield f"http://127.0.0.1:{port}/v1"
+        yield f"http://127.0.0.1:{port}/v1", proc.pid
     finally:
         stop(proc)
 

@@ -158,7 +158,11 @@ ROWS: list[tuple[str, str, str, str, float | None, bool, str]] = [
      "{tools.tool_cpu_ms_per_turn} ms (× {tools.cpu_ratio})"),
     ("(9) ordered turns/s, 2 worker processes ÷ 1", "scaling", "ratio", "≥ 1.6", TARGETS["scaling_ratio"], True,
      "one process {scaling.one_process_turns_per_s}/s, two {scaling.two_processes_turns_per_s}/s "
-     "({scaling.turns} turns, zero-latency upstream)"),
+     "({scaling.turns} turns, zero-latency upstream); per turn: workers {scaling.worker_cpu_ms_per_turn} ms CPU, "
+     "emulator + Redis {scaling.emulator_redis_cpu_ms_per_turn} ms; cores busy: {scaling.cores_used_one} with "
+     "one, {scaling.cores_used_two} with two"),
+    ("(9) same, the ceiling two cores allow", "scaling", "ceiling", "–", None, True,
+     "2 cores ÷ (worker + emulator + Redis CPU per turn) ÷ the one-process rate"),
     ("(Slack) event ack p99, 50 events/s, 2 workers draining (ms)", "slack", "ack_busy_p99_ms", "≤ 100",
      TARGETS["slack_ack_p99_ms"], False,
      "server side (request log), signed app_mentions, each a new thread, the workers draining their turns; "
