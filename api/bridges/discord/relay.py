@@ -17,7 +17,7 @@ from parley.worker.settings import Settings
 from parley.worker.store.keys import Keys
 
 from ..relay import CLAIM_IDLE_MS, Assignment, Posted, TurnFeed, follow_hub, follow_turn, serve_feed
-from .render import edit_due, expired_notice, final_text, split_message
+from .render import edit_due, expired_notice, final_text, retrying_notice, split_message
 from .rest import DiscordError, DiscordRest
 
 log = get_logger(__name__)
@@ -160,9 +160,11 @@ class DiscordRelay:
 
         pumping = asyncio.create_task(pump())
         written, has_bot_token = "", self.rest.bot_token is not None
+        notice = ""  # shown instead of nothing while a retry is awaited, until the text comes
         try:
             while True:
-                behind = reply.behind(written)
+                wanted = written or notice
+                behind = reply.behind(wanted)
                 wait = edit_due(time.monotonic(), reply.last_edit_s) if behind else TICK_S
                 try:
                     event: Event | None = await asyncio.wait_for(events.get(), timeout=max(wait, 0.01))
@@ -174,13 +176,18 @@ class DiscordRelay:
                     pass
                 elif event.type == "turn.started" and getattr(event, "attempt", 1) > 1:
                     written = ""  # a new attempt writes its reply from the start
+                elif event.type == "turn.retrying":
+                    if not (written or reply.text_shown):  # once, and only over nothing shown
+                        notice = retrying_notice(getattr(event, "cause", None))
                 elif event.type == "response.delta":
                     written += getattr(event, "delta", "")
+                    notice = ""
                 elif event.type in TERMINAL_TYPES:
                     await reply.finish(final_text(event, written))
                     return
-                if reply.behind(written) and edit_due(time.monotonic(), reply.last_edit_s) == 0:
-                    await reply.show(written)
+                wanted = written or notice
+                if reply.behind(wanted) and edit_due(time.monotonic(), reply.last_edit_s) == 0:
+                    await reply.show(wanted)
                 await reply.near_expiry(written, has_bot_token)
         finally:
             pumping.cancel()

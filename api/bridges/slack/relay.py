@@ -25,12 +25,11 @@ from parley.worker.store.keys import Keys
 
 from ..relay import CLAIM_IDLE_MS, Assignment, Posted, TurnFeed, follow_hub, follow_turn, serve_feed
 from .client import PLATFORM, web_client
-from .render import MESSAGE_MAX_CHARS, STREAM_INTERVAL_S, failure_notice
+from .render import MESSAGE_MAX_CHARS, STREAM_INTERVAL_S, THINKING, failure_notice, retrying_status
 from .reply import SlackReply
 
 log = get_logger(__name__)
 
-THINKING = "is thinking…"
 ANSWERED_ELSEWHERE = frozenset({"turn.merged", "turn.superseded", "turn.interrupted", "turn.cancelled"})
 
 
@@ -92,6 +91,9 @@ class SlackRelay:
                 if event.type == "response.delta":
                     text += event.delta
                     await reply.flush(text)
+                elif event.type == "turn.retrying":
+                    if not reply.started:  # a status line goes once the reply's text shows
+                        await reply.status(retrying_status(event.cause))
                 elif event.type == "turn.completed":
                     await reply.flush(event.output_text or text, final=True)
                     return
