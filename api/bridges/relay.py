@@ -228,6 +228,17 @@ async def follow_turn(hub: Hub, assignment: Assignment, *, after_seq: int = 0,
         subscription.close()
 
 
+async def next_event(events: asyncio.Queue[Event], timeout_s: float) -> Event | None:
+    """The next event in ``events``, or None after ``timeout_s``. Not ``asyncio.wait_for``: on Python 3.11 it
+    swallows a cancellation that comes just as the event does (CPython gh-86296), so a relay being stopped
+    went on with a turn to its end instead of leaving it to a takeover (the relay takeover tests' flake)."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await events.get()
+    except TimeoutError:
+        return None
+
+
 async def _ended(client: redis.asyncio.Redis, keys: Keys, assignment: Assignment) -> Event | None:
     """The turn's terminal event rebuilt from its record, if it has ended; a cancellation when the record and
     its conversation's stream are gone (the conversation deleted, or kept past retention), so the relay lets

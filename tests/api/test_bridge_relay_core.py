@@ -12,7 +12,16 @@ import redis.asyncio
 from drain_support import run_async
 
 from parley.api.bridges.announce import announce
-from parley.api.bridges.relay import Assignment, Posted, TurnFeed, follow_hub, follow_turn, serve_feed
+from parley.api.bridges.relay import (
+    Assignment,
+    Posted,
+    TurnFeed,
+    follow_hub,
+    follow_turn,
+    next_event,
+    serve_feed,
+)
+from parley.worker.events.models import Event, parse_event
 from parley.worker.settings import Settings
 from parley.worker.store.keys import Keys
 
@@ -167,3 +176,23 @@ def test_the_run_loop_acknowledges_a_turn_announced_again_while_it_is_handled(
     assert sorted(handled) == ["t1", "t_fails", "t_held", "t_slow"]
     # Pending: t_fails (failed) and t_held (stopped), for a takeover; the second entry of t1 was acked.
     assert pending == 2 and cancelled
+
+
+def test_a_stopped_relays_wait_for_the_next_event_is_cancelled_even_as_one_arrives() -> None:
+    """A relay's turn task waiting for its next event and cancelled (the relay stops) just as an event comes
+    is cancelled, and the event stays queued; ``asyncio.wait_for`` on Python 3.11 returned the event instead,
+    so the stopped relay went on with the turn to its end. A quiet wait ends with None at its timeout."""
+    event: Event = parse_event(json.dumps({"id": "t1.1", "type": "response.delta", "turn_id": "t1", "seq": 1,
+                                           "conversation_id": "conv_x", "created_at": 1.0, "delta": "Hi"}))
+
+    async def go() -> tuple[bool, int, Event | None]:
+        events: asyncio.Queue[Event] = asyncio.Queue()
+        waiting = asyncio.create_task(next_event(events, 5.0))
+        await asyncio.sleep(0)  # it waits on the queue
+        events.put_nowait(event)
+        waiting.cancel()  # in the same turn of the loop as the event
+        await asyncio.gather(waiting, return_exceptions=True)
+        quiet = await next_event(asyncio.Queue(), 0.01)
+        return waiting.cancelled(), events.qsize(), quiet
+
+    assert asyncio.run(go()) == (True, 1, None)

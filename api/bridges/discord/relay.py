@@ -16,7 +16,16 @@ from parley.worker.log import get_logger
 from parley.worker.settings import Settings
 from parley.worker.store.keys import Keys
 
-from ..relay import CLAIM_IDLE_MS, Assignment, Posted, TurnFeed, follow_hub, follow_turn, serve_feed
+from ..relay import (
+    CLAIM_IDLE_MS,
+    Assignment,
+    Posted,
+    TurnFeed,
+    follow_hub,
+    follow_turn,
+    next_event,
+    serve_feed,
+)
 from .render import edit_due, expired_notice, final_text, retrying_notice, split_message
 from .rest import DiscordError, DiscordRest
 
@@ -166,12 +175,9 @@ class DiscordRelay:
                 wanted = written or notice
                 behind = reply.behind(wanted)
                 wait = edit_due(time.monotonic(), reply.last_edit_s) if behind else TICK_S
-                try:
-                    event: Event | None = await asyncio.wait_for(events.get(), timeout=max(wait, 0.01))
-                except TimeoutError:
-                    event = None
-                    if pumping.done():
-                        pumping.result()  # the follower died: its error is this turn's
+                event = await next_event(events, max(wait, 0.01))
+                if event is None and pumping.done():
+                    pumping.result()  # the follower died: its error is this turn's
                 if event is None:
                     pass
                 elif event.type == "turn.started" and getattr(event, "attempt", 1) > 1:

@@ -23,7 +23,16 @@ from parley.worker.store.connections import async_client
 from parley.worker.store.ingress import Ingress
 from parley.worker.store.keys import Keys
 
-from ..relay import CLAIM_IDLE_MS, Assignment, Posted, TurnFeed, follow_hub, follow_turn, serve_feed
+from ..relay import (
+    CLAIM_IDLE_MS,
+    Assignment,
+    Posted,
+    TurnFeed,
+    follow_hub,
+    follow_turn,
+    next_event,
+    serve_feed,
+)
 from .client import PLATFORM, web_client
 from .render import MESSAGE_MAX_CHARS, STREAM_INTERVAL_S, THINKING, failure_notice, retrying_status
 from .reply import SlackReply
@@ -81,9 +90,8 @@ class SlackRelay:
         text = ""
         try:
             while True:
-                try:
-                    event = await asyncio.wait_for(events.get(), timeout=STREAM_INTERVAL_S)
-                except TimeoutError:
+                event = await next_event(events, STREAM_INTERVAL_S)
+                if event is None:
                     if producer.done():
                         producer.result()  # its error, if it stopped without the terminal event
                     await reply.flush(text)
