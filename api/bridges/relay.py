@@ -12,8 +12,6 @@ retry) is handled once: the first relay to mark it owns it.
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
@@ -23,10 +21,14 @@ import redis.asyncio
 import redis.exceptions
 
 from parley.worker.events.models import TERMINAL_TYPES, Event, TurnCancelled, parse_event, terminal_event_of
+from parley.worker.log import get_logger
 from parley.worker.messages import Turn
+from parley.worker.run.drain import worker_id
 from parley.worker.store.keys import Keys
 
 from ..fanout import Hub
+
+log = get_logger(__name__)
 
 GROUP = "relays"
 CLAIM_IDLE_MS = 60_000
@@ -62,10 +64,6 @@ class InOrder:
             del self._last[conversation_id]
 
 
-def consumer_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
 @dataclass(frozen=True)
 class Assignment:
     entry_id: str
@@ -82,7 +80,7 @@ class TurnFeed:
                  claim_idle_ms: int = CLAIM_IDLE_MS) -> None:
         self.client, self.keys, self.platform = client, keys, platform
         self.stream = keys.bridge_turns(platform)
-        self.consumer = consumer or consumer_name()
+        self.consumer = consumer or worker_id()  # host:pid
         self.claim_idle_ms = claim_idle_ms
 
     async def ensure_group(self) -> None:
@@ -117,6 +115,49 @@ class TurnFeed:
 
     async def ack(self, assignment: Assignment) -> None:
         await self.client.xack(self.stream, GROUP, assignment.entry_id)
+
+
+Handler = Callable[[Assignment], Coroutine[Any, Any, None]]
+
+
+async def serve_feed(feed: TurnFeed, hub: Hub, handle: Handler, stop: asyncio.Event, *,
+                     block_ms: int = 200) -> None:
+    """A relay's loop until ``stop`` is set: each assignment of ``feed`` handled by ``handle`` in a task of
+    its own (a conversation's in order, ``InOrder``), the entries still worked on touched well within the
+    claim idle time, a failed task logged and left unacknowledged (it comes back once idle, here or at
+    another relay). On the way out the tasks are cancelled (their entries stay pending for a takeover) and
+    the hub stopped."""
+    await feed.ensure_group()
+    await hub.start()
+    working: dict[str, tuple[Assignment, asyncio.Task[None]]] = {}
+    in_order = InOrder()  # a thread's replies in the order of its messages
+    touched = time.monotonic()
+    try:
+        while not stop.is_set():
+            for assignment in await feed.next(block_ms=block_ms):
+                if assignment.entry_id in working:
+                    continue
+                if any(a.turn_id == assignment.turn_id for a, _ in working.values()):
+                    # Announced again (a platform retry) while this relay posts it: the record's owner is this
+                    # relay, so only this check keeps the turn from being posted twice.
+                    await feed.ack(assignment)
+                    continue
+                task = in_order.start(assignment.conversation_id, lambda a=assignment: handle(a))
+                working[assignment.entry_id] = (assignment, task)
+            for entry_id, (assignment, task) in list(working.items()):
+                if task.done():
+                    del working[entry_id]
+                    if not task.cancelled() and (exc := task.exception()) is not None:
+                        log.warning("relay_turn_failed", platform=feed.platform, turn_id=assignment.turn_id,
+                                    error=type(exc).__name__, detail=str(exc)[:200])
+            if time.monotonic() - touched > feed.claim_idle_ms / 3000:
+                await feed.touch([a for a, _ in working.values()])
+                touched = time.monotonic()
+    finally:
+        for _, task in working.values():
+            task.cancel()
+        await asyncio.gather(*(task for _, task in working.values()), return_exceptions=True)
+        await hub.stop()
 
 
 class Posted:
@@ -185,6 +226,17 @@ async def follow_turn(hub: Hub, assignment: Assignment, *, after_seq: int = 0,
                 return
     finally:
         subscription.close()
+
+
+async def next_event(events: asyncio.Queue[Event], timeout_s: float) -> Event | None:
+    """The next event in ``events``, or None after ``timeout_s``. Not ``asyncio.wait_for``: on Python 3.11 it
+    swallows a cancellation that comes just as the event does (CPython gh-86296), so a relay being stopped
+    went on with a turn to its end instead of leaving it to a takeover (the relay takeover tests' flake)."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await events.get()
+    except TimeoutError:
+        return None
 
 
 async def _ended(client: redis.asyncio.Redis, keys: Keys, assignment: Assignment) -> Event | None:

@@ -1,6 +1,6 @@
 """The relay core every bridge shares (api/bridges/relay.py), against a real Redis: each announced turn goes to
 one relay, a dead relay's turn is taken over, a turn announced twice is handled once, a turn's events are
-followed from the start to its terminal event."""
+followed from the start to its terminal event, and the one run loop every relay shares."""
 
 from __future__ import annotations
 
@@ -12,7 +12,16 @@ import redis.asyncio
 from drain_support import run_async
 
 from parley.api.bridges.announce import announce
-from parley.api.bridges.relay import Assignment, Posted, TurnFeed, follow_hub, follow_turn
+from parley.api.bridges.relay import (
+    Assignment,
+    Posted,
+    TurnFeed,
+    follow_hub,
+    follow_turn,
+    next_event,
+    serve_feed,
+)
+from parley.worker.events.models import Event, parse_event
 from parley.worker.settings import Settings
 from parley.worker.store.keys import Keys
 
@@ -121,3 +130,69 @@ def test_follow_turn_ends_from_the_record_when_the_terminal_event_was_trimmed(
         return got
 
     assert run_async(settings, go) == [("turn.completed", "t9.completed"), ("turn.cancelled", "t_gone.cancelled")]
+
+
+def test_the_run_loop_acknowledges_a_turn_announced_again_while_it_is_handled(
+        settings: Settings, redis_client: redis.Redis) -> None:
+    """``serve_feed`` hands each turn to its handler once: a second announcement of a turn the relay is
+    still handling is only acknowledged (the record's owner is this relay, so nothing else would stop a
+    second reply); a failing handler leaves its entry pending; stopping cancels the unfinished handler."""
+    async def go(client: redis.asyncio.Redis) -> tuple[list[str], int, bool]:
+        feed = TurnFeed(client, KEYS, "test", consumer="a")
+        hub = follow_hub(settings.redis_url_required, client, KEYS)
+        handled: list[str] = []
+        release, cancelled = asyncio.Event(), asyncio.Event()
+
+        async def handle(assignment: Assignment) -> None:
+            handled.append(assignment.turn_id)
+            if assignment.turn_id == "t_fails":
+                raise RuntimeError("the platform is down")
+            try:
+                await release.wait()
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+            await feed.ack(assignment)
+
+        stop = asyncio.Event()
+        loop = asyncio.create_task(serve_feed(feed, hub, handle, stop, block_ms=20))
+        await announce(client, KEYS, "test", turn_id="t1", conversation_id="conv_a")
+        await announce(client, KEYS, "test", turn_id="t_fails", conversation_id="conv_b")
+        await announce(client, KEYS, "test", turn_id="t_slow", conversation_id="conv_c")
+        await asyncio.sleep(0.3)
+        await announce(client, KEYS, "test", turn_id="t1", conversation_id="conv_a")  # a platform retry
+        await asyncio.sleep(0.3)
+        release.set()  # t1 and t_slow finish; a turn announced after this waits again
+        await asyncio.sleep(0.2)
+        release.clear()
+        await announce(client, KEYS, "test", turn_id="t_held", conversation_id="conv_d")
+        await asyncio.sleep(0.3)
+        stop.set()
+        await loop
+        pending = (await client.xpending(feed.stream, "relays"))["pending"]
+        return handled, pending, cancelled.is_set()
+
+    handled, pending, cancelled = run_async(settings, go)
+    assert sorted(handled) == ["t1", "t_fails", "t_held", "t_slow"]
+    # Pending: t_fails (failed) and t_held (stopped), for a takeover; the second entry of t1 was acked.
+    assert pending == 2 and cancelled
+
+
+def test_a_stopped_relays_wait_for_the_next_event_is_cancelled_even_as_one_arrives() -> None:
+    """A relay's turn task waiting for its next event and cancelled (the relay stops) just as an event comes
+    is cancelled, and the event stays queued; ``asyncio.wait_for`` on Python 3.11 returned the event instead,
+    so the stopped relay went on with the turn to its end. A quiet wait ends with None at its timeout."""
+    event: Event = parse_event(json.dumps({"id": "t1.1", "type": "response.delta", "turn_id": "t1", "seq": 1,
+                                           "conversation_id": "conv_x", "created_at": 1.0, "delta": "Hi"}))
+
+    async def go() -> tuple[bool, int, Event | None]:
+        events: asyncio.Queue[Event] = asyncio.Queue()
+        waiting = asyncio.create_task(next_event(events, 5.0))
+        await asyncio.sleep(0)  # it waits on the queue
+        events.put_nowait(event)
+        waiting.cancel()  # in the same turn of the loop as the event
+        await asyncio.gather(waiting, return_exceptions=True)
+        quiet = await next_event(asyncio.Queue(), 0.01)
+        return waiting.cancelled(), events.qsize(), quiet
+
+    assert asyncio.run(go()) == (True, 1, None)

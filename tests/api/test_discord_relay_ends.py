@@ -1,6 +1,7 @@
 """How the Discord relay ends a reply that has no ordinary output, on a real Redis against the fake Discord,
 with the turn's events written as a worker writes them: a failed turn's notice, the note of a turn answered in
-the next reply, and the visible notice (then the channel message) of a turn that outlives its token."""
+the next reply, the visible notice (then the channel message) of a turn that outlives its token, and the
+"still working" notice while a turn waits to be retried."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from discord_fake import BOT_TOKEN, FakeDiscord, fake_app
 from discord_support import APPLICATION_ID, CHANNEL_ID, relay
 from pydantic import SecretStr
 
+from parley.api.bridges.discord.render import retrying_notice
 from parley.worker.local.background import BackgroundServer
 from parley.worker.settings import Settings
 from parley.worker.store.keys import Keys
@@ -129,3 +131,27 @@ def test_a_gateway_turn_is_answered_with_channel_messages(settings: Settings, re
     assert "".join(messages) == output and len(messages) == 3
     assert discord.of("channel")[0].reply_to == "1700000000000000007" and discord.of("channel_edit")
     assert not discord.of("webhook_original", ok=False)
+
+
+def test_a_retrying_turn_says_it_is_still_working_until_its_text_comes(
+        settings: Settings, redis_client: redis.Redis, fake: tuple[FakeDiscord, str]) -> None:
+    """``turn.retrying`` before any text: ``@original`` is edited once to a short "still working" notice (a
+    second retry does not edit it again), then, no sooner than a second later, to the text, and at the end it
+    is the turn's whole output."""
+    discord, url = fake
+    turn = Turn(redis_client, "turn_retrying")
+    turn.event("turn.started", attempt=1)
+    turn.event("turn.retrying", cause="rate_limited", attempt=1, retry_at=time.time() + 1)
+    with relay(_bridge(settings, url)):
+        wait_until(lambda: discord.of("webhook_original"), timeout_s=10, message="the notice")
+        turn.event("turn.retrying", cause="http_5xx", attempt=1, retry_at=time.time() + 1)
+        time.sleep(0.3)
+        turn.event("response.delta", delta="The answer")
+        turn.event("response.delta", delta=" is 42.")
+        turn.event("turn.completed", output_text="The answer is 42.")
+        wait_until(turn.posted, timeout_s=10, message="the reply to end")
+    edits = discord.of("webhook_original")
+    assert edits[0].content == retrying_notice("rate_limited") and "Still working" in str(edits[0].content)
+    assert [e.content for e in edits].count(edits[0].content) == 1
+    assert edits[-1].content == "The answer is 42." and discord.reply_of(TOKEN) == ["The answer is 42."]
+    assert edits[1].at - edits[0].at > 0.9  # the throttle holds for the notice too

@@ -7,7 +7,14 @@ import json
 
 import pytest
 
-from parley.api.bridges.discord.render import MESSAGE_LIMIT, THINKING, edit_due, final_text, split_message
+from parley.api.bridges.discord.render import (
+    MESSAGE_LIMIT,
+    THINKING,
+    edit_due,
+    final_text,
+    retrying_notice,
+    split_message,
+)
 from parley.worker.events.models import Event, parse_event
 
 
@@ -51,3 +58,11 @@ def test_the_end_of_a_turn_always_shows_something() -> None:
     for type_ in ("turn.merged", "turn.superseded", "turn.interrupted"):
         fields = {"answered_by": "t2", **({"into": "t2"} if type_ == "turn.merged" else {})}
         assert "next reply" in final_text(_event(type_, **fields), "")
+
+
+def test_the_retrying_notice_is_short_and_names_no_detail() -> None:
+    """While a turn waits for a retry the reply says it is still being worked on, well within one message:
+    the busy model for a rate limit or an open circuit, a plain "retrying" for any other cause."""
+    assert retrying_notice("rate_limited") == retrying_notice("circuit_open") == \
+        "Still working… (the model is busy, retrying)"
+    assert retrying_notice("timeout") == retrying_notice(None) == "Still working… (retrying)"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from parley.api.bridges.slack.render import due, failure_notice, split, take
+from parley.api.bridges.slack.render import due, failure_notice, retrying_status, split, take
 
 
 @pytest.mark.parametrize(("text", "limit", "parts"), [
@@ -39,3 +39,11 @@ def test_failure_notice_names_the_kind_never_the_message() -> None:
     notice = failure_notice({"type": "upstream_error", "message": "secret detail sk-123"})
     assert "upstream_error" in notice and "secret" not in notice
     assert "try again" in failure_notice(None)
+
+
+def test_the_retrying_status_is_short_and_names_no_detail() -> None:
+    """While a turn waits for a retry the status says it is still being worked on: the busy model for a rate
+    limit or an open circuit, a plain "retrying" for any other cause (never the cause's own words)."""
+    assert retrying_status("rate_limited") == retrying_status("circuit_open") == \
+        "is still working (the model is busy)…"
+    assert retrying_status("http_5xx") == retrying_status(None) == "is still working (retrying)…"

@@ -18,6 +18,7 @@ from slack_support import KEYS, conversation_for, envelope, mention, post_event,
 from stack import workers
 
 from parley.api.bridges.slack.relay import serve
+from parley.api.bridges.slack.render import THINKING
 from parley.api.main import create_app
 from parley.worker.local.background import BackgroundServer
 from parley.worker.local.emulator import EmulatorServer
@@ -196,6 +197,27 @@ def test_a_failed_turn_posts_a_short_notice(bridge: tuple[str, FakeSlack, Settin
     assert notice.params["thread_ts"] == ROOT and "Sorry" in notice.params["text"]
     assert redis_client.hget(KEYS.turn(*the_turn(redis_client, settings)), "status") == "failed"
     assert len(fake.named("chat.startStream")) == len(fake.named("chat.stopStream"))
+
+
+def test_while_the_turn_waits_for_a_retry_the_thread_status_says_so(
+        bridge: tuple[str, FakeSlack, Settings], redis_client: redis.Redis, emulator: EmulatorServer) -> None:
+    """The model answers 429 at first: while the worker waits to retry (``turn.retrying``), the thread's
+    status line says the reply is still being worked on; no status is set once the stream started, and the
+    streamed message is the whole output."""
+    url, fake, settings = bridge
+    emulator.config.p_429, emulator.config.retry_after_s = 1.0, 0.3
+    with relay_in_process(settings):
+        ask(url)
+        wait_until(lambda: len(fake.named("assistant.threads.setStatus")) >= 2, timeout_s=30,
+                   message="the retrying status")
+        emulator.config.p_429 = 0.0
+        wait_until(lambda: relayed(redis_client, settings), timeout_s=30, message="the reply done")
+    statuses = fake.named("assistant.threads.setStatus")
+    assert statuses[0].params["status"] == THINKING
+    assert all(s.params["status"].startswith("is still working (") for s in statuses[1:])
+    [start] = fake.named("chat.startStream")
+    assert all(s.at < start.at for s in statuses)
+    assert fake.messages[only_message(fake)].text == output_of(redis_client, settings)
 
 
 def test_a_long_reply_goes_on_in_further_messages_of_the_thread(bridge: tuple[str, FakeSlack, Settings],

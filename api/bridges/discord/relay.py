@@ -19,14 +19,14 @@ from parley.worker.store.keys import Keys
 from ..relay import (
     CLAIM_IDLE_MS,
     Assignment,
-    InOrder,
     Posted,
     TurnFeed,
-    consumer_name,
     follow_hub,
     follow_turn,
+    next_event,
+    serve_feed,
 )
-from .render import edit_due, expired_notice, final_text, split_message
+from .render import edit_due, expired_notice, final_text, retrying_notice, split_message
 from .rest import DiscordError, DiscordRest
 
 log = get_logger(__name__)
@@ -127,37 +127,13 @@ class DiscordRelay:
                  idle_s: float = 1.0) -> None:
         self.settings, self.client, self.rest, self.idle_s = settings, client, rest, idle_s
         self.keys = Keys(settings.key_prefix)
-        self.consumer = consumer or consumer_name()
-        self.feed = TurnFeed(client, self.keys, PLATFORM, consumer=self.consumer, claim_idle_ms=claim_idle_ms)
+        self.feed = TurnFeed(client, self.keys, PLATFORM, consumer=consumer, claim_idle_ms=claim_idle_ms)
+        self.consumer = self.feed.consumer
         self.hub = follow_hub(settings.redis_url_required, client, self.keys)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Handle announced turns, each in a task of its own, until ``stop`` is set."""
-        await self.feed.ensure_group()
-        await self.hub.start()
-        tasks: dict[str, tuple[Assignment, asyncio.Task[None]]] = {}
-        in_order = InOrder()
-        touched = time.monotonic()
-        try:
-            while not stop.is_set():
-                for assignment in await self.feed.next(block_ms=200):
-                    if assignment.entry_id not in tasks:
-                        task = in_order.start(assignment.conversation_id, lambda a=assignment: self.handle(a))
-                        tasks[assignment.entry_id] = (assignment, task)
-                for entry_id, (assignment, task) in list(tasks.items()):
-                    if task.done():
-                        del tasks[entry_id]
-                        if not task.cancelled() and (exc := task.exception()) is not None:
-                            # Not acknowledged: another relay (or this one) takes it over once idle.
-                            log.error("discord_turn_failed", turn_id=assignment.turn_id, error=str(exc))
-                if time.monotonic() - touched > self.feed.claim_idle_ms / 3000:
-                    await self.feed.touch([assignment for assignment, _ in tasks.values()])
-                    touched = time.monotonic()
-        finally:
-            for _, task in tasks.values():
-                task.cancel()
-            await asyncio.gather(*(task for _, task in tasks.values()), return_exceptions=True)
-            await self.hub.stop()
+        await serve_feed(self.feed, self.hub, self.handle, stop)
 
     async def handle(self, assignment: Assignment) -> None:
         posted = Posted(self.client, self.keys, PLATFORM, assignment, ttl_s=self.settings.retention_s)
@@ -193,27 +169,31 @@ class DiscordRelay:
 
         pumping = asyncio.create_task(pump())
         written, has_bot_token = "", self.rest.bot_token is not None
+        notice = ""  # shown instead of nothing while a retry is awaited, until the text comes
         try:
             while True:
-                behind = reply.behind(written)
+                wanted = written or notice
+                behind = reply.behind(wanted)
                 wait = edit_due(time.monotonic(), reply.last_edit_s) if behind else TICK_S
-                try:
-                    event: Event | None = await asyncio.wait_for(events.get(), timeout=max(wait, 0.01))
-                except TimeoutError:
-                    event = None
-                    if pumping.done():
-                        pumping.result()  # the follower died: its error is this turn's
+                event = await next_event(events, max(wait, 0.01))
+                if event is None and pumping.done():
+                    pumping.result()  # the follower died: its error is this turn's
                 if event is None:
                     pass
                 elif event.type == "turn.started" and getattr(event, "attempt", 1) > 1:
                     written = ""  # a new attempt writes its reply from the start
+                elif event.type == "turn.retrying":
+                    if not (written or reply.text_shown):  # once, and only over nothing shown
+                        notice = retrying_notice(getattr(event, "cause", None))
                 elif event.type == "response.delta":
                     written += getattr(event, "delta", "")
+                    notice = ""
                 elif event.type in TERMINAL_TYPES:
                     await reply.finish(final_text(event, written))
                     return
-                if reply.behind(written) and edit_due(time.monotonic(), reply.last_edit_s) == 0:
-                    await reply.show(written)
+                wanted = written or notice
+                if reply.behind(wanted) and edit_due(time.monotonic(), reply.last_edit_s) == 0:
+                    await reply.show(wanted)
                 await reply.near_expiry(written, has_bot_token)
         finally:
             pumping.cancel()

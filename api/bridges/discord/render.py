@@ -15,6 +15,9 @@ published, and a faster stream of edits mostly buys 429s (llmcord settles on the
 THINKING = "…"
 """What the reply shows before its first words (Discord refuses an empty ``content``)."""
 
+BUSY_CAUSES = frozenset({"rate_limited", "circuit_open"})
+"""``turn.retrying`` causes that mean the model is busy rather than failing."""
+
 NOTES = {
     "turn.merged": "(answered in the next reply)",
     "turn.superseded": "(answered in the next reply)",
@@ -73,3 +76,10 @@ def expired_notice(has_bot_token: bool) -> str:
     if has_bot_token:
         return "\n\n(this takes longer than Discord allows for one reply; the rest follows in the channel)"
     return "\n\n(this takes longer than Discord allows for one reply; it cannot be shown here)"
+
+
+def retrying_notice(cause: str | None) -> str:
+    """What the reply shows while the worker waits to retry the turn (``turn.retrying``) and nothing of its
+    text is there yet: short, and saying why only in general terms."""
+    why = "the model is busy, retrying" if cause in BUSY_CAUSES else "retrying"
+    return f"Still working… ({why})"

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 
 import redis.asyncio
 from slack_sdk.web.async_client import AsyncWebClient
@@ -24,14 +23,22 @@ from parley.worker.store.connections import async_client
 from parley.worker.store.ingress import Ingress
 from parley.worker.store.keys import Keys
 
-from ..relay import CLAIM_IDLE_MS, Assignment, InOrder, Posted, TurnFeed, follow_hub, follow_turn
+from ..relay import (
+    CLAIM_IDLE_MS,
+    Assignment,
+    Posted,
+    TurnFeed,
+    follow_hub,
+    follow_turn,
+    next_event,
+    serve_feed,
+)
 from .client import PLATFORM, web_client
-from .render import MESSAGE_MAX_CHARS, STREAM_INTERVAL_S, failure_notice
+from .render import MESSAGE_MAX_CHARS, STREAM_INTERVAL_S, THINKING, failure_notice, retrying_status
 from .reply import SlackReply
 
 log = get_logger(__name__)
 
-THINKING = "is thinking…"
 ANSWERED_ELSEWHERE = frozenset({"turn.merged", "turn.superseded", "turn.interrupted", "turn.cancelled"})
 
 
@@ -47,40 +54,7 @@ class SlackRelay:
         self.hub = follow_hub(settings.redis_url_required, client, self.keys)
 
     async def run(self, stop: asyncio.Event) -> None:
-        await self.feed.ensure_group()
-        await self.hub.start()
-        working: dict[str, tuple[Assignment, asyncio.Task[None]]] = {}
-        in_order = InOrder()  # a thread's replies in the order of its messages
-        touched = time.monotonic()
-        try:
-            while not stop.is_set():
-                for assignment in await self.feed.next(block_ms=200):
-                    if assignment.entry_id in working:
-                        continue
-                    if any(a.turn_id == assignment.turn_id for a, _ in working.values()):
-                        # Announced again (a Slack retry) while this relay posts it: the record's owner is
-                        # this relay, so only this check keeps the turn from being posted twice.
-                        await self.feed.ack(assignment)
-                        continue
-                    task = in_order.start(assignment.conversation_id, lambda a=assignment: self.handle(a))
-                    working[assignment.entry_id] = (assignment, task)
-                for entry_id, (_, task) in list(working.items()):
-                    if task.done():
-                        del working[entry_id]
-                        if not task.cancelled() and (exc := task.exception()) is not None:
-                            # Not acknowledged: the entry comes back once idle, here or at another relay.
-                            log.warning("slack_relay_turn_failed", error=type(exc).__name__,
-                                        detail=str(exc)[:200])
-                if time.monotonic() - touched > self.feed.claim_idle_ms / 3000:
-                    await self.feed.touch([a for a, _ in working.values()])
-                    touched = time.monotonic()
-        finally:
-            for _, task in working.values():
-                task.cancel()
-            for _, task in working.values():
-                with contextlib.suppress(BaseException):
-                    await task
-            await self.hub.stop()
+        await serve_feed(self.feed, self.hub, self.handle, stop)
 
     async def handle(self, assignment: Assignment) -> None:
         posted = Posted(self.client, self.keys, PLATFORM, assignment, ttl_s=self.settings.retention_s)
@@ -116,9 +90,8 @@ class SlackRelay:
         text = ""
         try:
             while True:
-                try:
-                    event = await asyncio.wait_for(events.get(), timeout=STREAM_INTERVAL_S)
-                except TimeoutError:
+                event = await next_event(events, STREAM_INTERVAL_S)
+                if event is None:
                     if producer.done():
                         producer.result()  # its error, if it stopped without the terminal event
                     await reply.flush(text)
@@ -126,6 +99,9 @@ class SlackRelay:
                 if event.type == "response.delta":
                     text += event.delta
                     await reply.flush(text)
+                elif event.type == "turn.retrying":
+                    if not reply.started:  # a status line goes once the reply's text shows
+                        await reply.status(retrying_status(event.cause))
                 elif event.type == "turn.completed":
                     await reply.flush(event.output_text or text, final=True)
                     return

@@ -13,6 +13,10 @@ STREAM_INTERVAL_S = 0.5
 """Between two ``chat.appendStream`` of one message (Tier 4: 100+ a minute per workspace)."""
 UPDATE_INTERVAL_S = 1.0
 """Between two ``chat.update`` of one message (Tier 3), the brief's once a second."""
+THINKING = "is thinking…"
+"""The thread's status line while a turn runs (Slack shows it after the app's name)."""
+BUSY_CAUSES = frozenset({"rate_limited", "circuit_open"})
+"""``turn.retrying`` causes that mean the model is busy rather than failing."""
 BREAKS = ("\n\n", "\n", " ")
 """Where a message ends, best first: a paragraph, a line, a word; else at the limit."""
 
@@ -54,3 +58,10 @@ def failure_notice(error: Mapping[str, Any] | None) -> str:
     kind = (error or {}).get("type") or (error or {}).get("code")
     suffix = f" ({kind})" if kind else ""
     return f":warning: Sorry, I could not answer this{suffix}. Please try again."
+
+
+def retrying_status(cause: str | None) -> str:
+    """The status line while the worker waits to retry the turn (``turn.retrying``): short, and saying why
+    only in general terms (the busy model, or trouble reaching it)."""
+    why = "the model is busy" if cause in BUSY_CAUSES else "retrying"
+    return f"is still working ({why})…"
