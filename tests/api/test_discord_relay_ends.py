@@ -155,3 +155,23 @@ def test_a_retrying_turn_says_it_is_still_working_until_its_text_comes(
     assert [e.content for e in edits].count(edits[0].content) == 1
     assert edits[-1].content == "The answer is 42." and discord.reply_of(TOKEN) == ["The answer is 42."]
     assert edits[1].at - edits[0].at > 0.9  # the throttle holds for the notice too
+
+
+def test_a_retry_after_text_was_shown_replaces_it_with_the_new_attempts_text(
+        settings: Settings, redis_client: redis.Redis, fake: tuple[FakeDiscord, str]) -> None:
+    """The first attempt showed some text, then the worker retries (its deltas start over): the earlier text
+    gives way to the notice, never to an empty edit, and the reply ends as the new attempt's text alone."""
+    discord, url = fake
+    turn = Turn(redis_client, "turn_restarted")
+    turn.event("turn.started", attempt=1)
+    turn.event("response.delta", delta="A first try")
+    with relay(_bridge(settings, url)):
+        wait_until(lambda: discord.of("webhook_original"), timeout_s=10, message="the first text")
+        turn.event("turn.retrying", cause="http_5xx", attempt=1, retry_at=time.time() + 1)
+        time.sleep(1.2)
+        turn.event("response.delta", delta="The answer")
+        turn.event("turn.completed", output_text="The answer")
+        wait_until(turn.posted, timeout_s=10, message="the reply to end")
+    contents = [e.content for e in discord.of("webhook_original")]
+    assert contents[0] == "A first try" and retrying_notice("http_5xx") in contents
+    assert all(contents) and contents[-1] == "The answer" and discord.reply_of(TOKEN) == ["The answer"]

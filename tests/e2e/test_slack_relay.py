@@ -220,6 +220,27 @@ def test_while_the_turn_waits_for_a_retry_the_thread_status_says_so(
     assert fake.messages[only_message(fake)].text == output_of(redis_client, settings)
 
 
+def test_a_new_attempt_replaces_what_the_last_one_streamed(bridge: tuple[str, FakeSlack, Settings],
+                                                            redis_client: redis.Redis,
+                                                            emulator: EmulatorServer) -> None:
+    """The model's stream drops after its first delta (and that response is lost upstream): the worker tries
+    again, writing the reply from the start. What the first attempt streamed cannot be taken back from a
+    stream, so that message is deleted and the thread ends with one message, the whole output."""
+    url, fake, settings = bridge
+    emulator.config.p_drop, emulator.config.drop_completes = 1.0, False
+    with relay_in_process(settings):
+        ask(url)
+        wait_until(lambda: fake.named("chat.startStream"), timeout_s=30, message="the first attempt's stream")
+        emulator.config.p_drop = 0.0
+        wait_until(lambda: relayed(redis_client, settings), timeout_s=30, message="the reply done")
+    first, second = fake.named("chat.startStream")
+    [deleted] = fake.named("chat.delete")
+    assert first.at < deleted.at < second.at
+    kept = only_message(fake)
+    assert deleted.params["ts"] != kept
+    assert fake.messages[kept].text == output_of(redis_client, settings)
+
+
 def test_a_long_reply_goes_on_in_further_messages_of_the_thread(bridge: tuple[str, FakeSlack, Settings],
                                                                  redis_client: redis.Redis) -> None:
     """With messages of at most 200 characters (Slack's is 12,000), the reply is several streamed messages in

@@ -25,6 +25,7 @@ from ..relay import (
     follow_turn,
     next_event,
     serve_feed,
+    starts_over,
 )
 from .render import edit_due, expired_notice, final_text, retrying_notice, split_message
 from .rest import DiscordError, DiscordRest
@@ -180,11 +181,11 @@ class DiscordRelay:
                     pumping.result()  # the follower died: its error is this turn's
                 if event is None:
                     pass
-                elif event.type == "turn.started" and getattr(event, "attempt", 1) > 1:
-                    written = ""  # a new attempt writes its reply from the start
-                elif event.type == "turn.retrying":
-                    if not (written or reply.text_shown):  # once, and only over nothing shown
-                        notice = retrying_notice(getattr(event, "cause", None))
+                elif starts_over(event):
+                    # A new attempt writes its reply from the start: the next edit shows its text alone.
+                    # Until it comes, a notice stands in for the earlier attempt's text (never an empty edit).
+                    written = ""
+                    notice = retrying_notice(getattr(event, "cause", None))
                 elif event.type == "response.delta":
                     written += getattr(event, "delta", "")
                     notice = ""

@@ -32,6 +32,7 @@ from ..relay import (
     follow_turn,
     next_event,
     serve_feed,
+    starts_over,
 )
 from .client import PLATFORM, web_client
 from .render import MESSAGE_MAX_CHARS, STREAM_INTERVAL_S, THINKING, failure_notice, retrying_status
@@ -99,8 +100,11 @@ class SlackRelay:
                 if event.type == "response.delta":
                     text += event.delta
                     await reply.flush(text)
-                elif event.type == "turn.retrying":
-                    if not reply.started:  # a status line goes once the reply's text shows
+                elif starts_over(event):
+                    text = ""  # the new attempt's deltas are a reply of their own
+                    if reply.started:
+                        await reply.restart()
+                    if event.type == "turn.retrying":
                         await reply.status(retrying_status(event.cause))
                 elif event.type == "turn.completed":
                     await reply.flush(event.output_text or text, final=True)

@@ -161,14 +161,24 @@ class SlackReply:
         posted = await self.web.chat_postMessage(channel=self.channel, thread_ts=self.thread_ts, text=text)
         await self._save(notice=posted["ts"])
 
+    async def restart(self) -> None:
+        """A new attempt of the turn writes its reply from the start, and what the last one streamed cannot
+        be taken back from a stream: its messages go, and the reply starts again as a new message."""
+        await self._delete_messages()
+        self.messages, self.sent, self.last_write = [], 0, None
+        await self._save()
+
     async def withdraw(self) -> None:
         """A turn answered by another one's reply (merged, superseded, interrupted, cancelled): what it had
         posted (an interrupted turn's start) goes, since the answering turn posts the whole answer."""
+        await self._delete_messages()
+        if not self.messages:
+            await self.status("")  # the "is thinking" line, for a reply that never came
+
+    async def _delete_messages(self) -> None:
         await self.close()
         for ts, _ in self.messages:
             try:
                 await self.web.chat_delete(channel=self.channel, ts=ts)
             except SlackApiError as exc:
                 log.info("slack_delete_refused", error=exc.response.get("error"))
-        if not self.messages:
-            await self.status("")  # the "is thinking" line, for a reply that never came
