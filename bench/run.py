@@ -156,6 +156,12 @@ ROWS: list[tuple[str, str, str, str, float | None, bool, str]] = [
     ("(10) extra worker CPU per server-tool round (ms)", "tools", "extra_cpu_ms_per_round", "≤ 1.5",
      TARGETS["tool_round_cpu_ms"], False, "plain turn {tools.plain_cpu_ms_per_turn} ms, with one tool round "
      "{tools.tool_cpu_ms_per_turn} ms (× {tools.cpu_ratio})"),
+    ("(10) one bare SDK request's CPU, 100 threads (ms)", "tools", "bare_request_cpu_ms", "–", None, False,
+     "the request a tool round must add: non-streamed `responses.create` on a conversation, the worker's "
+     "clients, in a process of its own, same emulator setup"),
+    ("(10) extra CPU per round − that request (ms)", "tools", "extra_minus_request_ms", "–", None, False,
+     "parley's own cost of a round (tool run, records, events, thread handoff); extra ÷ request "
+     "× {tools.extra_to_request_ratio}"),
     ("(9) ordered turns/s, 2 worker processes ÷ 1", "scaling", "ratio", "≥ 1.6", TARGETS["scaling_ratio"], True,
      "one process {scaling.one_process_turns_per_s}/s, two {scaling.two_processes_turns_per_s}/s "
      "({scaling.turns} turns, zero-latency upstream); per turn: workers {scaling.worker_cpu_ms_per_turn} ms CPU, "

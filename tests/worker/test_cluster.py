@@ -28,7 +28,7 @@ from parley.worker.store.dead_letters import DeadLetters
 from parley.worker.store.ingress import EnqueueStatus, Ingress
 from parley.worker.store.keys import Keys
 from parley.worker.store.tool_outputs import submit_tool_outputs
-from parley.worker.tools.loop import Call
+from parley.worker.tools.loop import Call, ToolState
 from parley.worker.tools.records import ToolRecords
 from parley.worker.webhooks.store import Record, WebhookStore
 
@@ -204,7 +204,9 @@ def test_every_script_runs_on_the_cluster(h: ClusterHarness) -> None:
     claim = h.mailbox.claim(c)
     assert claim.token and claim.started
     records = ToolRecords(h.mailbox, c, claim.token, claim.started.turn)
-    records.results({"call_0": "done"})  # tool_results.lua
+    server_call = Call(call_id="call_0", name="lookup", arguments="{}", round=0, runs="server")
+    records.calls(ToolState(calls=[server_call]), [server_call])  # record_publish.lua
+    records.results({"call_0": "done"}, completed={"call_id": "call_0", "name": "lookup"})  # tool_results.lua
     records.pause([Call(call_id="call_1", name="lookup", arguments="{}", round=0, runs="bot")])  # pause.lua
     outputs = on_ingress(s, lambda i: submit_tool_outputs(i.client, KEYS, s, conv=c,
                                                           turn_id=claim.started.turn_id,

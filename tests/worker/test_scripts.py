@@ -250,3 +250,49 @@ def test_one_redis_publishes_for_plain_subscribers(ingress: Ingress, redis_clien
         plain, sharded = script.source.splitlines(), script.cluster_source.splitlines()
         assert plain[0] == "local SHARDED_PUBSUB = false" and sharded[0] == "local SHARDED_PUBSUB = true"
         assert plain[1:] == sharded[1:] and script.sha != script.cluster_sha
+
+
+def _tool_events(mailbox: Mailbox) -> list[tuple[str, int]]:
+    entries = mailbox.client.xrange(mailbox.keys.events(CONV))
+    return [(json.loads(f["data"])["type"], json.loads(f["data"])["seq"]) for _, f in entries
+            if json.loads(f["data"])["type"].startswith("tool.")]
+
+
+def test_a_tool_round_records_then_publishes_in_one_script_each(ingress: Ingress, mailbox: Mailbox) -> None:
+    """record_publish.lua (the calls, then tool.called) and tool_results.lua with its event (the result, then
+    tool.completed): one round trip each, fenced, and an interrupt still stops the event."""
+    from parley.worker.store.mailbox import Interrupted
+    from parley.worker.tools.loop import Call, ToolState
+    from parley.worker.tools.records import ToolRecords
+
+    enqueue(ingress, "a")
+    claim = mailbox.claim(CONV)
+    assert claim.token and claim.started
+    turn, token = claim.started.turn, claim.token
+    calls = [Call(call_id=f"c{i}", name="add", arguments="{}", round=0, runs="server") for i in range(2)]
+    records = ToolRecords(mailbox, CONV, token, turn)
+    records.calls(ToolState(calls=calls, response_ids=["resp_0"]), calls)
+    stored = mailbox.load(CONV, turn.id)
+    assert [c["call_id"] for c in stored.tool_calls or []] == ["c0", "c1"] and stored.response_ids == ["resp_0"]
+    records.results({"c0": "7"}, completed={"call_id": "c0", "name": "add", "duration_ms": 1.0})
+    assert mailbox.client.hget(mailbox.keys.tool_results(CONV, turn.id), "c0") == "7"
+    events = _tool_events(mailbox)
+    assert [t for t, _ in events] == ["tool.called", "tool.called", "tool.completed"]
+    assert [s for _, s in events] == sorted(s for _, s in events)
+    # Interrupted: the result is recorded all the same, its event is not published; the calls likewise.
+    mailbox.client.hset(mailbox.keys.turn(CONV, turn.id), "interrupt_by", "t_newer")
+    with pytest.raises(Interrupted):
+        records.results({"c1": "8"}, completed={"call_id": "c1", "name": "add", "duration_ms": 1.0})
+    assert mailbox.client.hget(mailbox.keys.tool_results(CONV, turn.id), "c1") == "8"
+    with pytest.raises(Interrupted):
+        records.calls(ToolState(calls=calls, response_ids=["resp_0", "resp_1"]), calls)
+    assert mailbox.load(CONV, turn.id).response_ids == ["resp_0", "resp_1"]
+    assert len(_tool_events(mailbox)) == 3
+    # Fenced: nothing written.
+    stale = ToolRecords(mailbox, CONV, "stale", turn)
+    with pytest.raises(Fenced):
+        stale.results({"c2": "9"}, completed={"call_id": "c2", "name": "add", "duration_ms": 1.0})
+    with pytest.raises(Fenced):
+        stale.calls(ToolState(calls=calls, response_ids=["resp_x"]), calls)
+    assert not mailbox.client.hexists(mailbox.keys.tool_results(CONV, turn.id), "c2")
+    assert mailbox.load(CONV, turn.id).response_ids == ["resp_0", "resp_1"] and len(_tool_events(mailbox)) == 3

@@ -135,6 +135,22 @@ class Mailbox:
             raise Interrupted(conv)
         return int(seq)
 
+    def record_and_publish(self, conv: str, token: str, turn_id: str, fields: dict[str, str | None],
+                           events: list[str]) -> int:
+        """``record`` then ``publish`` of each of ``events`` (built with ``event_json``), in one round trip
+        (record_publish.lua); returns the last seq. Raises ``Fenced`` (nothing written) or ``Interrupted``
+        (the fields recorded, no event published) like them."""
+        k = self.keys
+        pairs = scripts.flatten(dict(fields))
+        keys = [k.lease(conv), k.turn(conv, turn_id), k.seq(conv), k.events(conv)]
+        args = [token, self.settings.stream_maxlen, self.settings.retention_s, len(pairs), *pairs, *events]
+        seq = scripts.RECORD_PUBLISH(self.client, keys, args)
+        if seq == -1:
+            raise Fenced(conv)
+        if seq == -2:
+            raise Interrupted(conv)
+        return int(seq)
+
     def finish(self, conv: str, token: str, turn: Turn, *, event: str, last_item_id: str | None,
                go_on: bool = False) -> Finished:
         """Record the final state of ``turn`` (already updated), clear in-flight, publish ``event``; with

@@ -89,6 +89,7 @@ CLAIM = LuaScript("claim")
 NEXT_TURN = LuaScript("next_turn")
 HEARTBEAT = LuaScript("heartbeat")
 RECORD = LuaScript("record")
+RECORD_PUBLISH = LuaScript("record_publish")
 PUBLISH = LuaScript("publish")
 FINISH = LuaScript("finish")
 RELEASE = LuaScript("release")
@@ -107,9 +108,9 @@ PAUSE = LuaScript("pause")
 TOOL_OUTPUTS = LuaScript("tool_outputs")
 INTERRUPT = LuaScript("interrupt")
 
-ALL = (ENQUEUE, CLAIM, NEXT_TURN, HEARTBEAT, RECORD, PUBLISH, FINISH, RELEASE, REKICK, CANCEL, FORGET,
-       HAND_BACK, REQUEUE, DELETE, UPDATE_CONVERSATION, WEBHOOK_CLAIM, RATE_LIMIT, CIRCUIT, TOOL_RESULTS,
-       PAUSE, TOOL_OUTPUTS, INTERRUPT)
+ALL = (ENQUEUE, CLAIM, NEXT_TURN, HEARTBEAT, RECORD, RECORD_PUBLISH, PUBLISH, FINISH, RELEASE, REKICK, CANCEL,
+       FORGET, HAND_BACK, REQUEUE, DELETE, UPDATE_CONVERSATION, WEBHOOK_CLAIM, RATE_LIMIT, CIRCUIT,
+       TOOL_RESULTS, PAUSE, TOOL_OUTPUTS, INTERRUPT)
 
 
 def flatten(fields: dict[str, Arg | None]) -> list[Arg]:

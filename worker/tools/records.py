@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from ..events.models import event_json
@@ -27,12 +28,19 @@ class ToolRecords:
         return ToolState(calls=[Call.of(c) for c in self.turn.tool_calls or []], results=dict(results),
                          response_ids=list(self.turn.response_ids or []))
 
-    def calls(self, state: ToolState) -> None:
-        """Record the calls a response asked for, before any of them runs."""
+    def calls(self, state: ToolState, new: Sequence[Call] = ()) -> None:
+        """Record the calls a response asked for, before any of them runs; then, in the same round trip, the
+        ``tool.called`` event of each of ``new``."""
         self.turn.tool_calls = [c.record() for c in state.calls]
         # The response ids go along: without a stream they were only noted in memory (``persist=False``).
-        self.mailbox.record(self.conv, self.turn.id, self.token, tool_calls=json.dumps(self.turn.tool_calls),
-                            response_ids=json.dumps(state.response_ids))
+        fields = {"tool_calls": json.dumps(self.turn.tool_calls),
+                  "response_ids": json.dumps(state.response_ids)}
+        if not new:
+            self.mailbox.record(self.conv, self.turn.id, self.token, **fields)
+            return
+        events = [self._event("tool.called", f"{self.turn.id}.tool.{c.call_id}.called", call_id=c.call_id,
+                              name=c.name, arguments=c.arguments, runs=c.runs) for c in new]
+        self.mailbox.record_and_publish(self.conv, self.token, self.turn.id, fields, events)
 
     def response_id(self, state: ToolState, round_: int, response_id: str, *, persist: bool = True) -> None:
         """The response of ``round_`` is known. Streamed, it is known at ``response.created`` and recorded at
@@ -45,16 +53,24 @@ class ToolRecords:
             self.mailbox.record(self.conv, self.turn.id, self.token, response_id=response_id,
                                 response_ids=json.dumps(ids))
 
-    def results(self, results: dict[str, str]) -> None:
-        """Record outputs (first write wins: a call recorded once is never run again)."""
+    def results(self, results: dict[str, str], *, completed: dict[str, Any] | None = None) -> None:
+        """Record outputs (first write wins: a call recorded once is never run again); with ``completed``
+        (the fields of a ``tool.completed`` event, ``call_id`` among them), publish that event after them in
+        the same round trip, or raise ``Interrupted`` as ``publish`` would (the results stay recorded)."""
         if not results:
             return
         k, s = self.mailbox.keys, self.mailbox.settings
+        event = "" if completed is None else self._event(
+            "tool.completed", f"{self.turn.id}.tool.{completed['call_id']}.completed", **completed)
         pairs: list[scripts.Arg] = [v for pair in results.items() for v in pair]
-        keys = [k.lease(self.conv), k.tool_results(self.conv, self.turn.id)]
-        added = scripts.TOOL_RESULTS(self.mailbox.client, keys, [self.token, s.retention_s, *pairs])
+        keys = [k.lease(self.conv), k.tool_results(self.conv, self.turn.id), k.seq(self.conv),
+                k.events(self.conv), k.turn(self.conv, self.turn.id)]
+        added = scripts.TOOL_RESULTS(self.mailbox.client, keys,
+                                     [self.token, s.retention_s, s.stream_maxlen, event, *pairs])
         if added == -1:
             raise Fenced(self.conv)
+        if added == -2:
+            raise Interrupted(self.conv)
 
     def pause(self, calls: list[Call]) -> float:
         """Hand the turn to its bot (``requires_action``) and give the lease back; returns the deadline."""
@@ -75,6 +91,9 @@ class ToolRecords:
         if seq == -2:
             raise Interrupted(self.conv)
         return deadline
+
+    def _event(self, type_: Any, event_id: str, **fields: Any) -> str:
+        return event_json(type_, conversation_id=self.conv, turn_id=self.turn.id, event_id=event_id, **fields)
 
     def publish(self, type_: Any, event_id: str, **fields: Any) -> None:
         self.mailbox.publish(self.conv, self.token, type_, turn_id=self.turn.id, event_id=event_id, **fields)

@@ -97,11 +97,7 @@ class ToolSession:
                               f"the model asked for tools again after {next_round} rounds "
                               f"(PARLEY_MAX_TOOL_ROUNDS={self.settings.max_tool_rounds})")
             state.calls += calls
-            self.records.calls(state)
-            for call in calls:
-                self.records.publish("tool.called", f"{self.turn.id}.tool.{call.call_id}.called",
-                                     call_id=call.call_id, name=call.name, arguments=call.arguments,
-                                     runs=call.runs)
+            self.records.calls(state, calls)  # and their tool.called events, in the same round trip
 
     def _created(self, state: ToolState, round_: int, response_id: str) -> None:
         self.records.response_id(state, round_, response_id, persist=self.streamed)
@@ -114,11 +110,11 @@ class ToolSession:
         if todo:
             def done(outcome: Outcome) -> None:
                 faultpoints.reached("tool_ran")
-                self.records.results({outcome.call_id: outcome.output})
+                # The result, then its tool.completed event, in one round trip.
+                self.records.results({outcome.call_id: outcome.output}, completed={
+                    "call_id": outcome.call_id, "name": _name(pending, outcome.call_id),
+                    "duration_ms": outcome.duration_ms, "error": outcome.error})
                 state.results[outcome.call_id] = outcome.output
-                self.records.publish("tool.completed", f"{self.turn.id}.tool.{outcome.call_id}.completed",
-                                     call_id=outcome.call_id, name=_name(pending, outcome.call_id),
-                                     duration_ms=outcome.duration_ms, error=outcome.error)
 
             run_calls(todo, self.registry, self._context, done)
         waiting = [c for c in state.missing() if c.runs == "bot"]
