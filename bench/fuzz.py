@@ -45,7 +45,7 @@ def main() -> int:
     junit = out.with_suffix(".xml")
     started = time.monotonic()
     code = subprocess.call(
-        [sys.executable, "-m", "pytest", "tests/api/test_schemathesis.py", "-m", "fuzz", "-q", "-p",
+        [sys.executable, "-m", "pytest", "tests/api/test_schemathesis.py", "-m", "fuzz", "-q", "-n0", "-p",
          "no:cacheprovider", "-o", "junit_family=xunit1", f"--junitxml={junit}"],
         cwd=ROOT, env={**os.environ, "PARLEY_FUZZ_EXAMPLES": str(args.examples)})
     duration_s = round(time.monotonic() - started, 1)

@@ -34,8 +34,10 @@ DEFAULT_EMULATOR = EmulatorConfig()
 def redis_url() -> Iterator[str]:
     external = os.environ.get("PARLEY_TEST_REDIS_URL") or os.environ.get("PARLEY_REDIS_URL")
     if external:
-        # Tests flush their database: use db 15 of the given server, never the application's own.
-        yield external.rsplit("/", 1)[0] + "/15" if external.count("/") > 2 else external + "/15"
+        # Tests flush their database: use db 15 of the given server, never the application's own, and one
+        # database per xdist process (gw0 → 15, gw1 → 14, …) so parallel tests never flush each other's.
+        db = 15 - int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+        yield (external.rsplit("/", 1)[0] if external.count("/") > 2 else external) + f"/{db}"
         return
     with EmbeddedRedis() as server:
         yield server.url

@@ -38,7 +38,7 @@ def test_client_tests_pass_without_celery_redis_or_openai(settings: Settings, ap
     with workers(settings, 1, concurrency=8):
         run = subprocess.run(
             [sys.executable, "-m", "pytest", str(TESTS / "client"), "-p", "block_server_imports",
-             "--noconftest", "-p", "no:cacheprovider", "-q", "-rs"],
+             "--noconftest", "-p", "no:cacheprovider", "-q", "-rs", "-n0"],
             cwd=TESTS.parent, env=env, capture_output=True, text=True, timeout=300)
     summary = run.stdout.strip().splitlines()[-1] if run.stdout.strip() else ""
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
