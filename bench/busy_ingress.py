@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import redis
-from harness import api, cpu_s, emulator, parley_workers, percentile
+from harness import api, cpu_s, emulator_process, parley_workers, percentile
 from scenarios import Size, _enqueue, _load, _wake, make_conversations, settings_for
 
 from parley.worker.local.redis_server import EmbeddedRedis
@@ -25,8 +25,14 @@ from parley.worker.store.keys import Keys
 TURNS_ROUTE = "/v1/conversations/{conversation_id}/turns"
 RATE_RPS = 50.0
 """A fixed, ordinary load: about a fifth of what one API process accepts on this machine."""
-DRAIN_TURNS_PER_S = 400
-"""Above what two worker processes drain here (about 230/s), so the backlog outlasts a busy phase."""
+EMULATOR_NICE = int(os.environ.get("BENCH_EMULATOR_NICE", "0"))
+DRAIN_TURNS_PER_S = 800
+"""Well above what two worker processes drain here (230–480/s, as busy as the machine is), so the backlog
+outlasts a busy phase (``backlog_left_at_end_*`` says it did)."""
+
+
+PIDS: dict[str, int] = {}
+"""The processes whose CPU each phase reports: the API, the emulator and Redis."""
 
 
 def server_durations_ms(log_text: str) -> list[float]:
@@ -57,14 +63,16 @@ def _phase(url: str, api_pid: int, paths: list[str], log: Path, seconds: float) 
     """One open-loop run: the server-side durations it left in the log, the client's figures and the share of
     the time the machine (PSI) and the API's loop waited for a CPU."""
     start, began, (some0, api0) = log.stat().st_size, time.monotonic(), _cpu_waits(api_pid)
+    cpu0 = {name: cpu_s(pid) for name, pid in PIDS.items()}
     client = asyncio.run(_load(url, paths, rate=RATE_RPS, seconds=seconds, connections=64))
     elapsed, (some1, api1) = time.monotonic() - began, _cpu_waits(api_pid)
+    cores = {f"{name}_cpu_cores": round((cpu_s(pid) - cpu0[name]) / elapsed, 2) for name, pid in PIDS.items()}
     time.sleep(1.0)  # the last requests' lines (a starved API writes them late)
     with log.open() as f:
         f.seek(start)
         server = server_durations_ms(f.read())
     return {"server_ms": server, "client": client, "cpu_pressure": round((some1 - some0) / elapsed, 2),
-            "api_cpu_wait": round((api1 - api0) / elapsed, 2)}
+            "api_cpu_wait": round((api1 - api0) / elapsed, 2), **cores}
 
 
 def _busy(settings: Settings, url: str, api_pid: int, paths: list[str], log: Path, seconds: float,
@@ -93,7 +101,12 @@ def ingress_busy(size: Size) -> dict[str, object]:
     seconds = size.ingress_s * 3
     per_phase = int(RATE_RPS * seconds) + 10
     load_before = os.getloadavg()[0]  # the machine is shared: say how busy it was
-    with EmbeddedRedis() as server, emulator() as upstream, tempfile.TemporaryDirectory() as tmp:
+    with EmbeddedRedis() as server, emulator_process() as (upstream, emulator_pid), \
+            tempfile.TemporaryDirectory() as tmp:
+        PIDS.update(emulator=emulator_pid, redis=server.pid)
+        if EMULATOR_NICE:
+            os.setpriority(os.PRIO_PROCESS, emulator_pid, EMULATOR_NICE)
+            Path(f"/proc/{emulator_pid}/autogroup").write_text(f"{EMULATOR_NICE}\n")
         log = Path(tmp) / "api.log"
         settings = settings_for(server.url, upstream, log_format="json", log_level="INFO")
         # Every POST goes to a conversation of its own, so every one sends a wake-up, idle or busy.
@@ -102,6 +115,7 @@ def ingress_busy(size: Size) -> dict[str, object]:
         paths = [[f"/v1/conversations/{c}/turns" for c in group] for group in groups]
         backlogs = convs[4 * per_phase:4 * per_phase + 400], convs[4 * per_phase + 400:]
         with api(settings, log_path=str(log)) as (url, api_pid):
+            PIDS["api"] = api_pid
             asyncio.run(_load(url, paths[0][: int(RATE_RPS)], rate=RATE_RPS, seconds=1.0, connections=64))
             phases = {"idle": _phase(url, api_pid, paths[1], log, seconds),
                       "busy": _busy(settings, url, api_pid, paths[2], log, seconds, backlogs[0]),
