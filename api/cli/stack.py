@@ -31,7 +31,7 @@ from . import discovery
 READY_TIMEOUT_S = 60.0
 TAIL_LINES = 8
 """Lines of a dead process's log quoted when it takes the stack down."""
-UP_WORKER_NICE = 10
+UP_WORKER_NICE = 19
 """The worker's niceness under ``parley up`` unless PARLEY_WORKER_NICE is set (bench/busy_ingress.py)."""
 STOP_ORDER = (("api",), ("worker", "beat", "flower", "webhooks"), ("emulator",))
 """The API first (no new turns), then what uses Redis and the upstream, then the emulator; Redis last."""

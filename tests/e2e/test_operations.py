@@ -195,8 +195,15 @@ def test_every_script_call_touches_one_cluster_slot(settings: Settings, redis_cl
         calls.append((self.name, list(keys)))
         return await real_async(self, client, keys, args)  # type: ignore[arg-type]
 
+    def spy_queue(self: scripts.LuaScript, pipe: object, client: object, keys: list[str],
+                  args: list[object]) -> None:
+        calls.append((self.name, list(keys)))
+        real_queue(self, pipe, client, keys, args)  # type: ignore[arg-type]
+
+    real_queue = scripts.LuaScript.queue
     monkeypatch.setattr(scripts.LuaScript, "__call__", spy)
     monkeypatch.setattr(scripts.LuaScript, "run_async", spy_async)
+    monkeypatch.setattr(scripts.LuaScript, "queue", spy_queue)
     upstream = Upstream(make_client(settings, concurrency=2), settings)
     conv = upstream.client.conversations.create().id
 

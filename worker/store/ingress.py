@@ -23,6 +23,7 @@ from ..settings import Settings
 from ..texting import policy as texting_policy
 from ..texting.decide import debounce_deadline
 from . import scripts
+from .connections import is_cluster
 from .conversations import ConversationRecords, stored_defaults
 from .keys import DEFAULT_TENANT, Keys, turn_index_ttl_s
 
@@ -170,13 +171,9 @@ class Ingress(ConversationRecords):
                     deadline_s=None if deadline_s is None else min(deadline_s, self.settings.turn_deadline_s))
         fingerprint = request_fingerprint({**own, "input": input, "metadata": metadata,
                                            "server_tools": server_tools, **(texting or {})})
-        # The index write comes first and is idempotent: if we crash before the script, nothing was accepted;
-        # after it, the reaper finds the conversation through ``active`` even if the wake-up is never sent.
-        await self.client.zadd(k.active, {conv: int(now * 1000)})
         event = event_json("turn.queued", conversation_id=conv, turn_id=turn.id, event_id=f"{turn.id}.queued",
                            metadata=metadata or None)
-        status, turn_id, position, need, *rest = await scripts.ENQUEUE.run_async(
-            self.client,
+        result, counted = await self._accept(conv, now, (
             [k.conversation(conv), k.inbox(conv), k.lease(conv), k.state(conv), k.inflight(conv),
              k.turn(conv, turn.id), k.idempotency(conv, idempotency_key or ""), k.seq(conv), k.events(conv),
              k.turn_index(conv), k.idempotency_index(conv), k.outbox(conv)],
@@ -185,18 +182,51 @@ class Ingress(ConversationRecords):
              self.settings.stream_maxlen, event, fingerprint, tenant, turn_nonce(turn.id),
              idempotency_key or "", turn_index_ttl_s(self.settings.retention_s), policy.mode,
              "" if due is None else due, k.turn_prefix(conv), f"{now:.6f}", conv,
-             *scripts.flatten(dict(turn.to_hash()))])
+             *scripts.flatten(dict(turn.to_hash()))]))
+        status, turn_id, position, need, *rest = result
         if status == EnqueueStatus.ok:
-            await self.client.incr(k.queued_total)
             if superseded := int(rest[0]) if rest else 0:
-                await self.client.decrby(k.queued_total, superseded)
+                await self.client.decrby(k.queued_total, superseded - (0 if counted else 1))
                 await relay_async(self.client, k, conv, maxlen=self.settings.replies_maxlen)
-        elif status == EnqueueStatus.missing:
+            elif not counted:
+                await self.client.incr(k.queued_total)
+        elif counted:  # counted in advance, but no turn was added
+            await self.client.decr(k.queued_total)
+        if status == EnqueueStatus.missing:
             # Deleted since the check above: take back the index entry, or it would sit in the reaper's
             # index for its idle time.
             await self.client.zrem(k.active, conv)
         return EnqueueResult(status=EnqueueStatus(status), turn_id=turn_id, position=int(position),
                              need_wakeup=bool(need), created_at=now, superseded=int(rest[0]) if rest else 0)
+
+    async def _accept(self, conv: str, now: float,
+                      call: tuple[list[str], list[Any]]) -> tuple[list[Any], bool]:
+        """The reaper's index entry, then the enqueue script; on one Redis the queued-turns count goes with
+        them, raised in advance (``True`` is returned then), so an accepted turn costs the request one round
+        trip here, not three: on a busy host every round trip waits for a CPU twice (Redis's, then the API's).
+
+        The index write comes first and is idempotent: if we crash before the script, nothing was accepted;
+        after it, the reaper finds the conversation through ``active`` even if the wake-up is never sent. A
+        cluster keeps the three apart: its pipeline sends to each node on its own, so the index on another
+        node could be missing behind an accepted turn."""
+        k, (keys, args) = self.keys, call
+        if is_cluster(self.client):
+            await self.client.zadd(k.active, {conv: int(now * 1000)})
+            return await scripts.ENQUEUE.run_async(self.client, keys, args), False
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.zadd(k.active, {conv: int(now * 1000)})
+            scripts.ENQUEUE.queue(pipe, self.client, keys, args)
+            pipe.incr(k.queued_total)
+            _, result, counted = await pipe.execute(raise_on_error=False)
+        if isinstance(result, redis.exceptions.NoScriptError):  # a restarted or flushed Redis
+            result = await scripts.ENQUEUE.run_async(self.client, keys, args)
+        elif isinstance(result, Exception):
+            if not isinstance(counted, Exception):
+                await self.client.decr(k.queued_total)
+            raise result
+        if isinstance(counted, Exception):  # e.g. out of memory after the script: counted the usual way
+            return result, False
+        return result, True
 
     async def get_turn(self, turn_id: str, tenant: str | None = None) -> Turn | None:
         """The turn's record; with ``tenant``, only if its conversation exists and belongs to that tenant

@@ -80,6 +80,12 @@ class LuaScript:
         except redis.exceptions.NoScriptError:
             return await client.eval(source, len(keys), *keys, *args)
 
+    def queue(self, pipe: Any, client: object, keys: list[str], args: list[Arg]) -> None:
+        """Queue a call on ``pipe``, a pipeline of ``client``: EVALSHA only, so the caller answers a
+        ``NoScriptError`` among the results (with ``run_async``, which sends the source)."""
+        _, sha = self.variant(client)
+        pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+
     def __repr__(self) -> str:
         return f"<LuaScript {self.name} {self.sha[:8]}>"
 
