@@ -13,7 +13,6 @@ import json
 import platform
 import re
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -71,8 +70,7 @@ def main() -> int:
     run("worker_rss", scenarios.worker_rss, size)
     run("webhooks", repeat, repeats, lambda: _numeric(scenarios.webhooks(size)))
     run("scaling", repeat, repeats, lambda: _numeric(scaling.scaling(size)))
-    with tempfile.TemporaryDirectory() as workdir:
-        run("tools", repeat, repeats, lambda: _numeric(tools_bench.tools(size, Path(workdir))))
+    run("tools", repeat, repeats, lambda: _numeric(tools_bench.tools(size)))
     # Once, not repeated: about a minute (idle, a trickle, 2 × 10 s busy), less with --quick.
     run("slack", slack_bridge.slack, slack_bridge.BUSY_S / (3 if args.quick else 1))
     results["seconds"] = round(time.monotonic() - began)
