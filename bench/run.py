@@ -14,6 +14,7 @@ import platform
 import re
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import busy_ingress
@@ -50,12 +51,19 @@ def main() -> int:
                                   "machine": f"{platform.machine()} {platform.python_version()}",
                                   "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
+    failed: dict[str, str] = {}
+
     def run(name: str, fn, *a, **kw):  # type: ignore[no-untyped-def]
         if only and name not in only:
             return
         t = time.monotonic()
         print(f"== {name}", flush=True)
-        results[name] = fn(*a, **kw)
+        try:
+            results[name] = fn(*a, **kw)
+        except Exception as exc:  # noqa: BLE001 - one scenario's failure must not lose the others' figures
+            traceback.print_exc()
+            failed[name] = f"{type(exc).__name__}: {exc}"[:300]
+            return
         print(json.dumps(results[name], default=str), f"({time.monotonic() - t:.0f} s)", flush=True)
 
     run("ingress", scenarios.ingress, size)
@@ -74,6 +82,8 @@ def main() -> int:
     # Once, not repeated: about a minute (idle, a trickle, 2 × 10 s busy), less with --quick.
     run("slack", slack_bridge.slack, slack_bridge.BUSY_S / (3 if args.quick else 1))
     results["seconds"] = round(time.monotonic() - began)
+    if failed:
+        results["failed"] = failed
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     # A run of some scenarios leaves the full suite's report alone.
@@ -83,7 +93,7 @@ def main() -> int:
     if not only:
         plot(results, out / "latency.png")
     print(render(results))
-    return 0
+    return 1 if failed else 0
 
 
 def _numeric(row: dict[str, object]) -> dict[str, float]:
@@ -224,7 +234,10 @@ def render(results: dict[str, object]) -> str:
                   "| offered rps | achieved rps | p50 ms | p99 ms | errors |", "|---:|---:|---:|---:|---:|"]
     sweep_rows += [f"| {r['offered_rps']} | {r['rps']} | {r['p50_ms']} | {r['p99_ms']} | {int(r['errors'])} |"
                    for r in sweep]
-    return "\n".join(head + table + sweep_rows) + f"\n\nTotal time: {results.get('seconds')} s.\n"
+    failed = results.get("failed") or {}
+    lines = ["", "Scenarios that failed (their rows show –): " + "; ".join(
+        f"{name}: {why}" for name, why in failed.items())] if isinstance(failed, dict) and failed else []
+    return "\n".join(head + table + sweep_rows + lines) + f"\n\nTotal time: {results.get('seconds')} s.\n"
 
 
 def plot(results: dict[str, object], path: Path) -> None:
