@@ -184,20 +184,19 @@ class Ingress(ConversationRecords):
              "" if due is None else due, k.turn_prefix(conv), f"{now:.6f}", conv,
              *scripts.flatten(dict(turn.to_hash()))]))
         status, turn_id, position, need, *rest = result
-        if status == EnqueueStatus.ok:
-            if superseded := int(rest[0]) if rest else 0:
-                await self.client.decrby(k.queued_total, superseded - (0 if counted else 1))
-                await relay_async(self.client, k, conv, maxlen=self.settings.replies_maxlen)
-            elif not counted:
-                await self.client.incr(k.queued_total)
-        elif counted:  # counted in advance, but no turn was added
-            await self.client.decr(k.queued_total)
+        superseded = int(rest[0]) if rest else 0  # only an accepted turn (``ok``) supersedes others
+        # The turns now waiting less what the count already holds: the one accepted, not the ones it
+        # superseded, nor the one counted in advance.
+        if change := int(status == EnqueueStatus.ok) - superseded - int(counted):
+            await self.client.incrby(k.queued_total, change)
+        if superseded:
+            await relay_async(self.client, k, conv, maxlen=self.settings.replies_maxlen)
         if status == EnqueueStatus.missing:
             # Deleted since the check above: take back the index entry, or it would sit in the reaper's
             # index for its idle time.
             await self.client.zrem(k.active, conv)
         return EnqueueResult(status=EnqueueStatus(status), turn_id=turn_id, position=int(position),
-                             need_wakeup=bool(need), created_at=now, superseded=int(rest[0]) if rest else 0)
+                             need_wakeup=bool(need), created_at=now, superseded=superseded)
 
     async def _accept(self, conv: str, now: float,
                       call: tuple[list[str], list[Any]]) -> tuple[list[Any], bool]:
@@ -224,9 +223,8 @@ class Ingress(ConversationRecords):
             if not isinstance(counted, Exception):
                 await self.client.decr(k.queued_total)
             raise result
-        if isinstance(counted, Exception):  # e.g. out of memory after the script: counted the usual way
-            return result, False
-        return result, True
+        # An INCR that failed after the script (out of memory, say) leaves the count to the caller.
+        return result, not isinstance(counted, Exception)
 
     async def get_turn(self, turn_id: str, tenant: str | None = None) -> Turn | None:
         """The turn's record; with ``tenant``, only if its conversation exists and belongs to that tenant

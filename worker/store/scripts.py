@@ -57,14 +57,12 @@ class LuaScript:
     def pipelined(self, client: redis.Redis, calls: list[tuple[list[str], list[Arg]]]) -> list[Any]:
         """Several calls in one round trip (not atomic together); each call's result, in order. On a cluster,
         one round trip per node holding any of the keys."""
-        source, sha = self.variant(client)
+        source, _ = self.variant(client)
 
         def run() -> list[Any]:
             pipe = client.pipeline(transaction=False)
             for keys, args in calls:
-                # execute_command, not evalsha(): redis-py's cluster pipeline refuses the method by name (for
-                # no reason that holds for scripts whose keys are declared), not the command.
-                pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+                self.queue(pipe, client, keys, args)
             return pipe.execute()
 
         try:
@@ -84,6 +82,8 @@ class LuaScript:
         """Queue a call on ``pipe``, a pipeline of ``client``: EVALSHA only, so the caller answers a
         ``NoScriptError`` among the results (with ``run_async``, which sends the source)."""
         _, sha = self.variant(client)
+        # execute_command, not evalsha(): redis-py's cluster pipeline refuses the method by name (for no
+        # reason that holds for scripts whose keys are declared), not the command.
         pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
 
     def __repr__(self) -> str:
