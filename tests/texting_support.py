@@ -45,11 +45,30 @@ def requests_of(emulator: EmulatorServer, conv: str) -> list[Any]:
     return [r for r in emulator.store.snapshot_requests() if r.conversation_id == conv]
 
 
-def post_five(http: httpx.Client, conv: str) -> list[httpx.Response]:
-    began = time.monotonic()
-    responses = [post(http, conv, text, idempotency_key=f"k{n}") for n, text in enumerate(MESSAGES)]
-    assert time.monotonic() - began < 0.3, "the five posts must arrive within 300 ms"
-    return responses
+BURST_S = 0.3
+"""The scenario of the double-texting issue: five messages within 300 ms."""
+
+
+def post_messages(http: httpx.Client, conv: str) -> list[httpx.Response]:
+    """The five :data:`MESSAGES`, one after the other, each with an idempotency key of its own."""
+    return [post(http, conv, text, idempotency_key=f"k{n}") for n, text in enumerate(MESSAGES)]
+
+
+def burst(http: httpx.Client, attempts: int = 3, **defaults: Any) -> tuple[str, list[httpx.Response]]:
+    """A new conversation (with ``defaults``) and the five messages posted to it within 300 ms.
+
+    A loaded CI machine (four test processes and their workers on two cores) sometimes takes longer to send
+    five requests; the scenario then did not happen, so it is tried again in a fresh conversation (the
+    abandoned one runs its course unobserved) rather than judged. Every attempt missing the window fails."""
+    took = []
+    for _ in range(attempts):
+        conv = conversation(http, **defaults)
+        began = time.monotonic()
+        responses = post_messages(http, conv)
+        took.append(round(time.monotonic() - began, 3))
+        if took[-1] < BURST_S:
+            return conv, responses
+    raise AssertionError(f"the five posts must arrive within 300 ms; {attempts} attempts took {took} s")
 
 
 def ids(responses: list[httpx.Response]) -> list[str]:

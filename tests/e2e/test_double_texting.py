@@ -14,12 +14,12 @@ from conftest import wait_until
 from stack import workers
 from texting_support import (
     MESSAGES,
+    burst,
     conversation,
     events,
     ids,
     one_terminal_event_each,
     post,
-    post_five,
     requests_of,
     settle,
     terminal_events,
@@ -50,9 +50,9 @@ def _http(api_server: str, api_http: Callable[..., httpx.Client]) -> Iterator[ht
 def test_enqueue_answers_five_messages_in_order(settings: Settings, http: httpx.Client, emulator: EmulatorServer,
                                                 redis_client: redis.Redis) -> None:
     """``enqueue`` (today's default): five turns, five requests, in the order they were posted."""
-    conv = conversation(http)
     with workers(settings, 1, concurrency=8):
-        turns = ids(post_five(http, conv))
+        conv, posted = burst(http)
+        turns = ids(posted)
         records = settle(http, turns)
         assert_reposts_return_the_originals(http, conv, turns)
     assert [r["status"] for r in records] == ["completed"] * 5
@@ -64,9 +64,9 @@ def test_merge_sends_the_five_messages_as_one_request(settings: Settings, http: 
                                                       emulator: EmulatorServer, redis_client: redis.Redis) -> None:
     """``merge`` with a 500 ms debounce: one upstream request whose input holds the five texts in order; the
     fifth turn answers, the other four end ``turn.merged`` naming it, and its record lists them."""
-    conv = conversation(http, double_texting="merge", debounce_ms=500)
     with workers(settings, 1, concurrency=8):
-        turns = ids(post_five(http, conv))
+        conv, posted = burst(http, double_texting="merge", debounce_ms=500)
+        turns = ids(posted)
         records = settle(http, turns)
         assert_reposts_return_the_originals(http, conv, turns)
     requests = requests_of(emulator, conv)
@@ -87,9 +87,9 @@ def test_latest_answers_only_the_fifth(settings: Settings, http: httpx.Client, e
     """``latest`` with a 500 ms debounce: one answer, to the fifth message; the other four are superseded,
     each by the next one (when a turn is superseded, the one that will answer is not known yet: the chain of
     ``answered_by`` ends at it)."""
-    conv = conversation(http, double_texting="latest", debounce_ms=500)
     with workers(settings, 1, concurrency=8):
-        turns = ids(post_five(http, conv))
+        conv, posted = burst(http, double_texting="latest", debounce_ms=500)
+        turns = ids(posted)
         records = settle(http, turns)
         assert_reposts_return_the_originals(http, conv, turns)
     assert [r.input_texts for r in requests_of(emulator, conv)] == [[MESSAGES[-1]]]
@@ -105,9 +105,8 @@ def test_reject_accepts_the_first_and_refuses_the_others(settings: Settings, htt
                                                           redis_client: redis.Redis) -> None:
     """``reject``: the first message is accepted, the four posted while it waits or runs get 409
     ``conversation_busy`` and nothing of them is stored; re-posting the first one's key returns it."""
-    conv = conversation(http, double_texting="reject")
     with workers(settings, 1, concurrency=8):
-        responses = post_five(http, conv)
+        conv, responses = burst(http, double_texting="reject")
         again = post(http, conv, MESSAGES[0], idempotency_key="k0")
         first = ids(responses[:1])
         settle(http, first)
