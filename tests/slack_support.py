@@ -3,8 +3,12 @@ HMAC-SHA256, what Bolt checks), and the turns they became, read back from Redis.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -13,6 +17,7 @@ from pydantic import SecretStr
 from slack_fake import BOT_USER_ID, TEAM_ID, TOKEN
 from slack_sdk.signature import SignatureVerifier
 
+from parley.api.bridges.slack.relay import serve
 from parley.worker.settings import Settings
 from parley.worker.store.keys import Keys
 
@@ -72,3 +77,19 @@ def queued_turns(r: redis.Redis, conversation_id: str) -> list[dict[str, Any]]:
     """The turn.queued events of the conversation, oldest first: one per accepted turn."""
     events = [json.loads(fields["data"]) for _, fields in r.xrange(KEYS.events(conversation_id))]
     return [event for event in events if event["type"] == "turn.queued"]
+
+
+@contextmanager
+def relay_in_process(settings: Settings, **how: object) -> Iterator[None]:
+    """The relay on a thread with its own event loop, stopped (its finally blocks run) on the way out."""
+    loop = asyncio.new_event_loop()
+    stopping = asyncio.Event()
+    thread = threading.Thread(target=loop.run_until_complete, args=(serve(settings, stop=stopping, **how),),
+                              daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        loop.call_soon_threadsafe(stopping.set)
+        thread.join(timeout=15)
+        loop.close()

@@ -10,9 +10,17 @@ import pytest
 import redis
 from conftest import wait_until
 from slack_fake import TEAM_ID, FakeSlack, fake_slack
-from slack_support import KEYS, conversation_for, envelope, mention, post_event, queued_turns, slack_settings
+from slack_support import (
+    KEYS,
+    conversation_for,
+    envelope,
+    mention,
+    post_event,
+    queued_turns,
+    relay_in_process,
+    slack_settings,
+)
 from stack import workers
-from test_slack_relay import relay_in_process
 
 from parley.api.main import create_app
 from parley.worker.local.background import BackgroundServer

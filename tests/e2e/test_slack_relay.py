@@ -4,20 +4,25 @@ into the thread of the fake Slack Web API."""
 
 from __future__ import annotations
 
-import asyncio
 import signal
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 import redis
 from conftest import settings_env, wait_until
 from slack_fake import BOT_USER_ID, TEAM_ID, FakeSlack, fake_slack
-from slack_support import KEYS, conversation_for, envelope, mention, post_event, queued_turns, slack_settings
+from slack_support import (
+    KEYS,
+    conversation_for,
+    envelope,
+    mention,
+    post_event,
+    queued_turns,
+    relay_in_process,
+    slack_settings,
+)
 from stack import workers
 
-from parley.api.bridges.slack.relay import serve
 from parley.api.bridges.slack.render import THINKING
 from parley.api.main import create_app
 from parley.worker.local.background import BackgroundServer
@@ -26,22 +31,6 @@ from parley.worker.local.processes import spawn, stop
 from parley.worker.settings import Settings
 
 ROOT = "1712345678.000100"
-
-
-@contextmanager
-def relay_in_process(settings: Settings, **how: object) -> Iterator[None]:
-    """The relay on a thread with its own event loop, stopped (its finally blocks run) on the way out."""
-    loop = asyncio.new_event_loop()
-    stopping = asyncio.Event()
-    thread = threading.Thread(target=loop.run_until_complete, args=(serve(settings, stop=stopping, **how),),
-                              daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        loop.call_soon_threadsafe(stopping.set)
-        thread.join(timeout=15)
-        loop.close()
 
 
 @pytest.fixture(name="bridge")

@@ -23,6 +23,7 @@ from parley.worker.store.connections import async_client
 from parley.worker.store.ingress import Ingress
 from parley.worker.store.keys import Keys
 
+from ..attempts import Attempts, starts_over
 from ..relay import (
     CLAIM_IDLE_MS,
     Assignment,
@@ -32,7 +33,6 @@ from ..relay import (
     follow_turn,
     next_event,
     serve_feed,
-    starts_over,
 )
 from .client import PLATFORM, web_client
 from .render import MESSAGE_MAX_CHARS, STREAM_INTERVAL_S, THINKING, failure_notice, retrying_status
@@ -89,6 +89,7 @@ class SlackRelay:
 
         producer = asyncio.create_task(pump())
         text = ""
+        attempts = Attempts(on_record=reply.restarts)  # a takeover replays the attempts already replaced
         try:
             while True:
                 event = await next_event(events, STREAM_INTERVAL_S)
@@ -97,13 +98,14 @@ class SlackRelay:
                         producer.result()  # its error, if it stopped without the terminal event
                     await reply.flush(text)
                     continue
+                if attempts.replayed(event):
+                    continue
                 if event.type == "response.delta":
                     text += event.delta
                     await reply.flush(text)
                 elif starts_over(event):
                     text = ""  # the new attempt's deltas are a reply of their own
-                    if reply.started:
-                        await reply.restart()
+                    await reply.restart(attempts.seen)
                     if event.type == "turn.retrying":
                         await reply.status(retrying_status(event.cause))
                 elif event.type == "turn.completed":
