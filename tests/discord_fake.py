@@ -1,5 +1,6 @@
 """A fake of the Discord REST routes the bridge uses, served on a loopback port (``BackgroundServer``): the
-interaction webhooks (``@original`` edits, follow-ups and their edits), channel messages and the commands
+interaction webhooks (``@original`` edits, follow-ups, their edits and deletes), channel messages (posted,
+edited, deleted) and the commands
 bulk overwrite, with Discord's answers for a bad token (401, code 50027 for a webhook) and, on demand, its
 rate limits (429 with ``Retry-After`` and the ``X-RateLimit-*`` headers). Every call is recorded."""
 
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 BOT_TOKEN = "fake-bot-token.secret"
 
@@ -21,8 +22,8 @@ BOT_TOKEN = "fake-bot-token.secret"
 class Call:
     method: str
     route: str
-    """The route's template (``webhook_original``, ``webhook_followup``, ``webhook_message``, ``channel``,
-    ``commands``), so tests never need a token to find a call."""
+    """The route's template (``webhook_original``, ``webhook_followup``, ``webhook_message``,
+    ``webhook_delete``, ``channel``, ``channel_edit``, ``channel_delete``, ``commands``), so tests never need a token to find a call."""
     content: str | None
     at: float
     message_id: str | None = None
@@ -123,6 +124,19 @@ def fake_app(fake: FakeDiscord) -> FastAPI:  # noqa: C901 - one small closure pe
         record("PATCH", route, content, key)
         return ok({"id": key, "content": content})
 
+    @app.delete("/webhooks/{app_id}/{token}/messages/{message_id}", response_model=None)
+    async def delete_follow_up(app_id: str, token: str, message_id: str) -> Response:
+        if (throttled := refuse("DELETE", "webhook_delete")) is not None:
+            return throttled
+        if token not in fake.tokens:
+            return bad_token("DELETE", "webhook_delete")
+        if fake.owners.get(message_id) != token:
+            return JSONResponse({"message": "Unknown Message", "code": 10008}, status_code=404)
+        with fake.lock:
+            del fake.messages[message_id], fake.owners[message_id]
+        record("DELETE", "webhook_delete", None, message_id)
+        return Response(status_code=204)
+
     @app.post("/webhooks/{app_id}/{token}")
     async def follow_up(app_id: str, token: str, request: Request) -> JSONResponse:
         if (throttled := refuse("POST", "webhook_followup")) is not None:
@@ -168,6 +182,17 @@ def fake_app(fake: FakeDiscord) -> FastAPI:  # noqa: C901 - one small closure pe
             fake.messages[message_id] = content
         record("PATCH", "channel_edit", content, message_id)
         return ok({"id": message_id, "channel_id": channel_id, "content": content})
+
+    @app.delete("/channels/{channel_id}/messages/{message_id}", response_model=None)
+    async def delete_channel_message(channel_id: str, message_id: str, request: Request) -> Response:
+        if request.headers.get("authorization") != f"Bot {BOT_TOKEN}":
+            return JSONResponse({"message": "401: Unauthorized", "code": 0}, status_code=401)
+        if fake.owners.get(message_id) != f"channel:{channel_id}":
+            return JSONResponse({"message": "Unknown Message", "code": 10008}, status_code=404)
+        with fake.lock:
+            del fake.messages[message_id], fake.owners[message_id]
+        record("DELETE", "channel_delete", None, message_id)
+        return Response(status_code=204)
 
     @app.put("/applications/{app_id}/commands")
     async def overwrite_commands(app_id: str, request: Request) -> JSONResponse:

@@ -165,3 +165,37 @@ def test_an_expired_token_falls_back_to_a_channel_message(bridge: Settings, api:
     assert [c.status for c in discord.of("webhook_original", ok=False)] == [401]
     (posted,) = discord.of("channel")
     assert posted.content == output_of(redis_client, conv, turn)
+
+
+def test_a_retried_turn_taken_over_shows_only_its_last_attempt(
+        bridge: Settings, api: str, key: SigningKey, fake: tuple[FakeDiscord, str],
+        redis_client: redis.Redis) -> None:
+    """The first attempt writes past 2,000 characters (``@original`` and a follow-up), then the worker tries
+    again: the follow-up is deleted (no earlier text is left below the new one) and ``@original`` shows the
+    new attempt; the relay is stopped. The relay taking the turn over reads the events from the start,
+    meeting the first attempt again: it skips it (the record says the reply started over twice), so no edit
+    shows the earlier text again, and the reply ends as the new attempt's text alone."""
+    discord, _ = fake
+    with relay(bridge, consumer="first", claim_idle_ms=300):
+        body, turn, conv = ask(api, key, discord, redis_client, "a question")
+        token, record = str(body["token"]), KEYS.bridge_posted(conv, "discord", turn)
+        write_event(redis_client, conv, turn, "turn.started", attempt=1)
+        write_event(redis_client, conv, turn, "response.delta", delta="first " * 420)  # 2,520 characters
+        wait_until(lambda: redis_client.hget(record, "followups"), timeout_s=30, message="the follow-up")
+        write_event(redis_client, conv, turn, "turn.retrying", cause="http_5xx", attempt=1,
+                    retry_at=time.time() + 1)
+        write_event(redis_client, conv, turn, "turn.started", attempt=2)
+        write_event(redis_client, conv, turn, "response.delta", delta="The answer")
+        wait_until(lambda: discord.reply_of(token) == ["The answer"], timeout_s=30,
+                   message="the new attempt shown")
+    assert redis_client.hget(record, "restarts") == "2" and len(discord.of("webhook_delete")) == 1
+    before = len(discord.calls)
+    write_event(redis_client, conv, turn, "response.delta", delta=" is 42.")
+    write_event(redis_client, conv, turn, "turn.completed", output_text="The answer is 42.")
+    with relay(bridge, consumer="second", claim_idle_ms=300):
+        wait_posted(redis_client, conv, turn)
+    with discord.lock:
+        after = [c for c in discord.calls[before:] if c.status < 300]
+    assert {c.route for c in after} == {"webhook_original"}  # no follow-up posted, edited or deleted
+    assert all("The answer is 42.".startswith(str(c.content)) for c in after), [c.content for c in after]
+    assert discord.reply_of(token) == ["The answer is 42."]

@@ -16,6 +16,7 @@ from parley.worker.log import get_logger
 from parley.worker.settings import Settings
 from parley.worker.store.keys import Keys
 
+from ..attempts import Attempts, starts_over
 from ..relay import (
     CLAIM_IDLE_MS,
     Assignment,
@@ -25,7 +26,6 @@ from ..relay import (
     follow_turn,
     next_event,
     serve_feed,
-    starts_over,
 )
 from .render import edit_due, expired_notice, final_text, retrying_notice, split_message
 from .rest import DiscordError, DiscordRest
@@ -46,7 +46,7 @@ class Reply:
 
     def __init__(self, rest: DiscordRest, posted: Posted, *, application_id: str, token: str | None,
                  token_ttl_s: float, channel_id: str, followups: list[str],
-                 reply_to: str | None = None) -> None:
+                 reply_to: str | None = None, restarts: int = 0) -> None:
         self.rest, self.posted = rest, posted
         self.application_id, self.token, self.channel_id = application_id, token, channel_id
         self.reply_to = reply_to if token is None else None
@@ -57,6 +57,8 @@ class Reply:
         self.text_shown = ""
         self.last_edit_s: float | None = None
         self.expired = token is None and self.reply_to is None
+        self.restarts = restarts
+        """The start-overs of the turn's reply so far: the messages on record are the attempt after them."""
 
     async def show(self, text: str) -> None:
         """Make the messages show ``text``; only those whose part changed are edited."""
@@ -100,6 +102,30 @@ class Reply:
             # between Discord's answer and this write leaves one duplicate: Discord has no idempotency key.
             await self.posted.set(followups=",".join(self.followups))
         self.shown[index:index + 1] = [part]
+
+    async def restart(self, restarts: int) -> None:
+        """A new attempt (the ``restarts``-th start-over) writes the reply from the start: the messages past
+        the first (an interaction's follow-ups, a channel reply's continuations) go, so the earlier attempt's
+        text is not left below the new one; the first is edited with the new text as it comes. Deleted
+        before the record says so: a relay killed in between has the start-over again, and the deletes of
+        the gone ones are answered 404, which is what they asked for."""
+        keep = 1 if self.reply_to else 0
+        for message_id in self.followups[keep:]:
+            try:
+                if self.token is None:
+                    await self.rest.delete_channel_message(self.channel_id, message_id)
+                else:
+                    await self.rest.delete_follow_up(self.application_id, self.token, message_id)
+            except DiscordError as exc:
+                if exc.token_expired:
+                    self.expired = True
+                    break
+                if exc.status != 404:
+                    raise
+        self.followups[keep:] = []
+        self.shown[1:] = []  # the first message is the same one either way
+        self.restarts = restarts
+        await self.posted.set(followups=",".join(self.followups), restarts=restarts)
 
     async def near_expiry(self, written: str, has_bot_token: bool) -> None:
         """Before the token runs out: say so in the reply, while it can still be edited."""
@@ -171,6 +197,7 @@ class DiscordRelay:
         pumping = asyncio.create_task(pump())
         written, has_bot_token = "", self.rest.bot_token is not None
         notice = ""  # shown instead of nothing while a retry is awaited, until the text comes
+        attempts = Attempts(on_record=reply.restarts)  # a takeover replays the attempts already replaced
         try:
             while True:
                 wanted = written or notice
@@ -179,13 +206,14 @@ class DiscordRelay:
                 event = await next_event(events, max(wait, 0.01))
                 if event is None and pumping.done():
                     pumping.result()  # the follower died: its error is this turn's
-                if event is None:
+                if event is None or attempts.replayed(event):
                     pass
                 elif starts_over(event):
                     # A new attempt writes its reply from the start: the next edit shows its text alone.
                     # Until it comes, a notice stands in for the earlier attempt's text (never an empty edit).
                     written = ""
                     notice = retrying_notice(getattr(event, "cause", None))
+                    await reply.restart(attempts.seen)
                 elif event.type == "response.delta":
                     written += getattr(event, "delta", "")
                     notice = ""
@@ -212,7 +240,8 @@ class DiscordRelay:
         application_id = metadata.get("application_id") or self.settings.discord_application_id or ""
         return Reply(self.rest, posted, token=token, token_ttl_s=max(0, int(ttl or 0)),
                      application_id=application_id, channel_id=metadata.get("channel_id", ""),
-                     followups=followups, reply_to=metadata.get("message_id"))
+                     followups=followups, reply_to=metadata.get("message_id"),
+                     restarts=int(record.get("restarts") or 0))
 
 
 async def serve(settings: Settings) -> None:

@@ -136,6 +136,10 @@ class DiscordRest:
         await self.call("webhook_message", "PATCH", path,
                         json={"content": content, "allowed_mentions": {"parse": []}}, major=token)
 
+    async def delete_follow_up(self, application_id: str, token: str, message_id: str) -> None:
+        path = f"/webhooks/{application_id}/{token}/messages/{message_id}"
+        await self.call("webhook_delete", "DELETE", path, major=token)
+
     async def channel_message(self, channel_id: str, content: str, *, reply_to: str | None = None) -> str:
         """A message in the channel (bot token), as a reply to ``reply_to`` if given; returns its id."""
         body: dict[str, Any] = {"content": content, "allowed_mentions": {"parse": [], "replied_user": False}}
@@ -148,6 +152,10 @@ class DiscordRest:
     async def edit_channel_message(self, channel_id: str, message_id: str, content: str) -> None:
         await self.call("channel_edit", "PATCH", f"/channels/{channel_id}/messages/{message_id}", bot=True,
                         json={"content": content, "allowed_mentions": {"parse": []}}, major=channel_id)
+
+    async def delete_channel_message(self, channel_id: str, message_id: str) -> None:
+        await self.call("channel_delete", "DELETE", f"/channels/{channel_id}/messages/{message_id}", bot=True,
+                        major=channel_id)
 
     async def overwrite_commands(self, application_id: str, commands: list[dict[str, Any]]) -> Any:
         response = await self.call("commands", "PUT", f"/applications/{application_id}/commands", bot=True,
