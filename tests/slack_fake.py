@@ -81,6 +81,14 @@ class FakeSlack:
     redeliveries: int = 0
     ack_timeout_s: float = 3.0
     """An envelope not acked this long is delivered again, ``retry_attempt`` one more (Slack's 3 s)."""
+    drop_after_acks: int | None = None
+    """Socket Mode: the first connection ends after this many acks, as Slack ends every connection after a
+    few hours: with a ``disconnect`` message (``refresh_requested``) first, or without (a dropped socket)."""
+    drop_says_disconnect: bool = True
+    connections: int = 0
+    """Socket Mode connections opened so far."""
+    in_flight: set[str] = field(default_factory=set)
+    """Envelope ids sent on some connection and not acked yet."""
     lock: threading.Lock = field(default_factory=threading.Lock)
     _ts: int = 0
 
@@ -153,34 +161,66 @@ class FakeSlack:
         return {"ok": True, "url": f"ws://{netloc}/link/?ticket=t{ticket}"}
 
     async def deliver(self, ws: WebSocket) -> None:
-        """One Socket Mode connection: ``hello``, then each envelope until its ack comes back, then stay
-        open (recording whatever else is sent) until the client leaves."""
+        """One Socket Mode connection: ``hello``, then each envelope not yet acked until its ack comes back
+        (an acked one is done: a later connection does not send it again), then stay open (recording
+        whatever else is sent) until the client leaves, or until ``drop_after_acks`` ends it."""
         await ws.accept()
+        with self.lock:
+            self.connections += 1
+            drops = self.connections == 1 and self.drop_after_acks is not None
         await ws.send_json({"type": "hello", "num_connections": 1, "connection_info": {"app_id": "A1"},
                             "debug_info": {"host": "fake", "approximate_connection_time": 3600}})
         try:
-            for envelope in list(self.envelopes):
-                await ws.send_json(envelope)
-                while True:
-                    try:
-                        reply = await asyncio.wait_for(ws.receive_json(), self.ack_timeout_s)
-                    except TimeoutError:
-                        with self.lock:
-                            self.redeliveries += 1
-                        envelope = envelope | {"retry_attempt": envelope.get("retry_attempt", 0) + 1,
-                                               "retry_reason": "timeout"}
-                        await ws.send_json(envelope)
+            for delivered, original in enumerate(list(self.envelopes)):
+                if drops and delivered == self.drop_after_acks:
+                    if self.drop_says_disconnect:
+                        await ws.send_json({"type": "disconnect", "reason": "refresh_requested",
+                                            "debug_info": {"host": "fake"}})
+                    await ws.close()
+                    return
+                with self.lock:  # each envelope to one open connection at a time, as Slack does
+                    if original["envelope_id"] in self.in_flight or original not in self.envelopes:
                         continue
+                    self.in_flight.add(original["envelope_id"])
+                try:
+                    await self._until_acked(ws, original)
+                finally:
                     with self.lock:
-                        self.acks.append(reply)
-                    if reply.get("envelope_id") == envelope["envelope_id"]:
-                        break
+                        self.in_flight.discard(original["envelope_id"])
             while True:
-                reply = await ws.receive_json()
-                with self.lock:
-                    self.acks.append(reply)
+                self._note_ack(await ws.receive_json())
         except WebSocketDisconnect:
             pass
+
+    async def _until_acked(self, ws: WebSocket, original: dict[str, Any]) -> None:
+        """Send ``original``, again (``retry_attempt`` one more) each ``ack_timeout_s`` until it is acked,
+        on this connection or another one (a client that has reconnected acks on its new one)."""
+        envelope = original
+        await ws.send_json(envelope)
+        while True:
+            try:
+                self._note_ack(await asyncio.wait_for(ws.receive_json(), self.ack_timeout_s))
+            except TimeoutError:
+                with self.lock:
+                    if original not in self.envelopes:
+                        return
+                    self.redeliveries += 1
+                envelope = envelope | {"retry_attempt": envelope.get("retry_attempt", 0) + 1,
+                                       "retry_reason": "timeout"}
+                await ws.send_json(envelope)
+                continue
+            with self.lock:
+                if original not in self.envelopes:
+                    return
+
+    def _note_ack(self, reply: dict[str, Any]) -> None:
+        """Record what the client sent; an ack settles the first waiting envelope of its id."""
+        with self.lock:
+            self.acks.append(reply)
+            for waiting in self.envelopes:
+                if waiting["envelope_id"] == reply.get("envelope_id"):
+                    self.envelopes.remove(waiting)
+                    break
 
     def app(self) -> Starlette:
         async def call(request: Request) -> JSONResponse:

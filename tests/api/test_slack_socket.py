@@ -1,13 +1,15 @@
 """``parley slack-socket`` as its own process (as it runs) against the fake Slack: it opens the connection
 with the app-level token (``apps.connections.open`` at ``PARLEY_SLACK_API_URL``), takes the events the
 websocket delivers through the same Bolt listener as ``POST /slack/events`` (real Redis, the emulator for the
-upstream conversation) and acks each envelope once its turn is in Redis."""
+upstream conversation) and acks each envelope once its turn is in Redis; a connection Slack ends is opened
+again."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import pytest
 import redis
 from conftest import settings_env, wait_until
 from pydantic import SecretStr
@@ -81,6 +83,30 @@ def test_an_event_not_taken_is_not_acked_so_slack_delivers_it_again(settings: Se
     assert fake.acks == [{"envelope_id": "env-800"}] and fake.redeliveries >= 1
     conv = conversation_for(redis_client, bridged, key)
     assert conv is not None and len(queued_turns(redis_client, conv)) == 1
+
+
+@pytest.mark.parametrize("says_disconnect", [True, False], ids=["disconnect-message", "socket-dropped"])
+def test_a_connection_slack_ends_is_opened_again_and_the_rest_delivered(
+        says_disconnect: bool, settings: Settings, redis_client: redis.Redis) -> None:
+    """Slack ends a Socket Mode connection every few hours (a ``disconnect`` message, ``refresh_requested``)
+    and a socket can drop without one: after the first envelope is acked the fake ends the connection; the
+    process opens a new one (``apps.connections.open`` again) and takes the second envelope there: two turns,
+    one each, every delivery acked."""
+    threads = ["1712345678.000901", "1712345678.000902"]
+    with fake_slack() as (fake, api_url):
+        fake.drop_after_acks, fake.drop_says_disconnect = 1, says_disconnect
+        bridged = slack_settings(settings, api_url, slack_app_token=SecretStr(APP_TOKEN))
+        fake.envelopes = [socket_envelope(envelope(mention(f"message {n}", ts=ts), event_id=f"EvS9{n}"),
+                                          f"env-9{n}") for n, ts in enumerate(threads)]
+        with socket_mode(bridged, fake):
+            wait_until(lambda: len(fake.acks) >= 2, timeout_s=45, message="both envelopes acked")
+    # The second may come twice: slack_sdk, told to disconnect, opens a new connection and then another when
+    # the old one closes, and an envelope sent on a connection the client leaves before its ack is sent again.
+    assert fake.acks[0] == {"envelope_id": "env-90"} and {a["envelope_id"] for a in fake.acks[1:]} == {"env-91"}
+    assert fake.connections >= 2 and len(fake.named("apps.connections.open")) >= 2
+    for ts in threads:
+        conv = conversation_for(redis_client, bridged, f"slack:{TEAM_ID}:C2:{ts}")
+        assert conv is not None and len(queued_turns(redis_client, conv)) == 1
 
 
 def test_a_refused_app_token_is_exit_1_and_one_line(settings: Settings) -> None:
