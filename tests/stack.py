@@ -7,10 +7,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from celery import Celery
 from conftest import settings_env
 
-from parley.worker.celery_app import broker_url
+from parley.worker.celery_app import create_celery
 from parley.worker.local.processes import spawn, stop, stop_all
 from parley.worker.settings import Settings
 
@@ -25,7 +24,11 @@ def start_worker(settings: Settings, name: str, *, concurrency: int | None = Non
 
 
 def wait_ready(settings: Settings, names: list[str], timeout_s: float = 30.0) -> None:
-    app = Celery(broker=broker_url(settings))
+    # parley's own app, not a bare Celery(): kombu's connection pools share one limit per process, set by
+    # each app that opens one, and a bare app's default (10) shrank the limit of the API's app in this
+    # process (its concurrency + 20) while its connections were in use, racing its first publish: kombu
+    # raised "Can't shrink pool when in use". With the same settings both apps ask for the same limit.
+    app = create_celery(settings)
     deadline = time.monotonic() + timeout_s
     wanted = set(names)
     try:

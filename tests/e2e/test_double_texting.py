@@ -105,6 +105,9 @@ def test_reject_accepts_the_first_and_refuses_the_others(settings: Settings, htt
                                                           redis_client: redis.Redis) -> None:
     """``reject``: the first message is accepted, the four posted while it waits or runs get 409
     ``conversation_busy`` and nothing of them is stored; re-posting the first one's key returns it."""
+    # The first one runs 1.5 s upstream: the others must come while it runs (an instant reply could end it
+    # before the fifth post, which is then rightly accepted; that happened on a loaded machine).
+    emulator.config.latency_ms = (1500, 1500)
     with workers(settings, 1, concurrency=8):
         conv, responses = burst(http, double_texting="reject")
         again = post(http, conv, MESSAGES[0], idempotency_key="k0")
