@@ -22,6 +22,8 @@ def _value(client: redis.Redis, key: str) -> object:
         return client.zrange(key, 0, -1, withscores=True)
     if kind == "stream":
         return client.xrange(key)
+    if kind == "none":
+        return None  # deleted since the scan named it (a worker emptied its outbox): nothing left to read
     raise AssertionError(f"{key} has a type this dump does not read: {kind}")
 
 
