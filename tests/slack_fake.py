@@ -7,6 +7,7 @@ acked, as Slack does."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
@@ -170,8 +171,9 @@ class FakeSlack:
             drops = self.connections == 1 and self.drop_after_acks is not None
         await ws.send_json({"type": "hello", "num_connections": 1, "connection_info": {"app_id": "A1"},
                             "debug_info": {"host": "fake", "approximate_connection_time": 3600}})
+        delivered = 0
         try:
-            for delivered, original in enumerate(list(self.envelopes)):
+            while True:
                 if drops and delivered == self.drop_after_acks:
                     if self.drop_says_disconnect:
                         await ws.send_json({"type": "disconnect", "reason": "refresh_requested",
@@ -179,16 +181,21 @@ class FakeSlack:
                     await ws.close()
                     return
                 with self.lock:  # each envelope to one open connection at a time, as Slack does
-                    if original["envelope_id"] in self.in_flight or original not in self.envelopes:
-                        continue
-                    self.in_flight.add(original["envelope_id"])
+                    original = next((e for e in self.envelopes if e["envelope_id"] not in self.in_flight), None)
+                    if original is not None:
+                        self.in_flight.add(original["envelope_id"])
+                if original is None:
+                    # Nothing to send now (all acked, or in flight on another connection, which may yet
+                    # close without its ack): record what the client sends, and look again.
+                    with contextlib.suppress(TimeoutError):
+                        self._note_ack(await asyncio.wait_for(ws.receive_json(), 0.05))
+                    continue
                 try:
                     await self._until_acked(ws, original)
                 finally:
                     with self.lock:
                         self.in_flight.discard(original["envelope_id"])
-            while True:
-                self._note_ack(await ws.receive_json())
+                delivered += 1
         except WebSocketDisconnect:
             pass
 

@@ -228,6 +228,17 @@ async def follow_turn(hub: Hub, assignment: Assignment, *, after_seq: int = 0,
         subscription.close()
 
 
+def starts_over(event: Event) -> bool:
+    """Whether the turn's reply is written again from the start after ``event``: the worker waits to try again
+    (``turn.retrying``: the next deltas, or the final text, are a new attempt's), or another worker took the
+    turn over (``turn.started`` of a later attempt). What a relay showed of the earlier attempt goes, and the
+    relay records the event's ``seq`` (``restart_seq`` in the turn's ``Posted`` record): a relay taking the
+    turn over reads its events after it, so it never shows the attempts already replaced again (replayed into
+    the messages on record they garbled them on Slack and flashed on Discord), and a seq still holds when the
+    conversation's capped stream has trimmed them."""
+    return event.type == "turn.retrying" or (event.type == "turn.started" and event.attempt > 1)
+
+
 async def next_event(events: asyncio.Queue[Event], timeout_s: float) -> Event | None:
     """The next event in ``events``, or None after ``timeout_s``. Not ``asyncio.wait_for``: on Python 3.11 it
     swallows a cancellation that comes just as the event does (CPython gh-86296), so a relay being stopped

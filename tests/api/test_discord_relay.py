@@ -172,9 +172,9 @@ def test_a_retried_turn_taken_over_shows_only_its_last_attempt(
         redis_client: redis.Redis) -> None:
     """The first attempt writes past 2,000 characters (``@original`` and a follow-up), then the worker tries
     again: the follow-up is deleted (no earlier text is left below the new one) and ``@original`` shows the
-    new attempt; the relay is stopped. The relay taking the turn over reads the events from the start,
-    meeting the first attempt again: it skips it (the record says the reply started over twice), so no edit
-    shows the earlier text again, and the reply ends as the new attempt's text alone."""
+    new attempt; the relay is stopped. The relay taking the turn over reads the events from the last
+    start-over on record, so no edit shows the earlier text again, and the reply ends as the new attempt's
+    text alone."""
     discord, _ = fake
     with relay(bridge, consumer="first", claim_idle_ms=300):
         body, turn, conv = ask(api, key, discord, redis_client, "a question")
@@ -185,10 +185,11 @@ def test_a_retried_turn_taken_over_shows_only_its_last_attempt(
         write_event(redis_client, conv, turn, "turn.retrying", cause="http_5xx", attempt=1,
                     retry_at=time.time() + 1)
         write_event(redis_client, conv, turn, "turn.started", attempt=2)
+        second = int(redis_client.get(KEYS.seq(conv)) or 0)
         write_event(redis_client, conv, turn, "response.delta", delta="The answer")
         wait_until(lambda: discord.reply_of(token) == ["The answer"], timeout_s=30,
                    message="the new attempt shown")
-    assert redis_client.hget(record, "restarts") == "2" and len(discord.of("webhook_delete")) == 1
+    assert redis_client.hget(record, "restart_seq") == str(second) and len(discord.of("webhook_delete")) == 1
     before = len(discord.calls)
     write_event(redis_client, conv, turn, "response.delta", delta=" is 42.")
     write_event(redis_client, conv, turn, "turn.completed", output_text="The answer is 42.")
@@ -199,3 +200,31 @@ def test_a_retried_turn_taken_over_shows_only_its_last_attempt(
     assert {c.route for c in after} == {"webhook_original"}  # no follow-up posted, edited or deleted
     assert all("The answer is 42.".startswith(str(c.content)) for c in after), [c.content for c in after]
     assert discord.reply_of(token) == ["The answer is 42."]
+
+
+def test_a_follow_up_deleted_before_its_record_was_written_is_posted_anew(
+        bridge: Settings, api: str, key: SigningKey, fake: tuple[FakeDiscord, str],
+        redis_client: redis.Redis) -> None:
+    """A relay killed between deleting an attempt's follow-up and recording it leaves a record that names a
+    message which is gone. The relay taking over shows the first attempt again from the record's point, its
+    edit of that follow-up is answered 404 (Unknown Message) and the part is posted anew in its place,
+    instead of the reply being given up; the start-over then deletes it, and the reply ends as the new
+    attempt's text."""
+    discord, _ = fake
+    with relay(bridge, consumer="first", claim_idle_ms=300):
+        body, turn, conv = ask(api, key, discord, redis_client, "a question")
+        token, record = str(body["token"]), KEYS.bridge_posted(conv, "discord", turn)
+        write_event(redis_client, conv, turn, "turn.started", attempt=1)
+        write_event(redis_client, conv, turn, "response.delta", delta="first " * 420)  # 2,520 characters
+        wait_until(lambda: redis_client.hget(record, "followups"), timeout_s=30, message="the follow-up")
+    gone = str(redis_client.hget(record, "followups"))
+    with discord.lock:  # deleted at Discord, the record not written: the relay died in between
+        del discord.messages[gone], discord.owners[gone]
+    write_event(redis_client, conv, turn, "turn.retrying", cause="http_5xx", attempt=1, retry_at=time.time())
+    write_event(redis_client, conv, turn, "turn.started", attempt=2)
+    write_event(redis_client, conv, turn, "response.delta", delta="The answer")
+    write_event(redis_client, conv, turn, "turn.completed", output_text="The answer")
+    with relay(bridge, consumer="second", claim_idle_ms=300):
+        wait_posted(redis_client, conv, turn)
+    assert len(discord.of("webhook_followup")) == 2  # the first attempt's, and the one posted anew
+    assert discord.reply_of(token) == ["The answer"]

@@ -133,6 +133,28 @@ def test_a_gateway_turn_is_answered_with_channel_messages(settings: Settings, re
     assert not discord.of("webhook_original", ok=False)
 
 
+def test_a_gateway_reply_tried_again_keeps_its_first_message_and_deletes_the_rest(
+        settings: Settings, redis_client: redis.Redis, fake: tuple[FakeDiscord, str]) -> None:
+    """A channel reply past 2,000 characters (two messages), then the worker tries again: the continuation
+    is deleted with the bot token, the first message (the reply to the user's) is kept and edited, and the
+    channel ends with one message, the new attempt's text."""
+    discord, url = fake
+    turn = Turn(redis_client, "turn_gateway_retried", message_id="1700000000000000008")
+    turn.event("turn.started", attempt=1)
+    turn.event("response.delta", delta="first " * 420)  # 2,520 characters: two messages
+    with relay(_bridge(settings, url)):
+        wait_until(lambda: len(discord.of("channel")) == 2, timeout_s=10, message="both messages")
+        turn.event("turn.retrying", cause="http_5xx", attempt=1, retry_at=time.time() + 1)
+        turn.event("turn.started", attempt=2)
+        turn.event("response.delta", delta="The answer")
+        turn.event("turn.completed", output_text="The answer")
+        wait_until(turn.posted, timeout_s=10, message="the reply to end")
+    first, second = (c.message_id for c in discord.of("channel"))
+    assert [c.message_id for c in discord.of("channel_delete")] == [second]
+    assert discord.channel_messages(CHANNEL_ID) == ["The answer"]
+    assert discord.of("channel_edit")[-1].message_id == first
+
+
 def test_a_retrying_turn_says_it_is_still_working_until_its_text_comes(
         settings: Settings, redis_client: redis.Redis, fake: tuple[FakeDiscord, str]) -> None:
     """``turn.retrying`` before any text: ``@original`` is edited once to a short "still working" notice (a

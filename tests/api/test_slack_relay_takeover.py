@@ -50,11 +50,13 @@ class Turn:
         [queued] = queued_turns(client, conv)
         self.client, self.conv, self.id = client, conv, str(queued["turn_id"])
 
-    def event(self, type_: str, **fields: object) -> None:
+    def event(self, type_: str, **fields: object) -> int:
+        """Write the event; returns its seq."""
         seq = int(self.client.incr(KEYS.seq(self.conv)))
         body = {"id": f"{self.id}.{seq}", "type": type_, "conversation_id": self.conv, "turn_id": self.id,
                 "seq": seq, "created_at": time.time(), **fields}
         self.client.xadd(KEYS.events(self.conv), {"data": json.dumps(body)}, id=f"{seq}-0")
+        return seq
 
     def posted(self) -> dict[str, str]:
         return dict(self.client.hgetall(KEYS.bridge_posted(self.conv, "slack", self.id)))
@@ -64,9 +66,9 @@ def test_a_retried_turn_taken_over_goes_on_with_its_last_attempt(bridge: tuple[s
                                                                  redis_client: redis.Redis) -> None:
     """The first attempt streams a message, the worker tries again: that message is deleted and the new
     attempt streams a second one; the relay is stopped. The relay taking the turn over reads the turn's
-    events from the start, meeting the first attempt again: it skips it (the record says the reply had
-    started over twice) and finishes the second message in place: no delete, no new message, and every
-    text it sends is the new attempt's."""
+    events from the last start-over on record (the second attempt's start), so it never meets the first
+    attempt again, and finishes the second message in place: no delete, no new message, and every text it
+    sends is the new attempt's."""
     url, fake, settings = bridge
     turn = Turn(redis_client, settings, url)
     with relay_in_process(settings, claim_idle_ms=1000):
@@ -74,11 +76,11 @@ def test_a_retried_turn_taken_over_goes_on_with_its_last_attempt(bridge: tuple[s
         turn.event("response.delta", delta="A first try that ")
         wait_until(lambda: fake.named("chat.startStream"), timeout_s=10, message="the first attempt's stream")
         turn.event("turn.retrying", cause="http_5xx", attempt=1, retry_at=time.time() + 1)
-        turn.event("turn.started", attempt=2)
+        second = turn.event("turn.started", attempt=2)
         turn.event("response.delta", delta="The answer")
         wait_until(lambda: turn.posted().get("sent_chars") == str(len("The answer")), timeout_s=10,
                    message="the new attempt's stream")
-    assert turn.posted()["restarts"] == "2" and len(fake.named("chat.delete")) == 1
+    assert turn.posted()["restart_seq"] == str(second) and len(fake.named("chat.delete")) == 1
     [kept] = list(fake.messages)
     before = len(fake.calls)
     turn.event("response.delta", delta=" is 42.")

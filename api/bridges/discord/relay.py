@@ -16,7 +16,6 @@ from parley.worker.log import get_logger
 from parley.worker.settings import Settings
 from parley.worker.store.keys import Keys
 
-from ..attempts import Attempts, starts_over
 from ..relay import (
     CLAIM_IDLE_MS,
     Assignment,
@@ -26,6 +25,7 @@ from ..relay import (
     follow_turn,
     next_event,
     serve_feed,
+    starts_over,
 )
 from .render import edit_due, expired_notice, final_text, retrying_notice, split_message
 from .rest import DiscordError, DiscordRest
@@ -46,7 +46,7 @@ class Reply:
 
     def __init__(self, rest: DiscordRest, posted: Posted, *, application_id: str, token: str | None,
                  token_ttl_s: float, channel_id: str, followups: list[str],
-                 reply_to: str | None = None, restarts: int = 0) -> None:
+                 reply_to: str | None = None, restart_seq: int = 0) -> None:
         self.rest, self.posted = rest, posted
         self.application_id, self.token, self.channel_id = application_id, token, channel_id
         self.reply_to = reply_to if token is None else None
@@ -57,8 +57,8 @@ class Reply:
         self.text_shown = ""
         self.last_edit_s: float | None = None
         self.expired = token is None and self.reply_to is None
-        self.restarts = restarts
-        """The start-overs of the turn's reply so far: the messages on record are the attempt after them."""
+        self.restart_seq = restart_seq
+        """The seq of the last start-over handled (0: none): the messages on record are the next attempt's."""
 
     async def show(self, text: str) -> None:
         """Make the messages show ``text``; only those whose part changed are edited."""
@@ -85,32 +85,42 @@ class Reply:
         if index < first:
             assert self.token is not None
             await self.rest.edit_original(self.application_id, self.token, part)
-        elif index - first < len(self.followups):
-            message_id = self.followups[index - first]
-            if self.token is None:
-                await self.rest.edit_channel_message(self.channel_id, message_id, part)
-            else:
-                await self.rest.edit_follow_up(self.application_id, self.token, message_id, part)
+        elif index - first < len(self.followups) and await self._edit(self.followups[index - first], part):
+            pass
         else:
             if self.token is None:
                 message_id = await self.rest.channel_message(self.channel_id, part,
                                                              reply_to=self.reply_to if index == 0 else None)
             else:
                 message_id = await self.rest.follow_up(self.application_id, self.token, part)
-            self.followups.append(message_id)
+            self.followups[index - first:index - first + 1] = [message_id]
             # At once: a relay taking over edits this message rather than posting it again. A relay killed
             # between Discord's answer and this write leaves one duplicate: Discord has no idempotency key.
             await self.posted.set(followups=",".join(self.followups))
         self.shown[index:index + 1] = [part]
 
-    async def restart(self, restarts: int) -> None:
-        """A new attempt (the ``restarts``-th start-over) writes the reply from the start: the messages past
+    async def _edit(self, message_id: str, part: str) -> bool:
+        """Edit a posted message; False if it is gone (404: deleted by a restart whose record a relay killed
+        in between did not write), so the part is posted anew in its place."""
+        try:
+            if self.token is None:
+                await self.rest.edit_channel_message(self.channel_id, message_id, part)
+            else:
+                await self.rest.edit_follow_up(self.application_id, self.token, message_id, part)
+        except DiscordError as exc:
+            if exc.status != 404:
+                raise
+            return False
+        return True
+
+    async def restart(self, seq: int) -> None:
+        """A new attempt (its start-over event at ``seq``) writes the reply from the start: the messages past
         the first (an interaction's follow-ups, a channel reply's continuations) go, so the earlier attempt's
         text is not left below the new one; the first is edited with the new text as it comes. Deleted
-        before the record says so: a relay killed in between has the start-over again, and the deletes of
-        the gone ones are answered 404, which is what they asked for."""
+        before the record says so: a relay killed in between has the start-over again, its deletes of the
+        gone ones are answered 404, and an edit of one posts it anew (``_send``)."""
         keep = 1 if self.reply_to else 0
-        for message_id in self.followups[keep:]:
+        for message_id in self.followups[keep:] if not self.expired else ():  # expired: the token is gone
             try:
                 if self.token is None:
                     await self.rest.delete_channel_message(self.channel_id, message_id)
@@ -122,10 +132,11 @@ class Reply:
                     break
                 if exc.status != 404:
                     raise
-        self.followups[keep:] = []
-        self.shown[1:] = []  # the first message is the same one either way
-        self.restarts = restarts
-        await self.posted.set(followups=",".join(self.followups), restarts=restarts)
+        if not self.expired:
+            self.followups[keep:] = []
+            self.shown[1:] = []  # the first message is the same one either way
+        self.restart_seq = seq
+        await self.posted.set(followups=",".join(self.followups), restart_seq=seq)
 
     async def near_expiry(self, written: str, has_bot_token: bool) -> None:
         """Before the token runs out: say so in the reply, while it can still be edited."""
@@ -191,13 +202,14 @@ class DiscordRelay:
         events: asyncio.Queue[Event] = asyncio.Queue()
 
         async def pump() -> None:
-            async for event in follow_turn(self.hub, assignment, idle_s=self.idle_s):
+            # From the last start-over on record: a takeover never replays the attempts already replaced.
+            async for event in follow_turn(self.hub, assignment, idle_s=self.idle_s,
+                                           after_seq=reply.restart_seq):
                 await events.put(event)
 
         pumping = asyncio.create_task(pump())
         written, has_bot_token = "", self.rest.bot_token is not None
         notice = ""  # shown instead of nothing while a retry is awaited, until the text comes
-        attempts = Attempts(on_record=reply.restarts)  # a takeover replays the attempts already replaced
         try:
             while True:
                 wanted = written or notice
@@ -206,14 +218,14 @@ class DiscordRelay:
                 event = await next_event(events, max(wait, 0.01))
                 if event is None and pumping.done():
                     pumping.result()  # the follower died: its error is this turn's
-                if event is None or attempts.replayed(event):
+                if event is None:
                     pass
                 elif starts_over(event):
                     # A new attempt writes its reply from the start: the next edit shows its text alone.
                     # Until it comes, a notice stands in for the earlier attempt's text (never an empty edit).
                     written = ""
                     notice = retrying_notice(getattr(event, "cause", None))
-                    await reply.restart(attempts.seen)
+                    await reply.restart(event.seq)
                 elif event.type == "response.delta":
                     written += getattr(event, "delta", "")
                     notice = ""
@@ -241,7 +253,7 @@ class DiscordRelay:
         return Reply(self.rest, posted, token=token, token_ttl_s=max(0, int(ttl or 0)),
                      application_id=application_id, channel_id=metadata.get("channel_id", ""),
                      followups=followups, reply_to=metadata.get("message_id"),
-                     restarts=int(record.get("restarts") or 0))
+                     restart_seq=int(record.get("restart_seq") or 0))
 
 
 async def serve(settings: Settings) -> None:

@@ -23,7 +23,6 @@ from parley.worker.store.connections import async_client
 from parley.worker.store.ingress import Ingress
 from parley.worker.store.keys import Keys
 
-from ..attempts import Attempts, starts_over
 from ..relay import (
     CLAIM_IDLE_MS,
     Assignment,
@@ -33,6 +32,7 @@ from ..relay import (
     follow_turn,
     next_event,
     serve_feed,
+    starts_over,
 )
 from .client import PLATFORM, web_client
 from .render import MESSAGE_MAX_CHARS, STREAM_INTERVAL_S, THINKING, failure_notice, retrying_status
@@ -84,12 +84,12 @@ class SlackRelay:
         events: asyncio.Queue[Event] = asyncio.Queue()
 
         async def pump() -> None:
-            async for event in follow_turn(self.hub, assignment):
+            # From the last start-over on record: a takeover never replays the attempts already replaced.
+            async for event in follow_turn(self.hub, assignment, after_seq=reply.restart_seq):
                 await events.put(event)
 
         producer = asyncio.create_task(pump())
         text = ""
-        attempts = Attempts(on_record=reply.restarts)  # a takeover replays the attempts already replaced
         try:
             while True:
                 event = await next_event(events, STREAM_INTERVAL_S)
@@ -98,15 +98,13 @@ class SlackRelay:
                         producer.result()  # its error, if it stopped without the terminal event
                     await reply.flush(text)
                     continue
-                if attempts.replayed(event):
-                    continue
                 if event.type == "response.delta":
                     text += event.delta
                     await reply.flush(text)
                 elif starts_over(event):
                     text = ""  # the new attempt's deltas are a reply of their own
-                    await reply.restart(attempts.seen)
-                    if event.type == "turn.retrying":
+                    await reply.restart(event.seq)
+                    if event.type == "turn.retrying" and not reply.started:  # not over the new attempt's
                         await reply.status(retrying_status(event.cause))
                 elif event.type == "turn.completed":
                     await reply.flush(event.output_text or text, final=True)

@@ -43,8 +43,8 @@ class SlackReply:
         self.messages = _messages(record.get("messages"))
         self.sent = int(record.get("sent_chars") or 0)
         self.open = record.get("open") == "1"
-        self.restarts = int(record.get("restarts") or 0)
-        """The start-overs of the turn's reply so far: the messages on record are the attempt after them."""
+        self.restart_seq = int(record.get("restart_seq") or 0)
+        """The seq of the last start-over handled (0: none): the messages on record are the next attempt's."""
         self.last_write: float | None = None
 
     @property
@@ -54,7 +54,7 @@ class SlackReply:
     async def _save(self, **more: Any) -> None:
         messages = ",".join(f"{ts}@{start}" for ts, start in self.messages)
         await self.posted.set(mode=self.mode, messages=messages, sent_chars=self.sent, open=int(self.open),
-                              restarts=self.restarts, **more)
+                              restart_seq=self.restart_seq, **more)
 
     async def status(self, text: str) -> None:
         """Best effort: the thread's "is thinking" line (Slack clears it when the bot posts)."""
@@ -163,12 +163,12 @@ class SlackReply:
         posted = await self.web.chat_postMessage(channel=self.channel, thread_ts=self.thread_ts, text=text)
         await self._save(notice=posted["ts"])
 
-    async def restart(self, restarts: int) -> None:
-        """A new attempt of the turn (its ``restarts``-th start-over) writes its reply from the start, and
+    async def restart(self, seq: int) -> None:
+        """A new attempt of the turn (its start-over event at ``seq``) writes its reply from the start, and
         what the last one streamed cannot be taken back from a stream: its messages go, and the reply starts
-        again as a new message. The count is recorded with the emptied messages, in one write."""
+        again as a new message. The seq is recorded with the emptied messages, in one write."""
         await self._delete_messages()
-        self.messages, self.sent, self.last_write, self.restarts = [], 0, None, restarts
+        self.messages, self.sent, self.last_write, self.restart_seq = [], 0, None, seq
         await self._save()
 
     async def withdraw(self) -> None:
