@@ -35,16 +35,20 @@ class Size:
     fairness_new: int
     memory_turns: int
     inflight: int
+    tool_convs: int
+    """Conversations of the tools scenario (× ``ordered_turns``): a per-turn CPU figure needs fewer turns
+    than a throughput one."""
 
     @classmethod
     def full(cls) -> Size:
+        # Sized so that the whole run, 2 repeats, takes about ten minutes on a 2-core machine.
         return cls(ingress_s=3.0, ordered_convs=1000, ordered_turns=5, io_turns=2000, fairness_backlog=5000,
-                   fairness_new=100, memory_turns=10_000, inflight=500)
+                   fairness_new=100, memory_turns=10_000, inflight=500, tool_convs=400)
 
     @classmethod
     def quick(cls) -> Size:
         return cls(ingress_s=1.5, ordered_convs=100, ordered_turns=3, io_turns=300, fairness_backlog=500,
-                   fairness_new=20, memory_turns=1000, inflight=100)
+                   fairness_new=20, memory_turns=1000, inflight=100, tool_convs=100)
 
 
 def settings_for(redis_url: str, upstream: str, **overrides: object) -> Settings:

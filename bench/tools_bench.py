@@ -34,11 +34,11 @@ BARE_THREADS = 100
 
 
 def _cpu_per_turn(size: Size, text: str) -> tuple[float, float]:
-    """Worker CPU ms per turn and turns/s for ``size.ordered_convs x size.ordered_turns`` turns of ``text``."""
-    total = size.ordered_convs * size.ordered_turns
+    """Worker CPU ms per turn and turns/s for ``size.tool_convs x size.ordered_turns`` turns of ``text``."""
+    total = size.tool_convs * size.ordered_turns
     with EmbeddedRedis() as server, emulator() as upstream:
         settings = settings_for(server.url, upstream, stream_upstream=False, tools=["bench_tools"])
-        convs = make_conversations(upstream, settings, size.ordered_convs)
+        convs = make_conversations(upstream, settings, size.tool_convs)
         held: list[str] = []
         asyncio.run(_enqueue(settings, [(c, f"{text} {i}") for i in range(size.ordered_turns) for c in convs],
                              rate=None, held=held))
@@ -110,9 +110,9 @@ def _bare_child(upstream: str, requests: int, threads: int) -> None:
 def tools(size: Size) -> dict[str, object]:
     plain_ms, plain_rate = _cpu_per_turn(size, "hello")
     tool_ms, tool_rate = _cpu_per_turn(size, '[call add {"a": 3, "b": 4}]')
-    bare_ms = _bare_request_cpu_ms(size.ordered_convs * size.ordered_turns)
+    bare_ms = _bare_request_cpu_ms(size.tool_convs * size.ordered_turns)
     extra = tool_ms - plain_ms
-    return {"turns": size.ordered_convs * size.ordered_turns, "plain_cpu_ms_per_turn": round(plain_ms, 2),
+    return {"turns": size.tool_convs * size.ordered_turns, "plain_cpu_ms_per_turn": round(plain_ms, 2),
             "tool_cpu_ms_per_turn": round(tool_ms, 2), "extra_cpu_ms_per_round": round(extra, 2),
             "cpu_ratio": round(tool_ms / plain_ms, 2), "plain_turns_per_s": round(plain_rate, 1),
             "tool_turns_per_s": round(tool_rate, 1), "bare_request_cpu_ms": round(bare_ms, 2),
