@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,6 +13,7 @@ from typing import Any
 
 import httpx
 import redis.asyncio
+from loop_thread import serving
 from nacl.signing import SigningKey
 
 from parley.api.bridges.discord.relay import DiscordRelay
@@ -69,10 +69,7 @@ def signed_post(base_url: str, key: SigningKey, body: dict[str, Any] | bytes, *,
 def relay(settings: Settings, *, consumer: str = "r1", claim_idle_ms: int = 60_000) -> Iterator[None]:
     """A relay on an event loop of its own thread; leaving stops it without acknowledging what it had not
     finished (as a killed relay leaves it)."""
-    loop = asyncio.new_event_loop()
-    stop = asyncio.Event()
-
-    async def main() -> None:
+    async def main(stop: asyncio.Event) -> None:
         client = redis.asyncio.Redis.from_url(settings.redis_url_required, decode_responses=True)
         bot = settings.discord_bot_token.get_secret_value() if settings.discord_bot_token else None
         async with httpx.AsyncClient(timeout=10) as http:
@@ -81,11 +78,5 @@ def relay(settings: Settings, *, consumer: str = "r1", claim_idle_ms: int = 60_0
             await relay.run(stop)
         await client.aclose()
 
-    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
-    thread.start()
-    try:
+    with serving(main, join_s=10):
         yield
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(timeout=10)
-        loop.close()

@@ -3,9 +3,7 @@ HMAC-SHA256, what Bolt checks), and the turns they became, read back from Redis.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,11 +11,14 @@ from typing import Any
 
 import httpx
 import redis
+from loop_thread import serving
 from pydantic import SecretStr
-from slack_fake import BOT_USER_ID, TEAM_ID, TOKEN
+from slack_fake import BOT_USER_ID, TEAM_ID, TOKEN, FakeSlack, fake_slack
 from slack_sdk.signature import SignatureVerifier
 
 from parley.api.bridges.slack.relay import serve
+from parley.api.main import create_app
+from parley.worker.local.background import BackgroundServer
 from parley.worker.settings import Settings
 from parley.worker.store.keys import Keys
 
@@ -82,14 +83,14 @@ def queued_turns(r: redis.Redis, conversation_id: str) -> list[dict[str, Any]]:
 @contextmanager
 def relay_in_process(settings: Settings, **how: object) -> Iterator[None]:
     """The relay on a thread with its own event loop, stopped (its finally blocks run) on the way out."""
-    loop = asyncio.new_event_loop()
-    stopping = asyncio.Event()
-    thread = threading.Thread(target=loop.run_until_complete, args=(serve(settings, stop=stopping, **how),),
-                              daemon=True)
-    thread.start()
-    try:
+    with serving(lambda stop: serve(settings, stop=stop, **how)):  # type: ignore[arg-type]
         yield
-    finally:
-        loop.call_soon_threadsafe(stopping.set)
-        thread.join(timeout=15)
-        loop.close()
+
+
+@contextmanager
+def bridged_api(settings: Settings) -> Iterator[tuple[str, FakeSlack, Settings]]:
+    """The fake Slack and the API with the Slack bridge mounted: the API's URL, the fake and the settings."""
+    with fake_slack() as (fake, api_url):
+        bridged = slack_settings(settings, api_url)
+        with BackgroundServer(create_app(bridged)) as server:
+            yield server.url, fake, bridged

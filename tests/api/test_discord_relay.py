@@ -167,6 +167,18 @@ def test_an_expired_token_falls_back_to_a_channel_message(bridge: Settings, api:
     assert posted.content == output_of(redis_client, conv, turn)
 
 
+def a_long_first_attempt(api: str, key: SigningKey, discord: FakeDiscord,
+                         redis_client: redis.Redis) -> tuple[str, str, str, str]:
+    """A slash command whose first attempt has written 2,520 characters (``@original`` and one follow-up, on
+    record): its token, turn, conversation and ``Posted`` record key."""
+    body, turn, conv = ask(api, key, discord, redis_client, "a question")
+    record = KEYS.bridge_posted(conv, "discord", turn)
+    write_event(redis_client, conv, turn, "turn.started", attempt=1)
+    write_event(redis_client, conv, turn, "response.delta", delta="first " * 420)
+    wait_until(lambda: redis_client.hget(record, "followups"), timeout_s=30, message="the follow-up")
+    return str(body["token"]), turn, conv, record
+
+
 def test_a_retried_turn_taken_over_shows_only_its_last_attempt(
         bridge: Settings, api: str, key: SigningKey, fake: tuple[FakeDiscord, str],
         redis_client: redis.Redis) -> None:
@@ -177,11 +189,7 @@ def test_a_retried_turn_taken_over_shows_only_its_last_attempt(
     text alone."""
     discord, _ = fake
     with relay(bridge, consumer="first", claim_idle_ms=300):
-        body, turn, conv = ask(api, key, discord, redis_client, "a question")
-        token, record = str(body["token"]), KEYS.bridge_posted(conv, "discord", turn)
-        write_event(redis_client, conv, turn, "turn.started", attempt=1)
-        write_event(redis_client, conv, turn, "response.delta", delta="first " * 420)  # 2,520 characters
-        wait_until(lambda: redis_client.hget(record, "followups"), timeout_s=30, message="the follow-up")
+        token, turn, conv, record = a_long_first_attempt(api, key, discord, redis_client)
         write_event(redis_client, conv, turn, "turn.retrying", cause="http_5xx", attempt=1,
                     retry_at=time.time() + 1)
         write_event(redis_client, conv, turn, "turn.started", attempt=2)
@@ -212,11 +220,7 @@ def test_a_follow_up_deleted_before_its_record_was_written_is_posted_anew(
     attempt's text."""
     discord, _ = fake
     with relay(bridge, consumer="first", claim_idle_ms=300):
-        body, turn, conv = ask(api, key, discord, redis_client, "a question")
-        token, record = str(body["token"]), KEYS.bridge_posted(conv, "discord", turn)
-        write_event(redis_client, conv, turn, "turn.started", attempt=1)
-        write_event(redis_client, conv, turn, "response.delta", delta="first " * 420)  # 2,520 characters
-        wait_until(lambda: redis_client.hget(record, "followups"), timeout_s=30, message="the follow-up")
+        token, turn, conv, record = a_long_first_attempt(api, key, discord, redis_client)
     gone = str(redis_client.hget(record, "followups"))
     with discord.lock:  # deleted at Discord, the record not written: the relay died in between
         del discord.messages[gone], discord.owners[gone]

@@ -12,6 +12,7 @@ import redis
 from slack_fake import BOT_USER_ID, TEAM_ID, FakeSlack, fake_slack
 from slack_support import (
     KEYS,
+    bridged_api,
     conversation_for,
     envelope,
     mention,
@@ -29,10 +30,8 @@ from parley.worker.settings import Settings
 @pytest.fixture(name="slack_api")
 def _slack_api(settings: Settings) -> Iterator[tuple[str, FakeSlack, Settings]]:
     """The API with the Slack bridge mounted; yields its URL, the fake Slack and the settings."""
-    with fake_slack() as (fake, api_url):
-        bridged = slack_settings(settings, api_url)
-        with BackgroundServer(create_app(bridged)) as server:
-            yield server.url, fake, bridged
+    with bridged_api(settings) as bridge:
+        yield bridge
 
 
 def test_url_verification_echoes_the_challenge(slack_api: tuple[str, FakeSlack, Settings]) -> None:

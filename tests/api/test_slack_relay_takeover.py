@@ -5,26 +5,26 @@ worker writes them, so each relay is stopped at a known point of the reply on an
 from __future__ import annotations
 
 import json
+import signal
 import time
 from collections.abc import Iterator
 
 import pytest
 import redis
-from conftest import wait_until
-from slack_fake import TEAM_ID, FakeSlack, fake_slack
+from conftest import settings_env, wait_until
+from slack_fake import TEAM_ID, FakeSlack
 from slack_support import (
     KEYS,
+    bridged_api,
     conversation_for,
     envelope,
     mention,
     post_event,
     queued_turns,
     relay_in_process,
-    slack_settings,
 )
 
-from parley.api.main import create_app
-from parley.worker.local.background import BackgroundServer
+from parley.worker.local.processes import spawn, stop
 from parley.worker.settings import Settings
 
 ROOT = "1712345678.000300"
@@ -33,10 +33,8 @@ ROOT = "1712345678.000300"
 @pytest.fixture(name="bridge")
 def _bridge(settings: Settings) -> Iterator[tuple[str, FakeSlack, Settings]]:
     """Fake Slack and the API with the bridge; no worker (the test writes the turn's events)."""
-    with fake_slack() as (fake, api_url):
-        bridged = slack_settings(settings, api_url)
-        with BackgroundServer(create_app(bridged)) as server:
-            yield server.url, fake, bridged
+    with bridged_api(settings) as bridge:
+        yield bridge
 
 
 class Turn:
@@ -94,3 +92,35 @@ def test_a_retried_turn_taken_over_goes_on_with_its_last_attempt(bridge: tuple[s
             if c.method in ("chat.update", "chat.appendStream")]
     assert sent and all("The answer is 42.".startswith(str(text)) for text in sent), sent
     assert list(fake.messages) == [kept] and fake.messages[kept].text == "The answer is 42."
+
+
+def test_a_piece_that_reached_slack_but_not_the_record_is_not_shown_twice(
+        bridge: tuple[str, FakeSlack, Settings], redis_client: redis.Redis) -> None:
+    """The relay (its own process) is SIGKILLed while it streams, and its record is set back by the last
+    piece, as if the kill had come between that append reaching Slack and its record. The relay taking the
+    turn over stops the stream it finds open and edits the message from then on (an edit sets the whole
+    text), so the message ends as the output, without that piece twice; one message, one stream."""
+    url, fake, settings = bridge
+    turn = Turn(redis_client, settings, url)
+    command = ["python", "-m", "parley", "slack-relay", "--claim-idle-s", "1"]
+    first = spawn(command, env=settings_env(settings))
+    try:
+        turn.event("turn.started", attempt=1)
+        turn.event("response.delta", delta="The answer")
+        wait_until(lambda: turn.posted().get("sent_chars") == "10", timeout_s=30, message="the stream")
+        turn.event("response.delta", delta=" is")
+        wait_until(lambda: turn.posted().get("sent_chars") == "13", timeout_s=10, message="the append")
+    finally:
+        stop(first, sig=signal.SIGKILL)
+    redis_client.hset(KEYS.bridge_posted(turn.conv, "slack", turn.id), "sent_chars", "10")
+    turn.event("response.delta", delta=" 42.")
+    turn.event("turn.completed", output_text="The answer is 42.")
+    second = spawn(command, env=settings_env(settings))
+    try:
+        wait_until(lambda: turn.posted().get("done") == "1", timeout_s=30, message="the reply done")
+    finally:
+        stop(second)
+    [kept] = list(fake.messages)
+    assert fake.messages[kept].text == "The answer is 42."
+    assert len(fake.named("chat.startStream")) == 1 and len(fake.named("chat.stopStream")) == 1
+    assert fake.named("chat.update") and not fake.named("chat.postMessage")

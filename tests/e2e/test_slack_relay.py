@@ -147,8 +147,9 @@ def test_a_rate_limited_call_is_waited_out(bridge: tuple[str, FakeSlack, Setting
 def test_a_relay_killed_mid_reply_is_continued_in_the_same_message(bridge: tuple[str, FakeSlack, Settings],
                                                                    redis_client: redis.Redis,
                                                                    emulator: EmulatorServer) -> None:
-    """SIGKILL the relay process while it streams: the next relay takes the turn over and appends the rest to
-    the same message: one startStream, no postMessage, one stopStream, the whole text once."""
+    """SIGKILL the relay process while it streams: the next relay takes the turn over, stops the stream it
+    finds open and edits the rest into the same message: one startStream, no postMessage, one stopStream,
+    the whole text once."""
     url, fake, settings = bridge
     emulator.config.reply_words, emulator.config.delta_interval_ms = 400, 20  # about 6 s of deltas
     env = settings_env(settings)
@@ -163,11 +164,11 @@ def test_a_relay_killed_mid_reply_is_continued_in_the_same_message(bridge: tuple
     assert not fake.named("chat.stopStream")
     second = spawn(command, env=env)
     try:
-        wait_until(lambda: fake.named("chat.stopStream"), timeout_s=30, message="the stream's stop")
+        wait_until(lambda: relayed(redis_client, settings), timeout_s=30, message="the reply done")
     finally:
         stop(second)
     assert len(fake.named("chat.startStream")) == 1 and not fake.named("chat.postMessage")
-    assert len(fake.named("chat.stopStream")) == 1
+    assert len(fake.named("chat.stopStream")) == 1 and fake.named("chat.update")  # stopped, then edited
     assert fake.messages[only_message(fake)].text == output_of(redis_client, settings)
 
 

@@ -71,6 +71,7 @@ class SlackRelay:
                            streaming=self.settings.slack_streaming, message_max_chars=self.message_max_chars)
         if not reply.started:
             await reply.status(THINKING)
+        await reply.resume()
         try:
             await self._follow(assignment, reply)
         except BaseException:

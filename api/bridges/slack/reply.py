@@ -3,8 +3,10 @@
 
 What went out is recorded in the turn's ``Posted`` record after each call (the messages' ts and where each
 starts in the text, the characters sent, whether the last message still takes text), so a relay that takes
-the turn over sends only the rest, into the same message. A crash between a call and its record re-sends
-that one piece: the window is one call.
+the turn over sends only the rest, into the same message. A stream the dead relay left open is stopped and
+the message edited from then on (``resume``): an edit sets its whole text, so a piece that reached Slack
+without reaching the record is not shown twice. A relay killed between starting a message and recording it
+leaves that message behind (Slack has no idempotency key): the window is that one call.
 """
 
 from __future__ import annotations
@@ -156,6 +158,14 @@ class SlackReply:
             await self._save()
         except Exception as exc:  # noqa: BLE001 - as above
             log.warning("slack_record_failed", error=type(exc).__name__)
+
+    async def resume(self) -> None:
+        """Taking over a reply that a relay left streaming (it was killed, so it could not stop it): the
+        stream is stopped and the message edited from now on. The dead relay's last append may have reached
+        Slack without reaching its record; an edit sets the message's whole text, where a second append
+        would have shown that piece twice."""
+        if self.open and self.mode == "stream":
+            await self.stop_on_failure()
 
     async def notice(self, text: str) -> None:
         """A failed turn's notice, as a message of its own, once."""
