@@ -119,8 +119,14 @@ class Reply:
         text is not left below the new one; the first is edited with the new text as it comes. Deleted
         before the record says so: a relay killed in between has the start-over again, its deletes of the
         gone ones are answered 404, and an edit of one posts it anew (``_send``)."""
-        keep = 1 if self.reply_to else 0
-        for message_id in self.followups[keep:] if not self.expired else ():  # expired: the token is gone
+        if not self.expired:  # expired: the token that could delete them is gone
+            await self._delete_after(1 if self.reply_to else 0)
+        self.restart_seq = seq
+        await self.posted.set(followups=",".join(self.followups), restart_seq=seq)
+
+    async def _delete_after(self, keep: int) -> None:
+        """Delete the messages in ``followups`` past the first ``keep``; a 404 is one already gone."""
+        for message_id in self.followups[keep:]:
             try:
                 if self.token is None:
                     await self.rest.delete_channel_message(self.channel_id, message_id)
@@ -129,14 +135,11 @@ class Reply:
             except DiscordError as exc:
                 if exc.token_expired:
                     self.expired = True
-                    break
+                    return
                 if exc.status != 404:
                     raise
-        if not self.expired:
-            self.followups[keep:] = []
-            self.shown[1:] = []  # the first message is the same one either way
-        self.restart_seq = seq
-        await self.posted.set(followups=",".join(self.followups), restart_seq=seq)
+        self.followups[keep:] = []
+        self.shown[1:] = []  # the first message is the same one either way
 
     async def near_expiry(self, written: str, has_bot_token: bool) -> None:
         """Before the token runs out: say so in the reply, while it can still be edited."""

@@ -105,7 +105,7 @@ class SlackRelay:
                 elif starts_over(event):
                     text = ""  # the new attempt's deltas are a reply of their own
                     await reply.restart(event.seq)
-                    if event.type == "turn.retrying" and not reply.started:  # not over the new attempt's
+                    if event.type == "turn.retrying":
                         await reply.status(retrying_status(event.cause))
                 elif event.type == "turn.completed":
                     await reply.flush(event.output_text or text, final=True)
